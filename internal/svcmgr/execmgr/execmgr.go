@@ -3,13 +3,13 @@
 //
 // A Manager owns at most one supervisor goroutine, which owns the process:
 //
-//	            Start (process survives StartGrace)
-//	 stopped ─────────────────────────────────────▶ running
-//	    ▲                                            │   ▲
-//	    │ Stop / Close: SIGTERM to the group,        │   │ backoff elapsed:
-//	    │ SIGKILL after StopTimeout                  │   │ relaunch
-//	    │                                  exit/crash▼   │
-//	    └──────────────────────────────────────── backoff
+//	           Start (process survives StartGrace)
+//	stopped ─────────────────────────────────────▶ running
+//	   ▲                                            │   ▲
+//	   │ Stop / Close: SIGTERM to the group,        │   │ backoff elapsed:
+//	   │ SIGKILL after StopTimeout                  │   │ relaunch
+//	   │                                  exit/crash▼   │
+//	   └──────────────────────────────────────── backoff
 //
 // Invariants:
 //
