@@ -1,0 +1,164 @@
+// Package audit appends control actions to a hash-chained log in etcd.
+//
+// Each entry carries the sha256 of the previous entry; audit/head holds the
+// last sequence number and hash. An append is one etcd transaction that
+// compares the head's mod revision, so entries are strictly ordered and no
+// two writers fork the chain. Callers put their own writes (e.g. deleting the
+// approval) in the same transaction, so an action and its audit entry are
+// committed together or not at all.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/golive/golive/internal/state"
+)
+
+// Entry is one audited control action.
+type Entry struct {
+	Seq      uint64    `json:"seq"`
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	Outcome  string    `json:"outcome"`
+	Reason   string    `json:"reason,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	PrevHash string    `json:"prev_hash"`
+	Hash     string    `json:"hash"`
+}
+
+// ComputeHash is the sha256 of the entry's fields other than Hash.
+func (e Entry) ComputeHash() string {
+	c := e
+	c.Hash = ""
+	c.At = c.At.UTC()
+	b, _ := json.Marshal(c) // fields are plain; Marshal cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+type head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// ErrPrecondition means the caller's compares failed: nothing was written.
+var ErrPrecondition = errors.New("precondition failed")
+
+// Log is the audit log under a key prefix.
+type Log struct {
+	cli  *clientv3.Client
+	keys state.Keys
+	now  func() time.Time
+}
+
+// New returns a Log.
+func New(cli *clientv3.Client, keys state.Keys) *Log {
+	return &Log{cli: cli, keys: keys, now: time.Now}
+}
+
+// Append writes e (Seq, At, PrevHash and Hash are filled in) together with
+// ops, if every cmp holds. It returns ErrPrecondition, having written
+// nothing, when a cmp fails. The response is that of the committing txn.
+func (l *Log) Append(ctx context.Context, e Entry, cmps []clientv3.Cmp, ops []clientv3.Op) (Entry, *clientv3.TxnResponse, error) {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return Entry{}, nil, err
+		}
+		hresp, err := l.cli.Get(ctx, l.keys.AuditHead())
+		if err != nil {
+			return Entry{}, nil, fmt.Errorf("read audit head: %w", err)
+		}
+		var h head
+		var headRev int64
+		if len(hresp.Kvs) == 1 {
+			headRev = hresp.Kvs[0].ModRevision
+			if err := json.Unmarshal(hresp.Kvs[0].Value, &h); err != nil {
+				return Entry{}, nil, fmt.Errorf("audit head is corrupt: %w", err)
+			}
+		}
+		ne := e
+		ne.Seq = h.Seq + 1
+		if ne.At.IsZero() {
+			ne.At = l.now()
+		}
+		ne.At = ne.At.UTC().Truncate(time.Microsecond)
+		ne.PrevHash = h.Hash
+		ne.Hash = ne.ComputeHash()
+		eb, _ := json.Marshal(ne)
+		hb, _ := json.Marshal(head{Seq: ne.Seq, Hash: ne.Hash})
+		all := append([]clientv3.Op{
+			clientv3.OpPut(l.keys.AuditEntry(ne.Seq), string(eb)),
+			clientv3.OpPut(l.keys.AuditHead(), string(hb)),
+		}, ops...)
+		inner := clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.keys.AuditHead()), "=", headRev)},
+			all, nil)
+		resp, err := l.cli.Txn(ctx).If(cmps...).Then(inner).Commit()
+		if err != nil {
+			return Entry{}, nil, fmt.Errorf("append audit entry: %w", err)
+		}
+		if !resp.Succeeded {
+			return Entry{}, resp, ErrPrecondition
+		}
+		if resp.Responses[0].GetResponseTxn().Succeeded {
+			return ne, resp, nil
+		}
+		// Another writer appended first: read the new head and try again.
+	}
+}
+
+// List returns entries oldest first; action filters when not empty; limit
+// keeps the newest limit entries when > 0.
+func (l *Log) List(ctx context.Context, action string, limit int) ([]Entry, error) {
+	resp, err := l.cli.Get(ctx, l.keys.AuditEntries(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	var out []Entry
+	for _, kv := range resp.Kvs {
+		var e Entry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, fmt.Errorf("audit entry %s is corrupt: %w", kv.Key, err)
+		}
+		if action == "" || e.Action == action {
+			out = append(out, e)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+// Verify recomputes the chain and returns the sequence number of the first
+// broken link (0 when the chain is intact) with a reason.
+func (l *Log) Verify(ctx context.Context) (uint64, string, error) {
+	entries, err := l.List(ctx, "", 0)
+	if err != nil {
+		return 0, "", err
+	}
+	prev := ""
+	for i, e := range entries {
+		if e.Seq != uint64(i+1) {
+			return uint64(i + 1), fmt.Sprintf("entry %d is missing (found %d)", i+1, e.Seq), nil
+		}
+		if e.PrevHash != prev {
+			return e.Seq, "prev_hash does not match the previous entry's hash", nil
+		}
+		if e.ComputeHash() != e.Hash {
+			return e.Seq, "hash does not match the entry's content", nil
+		}
+		prev = e.Hash
+	}
+	return 0, "", nil
+}

@@ -1,0 +1,61 @@
+// Package state owns the controller's etcd key layout. Every key golive
+// writes lives under one prefix (default "/golive/"):
+//
+//	approval                  the live approval, bound to an etcd lease; its
+//	                          create revision is the fencing token
+//	approval_ended/<token>    how an approval ended (revoked|expired), written
+//	                          once, so that an end is audited exactly once
+//	leader/                   the leader election (clientv3/concurrency)
+//	agents/<host>             the last known state of an agent (no lease)
+//	presence/<host>           which replica holds the agent's stream, bound to
+//	                          that replica's session lease: absent = lost
+//	commands/<host>/<id>      a command for a host, pending until its result
+//	results/<host>/<id>       a command's final result
+//	rollouts/<id>             a rollout record
+//	audit/head, audit/<seq>   the hash-chained audit log
+//
+// Only the controller talks to etcd; agents never import this package.
+package state
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Keys builds keys under a prefix.
+type Keys struct{ Prefix string }
+
+// NewKeys normalizes prefix to end with "/".
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = "/golive/"
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return Keys{Prefix: prefix}
+}
+
+func (k Keys) Approval() string { return k.Prefix + "approval" }
+func (k Keys) ApprovalEnded(token int64) string {
+	return fmt.Sprintf("%sapproval_ended/%020d", k.Prefix, token)
+}
+func (k Keys) Leader() string                  { return k.Prefix + "leader/" }
+func (k Keys) Agents() string                  { return k.Prefix + "agents/" }
+func (k Keys) Agent(host string) string        { return k.Agents() + host }
+func (k Keys) Presences() string               { return k.Prefix + "presence/" }
+func (k Keys) Presence(host string) string     { return k.Presences() + host }
+func (k Keys) Commands() string                { return k.Prefix + "commands/" }
+func (k Keys) HostCommands(host string) string { return k.Commands() + host + "/" }
+func (k Keys) Command(host, id string) string  { return k.HostCommands(host) + id }
+func (k Keys) Results() string                 { return k.Prefix + "results/" }
+func (k Keys) HostResults(host string) string  { return k.Results() + host + "/" }
+func (k Keys) Result(host, id string) string   { return k.HostResults(host) + id }
+func (k Keys) Rollouts() string                { return k.Prefix + "rollouts/" }
+func (k Keys) Rollout(id string) string        { return k.Rollouts() + id }
+func (k Keys) AuditHead() string               { return k.Prefix + "audit/head" }
+func (k Keys) AuditEntries() string            { return k.Prefix + "audit/e/" }
+func (k Keys) AuditEntry(seq uint64) string    { return fmt.Sprintf("%saudit/e/%020d", k.Prefix, seq) }
+
+// HostFromKey returns the last path element after prefix p.
+func HostFromKey(p, key string) string { return strings.TrimPrefix(key, p) }
