@@ -1,0 +1,163 @@
+# golive agent configuration: /etc/golive/agent.hcl
+#
+# Check it with `golive-agent check --config /etc/golive/agent.hcl`.
+# Durations are strings ("500ms", "30s", "10m", "720h"); sizes are strings
+# ("512MiB", "2GiB"; KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024).
+# Paths must be absolute unless said otherwise. Anything not shown here is
+# an error, reported with its file:line.
+
+# Names this host to the controller; must match the agent's certificate name.
+# Default: the hostname. The --host-id flag overrides it.
+host_id = "web-1"
+
+# Free-form labels reported to the controller, which may select hosts by them.
+labels = {
+  role = "web"
+  zone = "eu-west-1a"
+}
+
+# Releases, journals, backups and logs live here (default /var/lib/golive).
+# Each service gets <state_dir>/services/<name>/.
+state_dir = "/var/lib/golive"
+
+# ed25519 public keys (PEM, PKIX). When any is listed, every artifact must
+# carry a valid signature by one of them; sha256 is always checked.
+trusted_keys = ["/etc/golive/keys/release.pub"]
+
+# Where the controller is. Give all three TLS files (mTLS) or none (loopback
+# dev mode only).
+controller {
+  address   = "golive.internal:7400"
+  ca_file   = "/etc/golive/tls/ca.pem"
+  cert_file = "/etc/golive/tls/agent.pem"
+  key_file  = "/etc/golive/tls/agent-key.pem"
+}
+
+# Limits on what one artifact may put on disk.
+artifacts {
+  max_bytes          = "2GiB"  # download size (default 2GiB)
+  max_unpacked_bytes = "8GiB"  # total unpacked size (default 8GiB)
+  max_files          = 100000  # entries in the archive (default 100000)
+  retries            = 3       # fetch retries on transient errors (default 3)
+}
+
+# A service swapped by restart, run by the agent itself, with a database.
+service "app" {
+  swap_mode     = "restart" # "restart" (default) or "blue-green"
+  keep_releases = 5         # releases kept on disk, the live one included (>= 2)
+  manager       = "exec"    # "exec" (default): the agent runs it; "systemd": a unit
+  port          = 8080      # what {port} expands to
+
+  exec {
+    # argv; a relative program is relative to the release dir.
+    command      = ["bin/sampleapp", "--port", "{port}"]
+    env_file     = "/etc/app/env" # KEY=value lines; holds secrets, never logged
+    env          = { LOG_LEVEL = "info", LISTEN = ":{port}" }
+    stop_timeout = "10s"              # how long a stop waits before killing
+    log_file     = "/var/log/app.log" # default: <service dir>/service.log
+  }
+
+  # A release is live once `successes` probes in a row pass, within `deadline`.
+  health {
+    url           = "http://127.0.0.1:{port}/healthz"
+    expect_status = 200
+    timeout       = "2s"  # one probe
+    interval      = "1s"  # between probes
+    successes     = 3
+    deadline      = "30s" # not healthy by then: swap back
+    window        = "60s" # sliding window of the continuous health report
+  }
+
+  # argv run around the swap; a failing pre_swap stops the step.
+  hooks {
+    pre_swap    = ["/usr/local/bin/lb", "drain", "web-1"]
+    post_swap   = ["/usr/local/bin/lb", "enable", "web-1"]
+    on_rollback = ["/usr/local/bin/notify", "app rolled back on web-1"]
+    timeout     = "30s"
+  }
+
+  # PostgreSQL, backed up with pg_dump -Fc (and checked with pg_restore
+  # --list) before every migration. The DSN is read from env_file at
+  # dsn_env_key and never logged.
+  database {
+    kind           = "postgres"
+    dsn_env_key    = "DATABASE_URL"
+    env_file       = "/etc/app/env"                # default: exec.env_file
+    backup_dir     = "/var/lib/golive/backups/app" # default: <service dir>/backups
+    keep_backups   = 10
+    max_backup_age = "720h" # prune older backups beyond keep_backups
+  }
+
+  # Run from the release dir after a verified backup, before the swap.
+  migrate {
+    command = ["bin/migrate", "up"]
+    timeout = "10m"
+  }
+
+  # Pre-live checks, run before every deploy.
+  preflight {
+    domain               = "app.example.com" # resolves; TLS valid and matching
+    tls_port             = 443
+    cert_expiry_days     = 14 # refuse when the certificate expires sooner
+    env_file             = "/etc/app/env"    # default: exec.env_file
+    required_secrets     = ["DATABASE_URL", "STRIPE_KEY"] # presence only
+    min_free_disk_factor = 3     # free disk >= 3 x artifact size
+    max_backup_age       = "24h" # newest backup must be younger
+  }
+
+  # Post-live smoke checks, any number, against the service's own port.
+  smoke "home" {
+    method        = "GET"
+    path          = "/"
+    headers       = { Accept = "text/plain" }
+    expect_status = 200
+    body_contains = "ok"
+    max_latency   = "500ms"
+  }
+
+  smoke "version" {
+    path          = "/version"
+    body_contains = "app"
+  }
+}
+
+# A blue-green service under systemd behind nginx: slots run as the
+# instances api@blue and api@green of a template unit api@.service, which
+# reads its port from the instance's environment.
+service "api" {
+  swap_mode     = "blue-green"
+  keep_releases = 3
+  manager       = "systemd"
+  unit          = "api@" # template prefix; restart mode names the unit ("api.service")
+
+  exec {
+    # With systemd only env_file is used (the unit says what runs).
+    env_file = "/etc/api/env"
+  }
+
+  health {
+    url = "http://127.0.0.1:{port}/healthz" # {port}: the slot's port
+  }
+
+  blue_green {
+    blue_port     = 8081
+    green_port    = 8082
+    keep_warm     = "15m" # the old slot stays up this long for instant switch-back
+    drain_timeout = "30s"
+
+    router {
+      kind          = "nginx" # "nginx", "haproxy" or "none" (switch from hooks)
+      upstream_file = "/etc/nginx/golive/api.conf" # rewritten atomically
+      reload        = ["nginx", "-s", "reload"]    # the default for nginx
+      probe_url     = "http://127.0.0.1/version"   # checked through the router after a switch
+      # haproxy instead:
+      # kind         = "haproxy"
+      # admin_socket = "/run/haproxy/admin.sock"
+      # backend      = "api" # servers "blue" and "green" in this backend
+    }
+  }
+
+  preflight {
+    required_secrets = ["API_TOKEN"] # looked up in exec.env_file
+  }
+}
