@@ -40,5 +40,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for t in $$($(GO) test -list 'Fuzz.*' ./... 2>/dev/null | grep -E '^(Fuzz|ok)' | awk '/^ok/{pkg=$$2} /^Fuzz/{print pkg":"$$1}'); do \
 	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $${FUZZTIME:-30s} $${t%%:*} || exit 1; done
 
+.PHONY: releases
+releases: ## build dist/sampleapp-v{1,2,3}.tar.gz (v3 fails health) and dist/SHA256SUMS
+	bash cmd/sampleapp/mkreleases.sh dist
+
 clean: ## remove build output
 	rm -rf $(BIN) dist
