@@ -124,13 +124,19 @@ func (m *Manager) Grant(ctx context.Context, actor, source, phrase string, ttl t
 // Revoke ends the live approval at once. It returns the token it ended, or
 // 0 when there was none (not an error: pulling the brake twice is fine).
 func (m *Manager) Revoke(ctx context.Context, actor, source, reason string) (int64, error) {
+	tok, _, err := m.RevokeRev(ctx, actor, source, reason)
+	return tok, err
+}
+
+// RevokeRev is Revoke that also returns the etcd revision of the revoke.
+func (m *Manager) RevokeRev(ctx context.Context, actor, source, reason string) (int64, int64, error) {
 	for {
-		cur, _, err := m.Current(ctx)
+		cur, rev, err := m.Current(ctx)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if cur.Token == 0 {
-			return 0, nil
+			return 0, rev, nil
 		}
 		entry := audit.Entry{Actor: actor, Action: "revoke", Outcome: "revoked", Reason: reason, Source: source,
 			Detail: fmt.Sprintf("token=%d granted_by=%s", cur.Token, cur.GrantedBy)}
@@ -142,16 +148,16 @@ func (m *Manager) Revoke(ctx context.Context, actor, source, reason string) (int
 			clientv3.OpDelete(m.keys.Approval()),
 			clientv3.OpPut(m.keys.ApprovalEnded(cur.Token), "revoked"),
 		}
-		_, _, err = m.audit.Append(ctx, entry, cmps, ops)
+		_, resp, err := m.audit.Append(ctx, entry, cmps, ops)
 		if errors.Is(err, audit.ErrPrecondition) {
 			continue // it changed under us; look again
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		// The key is gone; dropping the lease is housekeeping.
 		m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
-		return cur.Token, nil
+		return cur.Token, resp.Header.Revision, nil
 	}
 }
 

@@ -1,0 +1,462 @@
+// Package agent is the golive agent daemon on a production host. It holds
+// one stream to a controller replica (moving to another when one dies),
+// introduces itself with its full state on every connect, sends heartbeats
+// with its services' state and health, and keeps the approval's fencing
+// token it was last told of: a command carrying any other token is refused.
+//
+// The agent never talks to etcd; everything it knows of the fleet comes over
+// the stream, and it keeps running while no controller is reachable.
+//
+// Stream lifecycle:
+//
+//	dial -> Hello -> Welcome(approval) -> {heartbeats, acks} ... error
+//	  ^                                                            |
+//	  +---- jittered exponential backoff (reset after Welcome) ----+
+//
+// On any disconnect the agent drops the approval it held (token 0): it may
+// only act on an approval that a live controller stands behind.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/golive/golive/internal/version"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+// Service is a service this host runs, as configured.
+type Service struct {
+	Name     string
+	SwapMode string
+}
+
+// Config is the agent daemon's configuration.
+type Config struct {
+	Controllers []string
+	HostID      string
+	StateDir    string
+	MetricsAddr string
+	GRPCAddr    string
+	Labels      map[string]string
+	Services    []Service
+	// MaxBackoff caps the reconnect delay.
+	MaxBackoff time.Duration
+	// Ready, when set, is called once the daemon serves (tests use it).
+	Ready func(*Agent)
+}
+
+// Validate names the field that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Controllers) == 0 {
+		errs = append(errs, errors.New("--controller: at least one controller address is required"))
+	}
+	if c.HostID == "" {
+		errs = append(errs, errors.New("--host-id is empty"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// Status is what the agent reports about itself on /status.
+type Status struct {
+	HostID       string            `json:"host_id"`
+	InstanceID   string            `json:"instance_id"`
+	Connected    bool              `json:"connected"`
+	Controller   string            `json:"controller,omitempty"`
+	ReplicaID    string            `json:"replica_id,omitempty"`
+	FencingToken int64             `json:"fencing_token"`
+	ApprovalTill *time.Time        `json:"approval_expires_at,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Services     []ServiceStatus   `json:"services"`
+	Reconnects   uint64            `json:"reconnects"`
+}
+
+// ServiceStatus is one service's state on this host.
+type ServiceStatus struct {
+	Name           string `json:"name"`
+	CurrentRelease string `json:"current_release"`
+}
+
+type metrics struct {
+	connected  prometheus.Gauge
+	token      prometheus.Gauge
+	reconnects prometheus.Counter
+	approvals  *prometheus.CounterVec
+	commands   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_agent_connected", Help: "1 while the agent has a stream to a controller."}),
+		token:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_agent_approval_fencing_token", Help: "The approval fencing token the agent holds (0: none)."}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_agent_reconnects_total", Help: "Stream (re)connect attempts."}),
+		approvals:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_agent_approval_updates_total", Help: "Approval updates received, by reason."}, []string{"reason"}),
+		commands:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_agent_commands_total", Help: "Commands received, by outcome of the admission check."}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.connected, m.token, m.reconnects, m.approvals, m.commands)
+	return m
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg      Config
+	log      hclog.Logger
+	instance string
+	metrics  *metrics
+
+	token      atomic.Int64
+	expiresAt  atomic.Pointer[time.Time]
+	connected  atomic.Bool
+	controller atomic.Pointer[string]
+	replica    atomic.Pointer[string]
+	reconnects atomic.Uint64
+
+	metricsAddr net.Addr
+	grpcAddr    net.Addr
+}
+
+// MetricsAddr is the bound HTTP address (/metrics, /status).
+func (a *Agent) MetricsAddr() string {
+	if a.metricsAddr == nil {
+		return ""
+	}
+	return a.metricsAddr.String()
+}
+
+// FencingToken is the approval token the agent holds (0: none).
+func (a *Agent) FencingToken() int64 { return a.token.Load() }
+
+// Connected reports whether the agent has a live stream.
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+func newInstanceID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &Agent{cfg: cfg, log: log, instance: newInstanceID(), metrics: newMetrics(reg)}
+
+	var httpSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		lis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+		a.metricsAddr = lis.Addr()
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(a.Status())
+		})
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go httpSrv.Serve(lis)
+		defer httpSrv.Close()
+	}
+	hs := health.NewServer()
+	var gs *grpc.Server
+	if cfg.GRPCAddr != "" {
+		lis, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			return fmt.Errorf("--grpc-addr %s: %w", cfg.GRPCAddr, err)
+		}
+		a.grpcAddr = lis.Addr()
+		gs = grpc.NewServer()
+		healthpb.RegisterHealthServer(gs, hs)
+		go gs.Serve(lis)
+		defer gs.Stop()
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("agent running", "host_id", cfg.HostID, "instance_id", a.instance, "controllers", cfg.Controllers, "metrics", a.MetricsAddr())
+	if cfg.Ready != nil {
+		cfg.Ready(a)
+	}
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+	a.connectLoop(ctx)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	hs.Shutdown()
+	log.Info("agent stopped")
+	return nil
+}
+
+// Status reports the agent's own view.
+func (a *Agent) Status() Status {
+	s := Status{HostID: a.cfg.HostID, InstanceID: a.instance, Connected: a.connected.Load(), FencingToken: a.token.Load(),
+		Labels: a.cfg.Labels, Reconnects: a.reconnects.Load(), ApprovalTill: a.expiresAt.Load()}
+	if p := a.controller.Load(); p != nil {
+		s.Controller = *p
+	}
+	if p := a.replica.Load(); p != nil {
+		s.ReplicaID = *p
+	}
+	for _, sv := range a.services() {
+		s.Services = append(s.Services, ServiceStatus{Name: sv.Name, CurrentRelease: sv.CurrentRelease})
+	}
+	return s
+}
+
+// services reads each configured service's state from the state dir.
+func (a *Agent) services() []*golivev1.ServiceState {
+	var out []*golivev1.ServiceState
+	for _, sv := range a.cfg.Services {
+		st := &golivev1.ServiceState{Name: sv.Name, SwapMode: sv.SwapMode, State: "unknown"}
+		if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "current")); err == nil {
+			st.CurrentRelease = filepath.Base(t)
+			st.State = "installed"
+		} else {
+			st.State = "not_installed"
+		}
+		if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "previous")); err == nil {
+			st.PreviousRelease = filepath.Base(t)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// connectLoop keeps one stream up, rotating through the controllers with
+// jittered exponential backoff.
+func (a *Agent) connectLoop(ctx context.Context) {
+	attempt := 0
+	idx := mrand.IntN(len(a.cfg.Controllers))
+	for ctx.Err() == nil {
+		addr := a.cfg.Controllers[idx%len(a.cfg.Controllers)]
+		a.reconnects.Add(1)
+		a.metrics.reconnects.Inc()
+		welcomed, err := a.session(ctx, addr)
+		a.connected.Store(false)
+		a.metrics.connected.Set(0)
+		a.setApproval(&golivev1.ApprovalUpdate{Reason: "disconnected"})
+		if ctx.Err() != nil {
+			return
+		}
+		if welcomed {
+			attempt = 0
+		} else {
+			idx++ // try the next replica
+		}
+		d := backoff(attempt, a.cfg.MaxBackoff)
+		attempt++
+		a.log.Warn("controller stream ended; reconnecting", "controller", addr, "error", err, "retry_in", d.Round(time.Millisecond))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is full-jitter exponential: uniform in [d/2, d], d = 200ms*2^n capped.
+func backoff(n int, max time.Duration) time.Duration {
+	d := time.Duration(float64(200*time.Millisecond) * math.Pow(2, float64(min(n, 16))))
+	if d > max {
+		d = max
+	}
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// session runs one stream; it reports whether a Welcome was received.
+func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := golivev1.NewAgentServiceClient(conn).Connect(sctx)
+	if err != nil {
+		return false, err
+	}
+	hello := &golivev1.Hello{
+		HostId: a.cfg.HostID, Labels: a.cfg.Labels, AgentVersion: version.Version, InstanceId: a.instance,
+		Services: a.services(), FencingToken: 0,
+	}
+	if err := stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	w := first.GetWelcome()
+	if w == nil {
+		return false, errors.New("controller did not answer Hello with Welcome")
+	}
+	a.controller.Store(&addr)
+	a.replica.Store(&w.ControllerId)
+	a.connected.Store(true)
+	a.metrics.connected.Set(1)
+	a.log.Info("connected to controller", "controller", addr, "replica", w.ControllerId)
+
+	// One goroutine owns Send; this one owns Recv.
+	out := make(chan *golivev1.ConnectRequest, 64)
+	sendErr := make(chan error, 1)
+	interval := w.HeartbeatInterval.AsDuration()
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	go func() { sendErr <- a.sender(sctx, stream, out, interval) }()
+	enqueue := func(m *golivev1.ConnectRequest) {
+		select {
+		case out <- m:
+		case <-sctx.Done():
+		}
+	}
+	a.applyApproval(w.Approval, enqueue)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch p := m.Payload.(type) {
+			case *golivev1.ConnectResponse_Approval:
+				a.applyApproval(p.Approval, enqueue)
+			case *golivev1.ConnectResponse_Command:
+				enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandAck{CommandAck: a.admit(p.Command)}})
+			case *golivev1.ConnectResponse_ResultAck:
+			}
+		}
+	}()
+	select {
+	case err = <-recvErr:
+	case err = <-sendErr:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cancel()
+	return true, err
+}
+
+func (a *Agent) sender(ctx context.Context, stream golivev1.AgentService_ConnectClient, out <-chan *golivev1.ConnectRequest, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	beat := func() error {
+		return stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
+			Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now(),
+		}}})
+	}
+	if err := beat(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-out:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case <-t.C:
+			if err := beat(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) setApproval(u *golivev1.ApprovalUpdate) {
+	old := a.token.Swap(u.GetFencingToken())
+	if u.GetActive() && u.ExpiresAt != nil {
+		t := u.ExpiresAt.AsTime()
+		a.expiresAt.Store(&t)
+	} else {
+		a.expiresAt.Store(nil)
+	}
+	a.metrics.token.Set(float64(u.GetFencingToken()))
+	if old != u.GetFencingToken() {
+		a.log.Info("approval changed", "fencing_token", u.GetFencingToken(), "active", u.GetActive(), "reason", u.GetReason())
+	}
+}
+
+func (a *Agent) applyApproval(u *golivev1.ApprovalUpdate, enqueue func(*golivev1.ConnectRequest)) {
+	if u == nil {
+		u = &golivev1.ApprovalUpdate{}
+	}
+	a.setApproval(u)
+	a.metrics.approvals.WithLabelValues(u.Reason).Inc()
+	enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_ApprovalAck{ApprovalAck: &golivev1.ApprovalAck{
+		FencingToken: u.FencingToken, Revision: u.Revision,
+	}}})
+}
+
+// admit decides whether a command may run: an operator's rollback always
+// may; anything else only under the approval token the agent holds.
+func (a *Agent) admit(cmd *golivev1.Command) *golivev1.CommandAck {
+	ack := &golivev1.CommandAck{CommandId: cmd.Id}
+	held := a.token.Load()
+	operatorRollback := cmd.GetRollback().GetOperator()
+	switch {
+	case cmd.Id == "":
+		ack.Reason = "command has no id"
+	case !operatorRollback && held == 0:
+		ack.Reason = "automation is not authorized on this agent (it holds no approval token)"
+	case !operatorRollback && cmd.FencingToken != held:
+		ack.Reason = fmt.Sprintf("stale fencing token %d: this agent holds %d", cmd.FencingToken, held)
+	default:
+		// Executing commands belongs to the release engine, which this
+		// version of the agent does not have: refuse rather than pretend.
+		ack.Reason = "this agent version cannot execute commands yet"
+	}
+	outcome := "rejected"
+	if ack.Accepted {
+		outcome = "accepted"
+	}
+	a.metrics.commands.WithLabelValues(outcome).Inc()
+	if !ack.Accepted {
+		a.log.Warn("command refused", "command_id", cmd.Id, "reason", ack.Reason)
+	}
+	return ack
+}

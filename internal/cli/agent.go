@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/golive/golive/internal/agent"
+	"github.com/golive/golive/internal/agentconfig"
+)
+
+// AgentMain runs golive-agent with args and returns the exit code.
+func AgentMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := &cobra.Command{Use: "golive-agent", Short: "golive agent: `run` is the daemon on each production host; `check` validates its config"}
+	root.AddCommand(newAgentRunCmd(stderr), newAgentCheckCmd())
+	return execute(ctx, root, args, stdout, stderr)
+}
+
+// loadAgentConfig reads the optional config file and applies flags over it.
+func loadAgentConfig(path, hostID, stateDir string, hostSet, stateSet bool) (*agentconfig.Config, error) {
+	cfg := agentconfig.Default()
+	if path != "" {
+		c, err := agentconfig.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	}
+	if hostSet || cfg.HostID == "" {
+		cfg.SetHostID(hostID)
+	}
+	if stateSet || cfg.StateDir == "" {
+		abs, err := filepath.Abs(stateDir)
+		if err != nil {
+			return nil, fmt.Errorf("--state-dir %q: %w", stateDir, err)
+		}
+		cfg.SetStateDir(abs)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newAgentRunCmd(stderr io.Writer) *cobra.Command {
+	var lf logFlags
+	var controllers, hostID, stateDir, configPath, metricsAddr, grpcAddr string
+	var labels []string
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "run the agent daemon",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadAgentConfig(configPath, hostID, stateDir, cmd.Flags().Changed("host-id"), cmd.Flags().Changed("state-dir"))
+			if err != nil {
+				return usageError{err}
+			}
+			lbl := map[string]string{}
+			for k, v := range cfg.Labels {
+				lbl[k] = v
+			}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usagef("--label %q: want key=value", l)
+				}
+				lbl[k] = v
+			}
+			addrs := controllers
+			if addrs == "" {
+				addrs = cfg.Controller.Address
+			}
+			if addrs == "" {
+				addrs = "127.0.0.1:7400"
+			}
+			acfg := agent.Config{
+				Controllers: strings.Split(addrs, ","), HostID: cfg.HostID, StateDir: cfg.StateDir,
+				MetricsAddr: metricsAddr, GRPCAddr: grpcAddr, Labels: lbl,
+			}
+			for _, s := range cfg.Services {
+				acfg.Services = append(acfg.Services, agent.Service{Name: s.Name, SwapMode: string(s.SwapMode)})
+			}
+			log, err := lf.logger("golive-agent", stderr)
+			if err != nil {
+				return err
+			}
+			return agent.Run(cmd.Context(), acfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&controllers, "controller", "", "controller address(es), comma-separated: any replica (default: config, else 127.0.0.1:7400)")
+	f.StringVar(&hostID, "host-id", host, "this host's id (default: hostname)")
+	f.StringVar(&stateDir, "state-dir", "/var/lib/golive", "state directory (releases, journals, backups)")
+	f.StringVar(&configPath, "config", "", "agent config file (HCL)")
+	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:7402", "HTTP address for /metrics and /status")
+	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7403", "gRPC address for grpc.health.v1 (empty: off)")
+	f.StringArrayVar(&labels, "label", nil, "extra label key=value (repeatable)")
+	lf.add(cmd)
+	return cmd
+}
+
+func newAgentCheckCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "validate an agent config file; errors name file:line",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usagef("check needs --config FILE")
+			}
+			cfg, err := agentconfig.Load(configPath)
+			if err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (host %s, %d services)\n", configPath, cfg.HostID, len(cfg.Services))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "agent config file (HCL)")
+	return cmd
+}

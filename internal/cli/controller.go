@@ -1,0 +1,389 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/golive/golive/internal/approval"
+	"github.com/golive/golive/internal/controller"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+// ControllerMain runs golive-controller with args and returns the exit code.
+func ControllerMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return execute(ctx, newControllerCmd(stdout, stderr), args, stdout, stderr)
+}
+
+type clientOpts struct {
+	addr    string
+	output  string
+	actor   string
+	timeout time.Duration
+}
+
+func defaultActor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "unknown"
+}
+
+func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "golive-controller",
+		Short: "golive controller: `serve` runs the daemon; the other commands operate it",
+	}
+	co := &clientOpts{}
+	addr := os.Getenv("GOLIVE_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:7400"
+	}
+	root.PersistentFlags().StringVar(&co.addr, "addr", addr, "controller gRPC address (env GOLIVE_ADDR)")
+	root.PersistentFlags().StringVarP(&co.output, "output", "o", "text", "output format: text or json")
+	root.PersistentFlags().StringVar(&co.actor, "as", defaultActor(), "who you are, for the audit log")
+	root.PersistentFlags().DurationVar(&co.timeout, "timeout", 15*time.Second, "RPC timeout")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if co.output != "text" && co.output != "json" {
+			return usagef("-o %q: want text or json", co.output)
+		}
+		return nil
+	}
+	root.AddCommand(newServeCmd(stderr),
+		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
+		newAuditCmd(co), newDeployCmd(co))
+	return root
+}
+
+func newServeCmd(stderr io.Writer) *cobra.Command {
+	cfg := controller.DefaultConfig()
+	var lf logFlags
+	var endpoints string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "run the controller daemon",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if endpoints != "" {
+				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			log, err := lf.logger("golive-controller", stderr)
+			if err != nil {
+				return err
+			}
+			return controller.Run(cmd.Context(), cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address (agents and operators)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP listen address for /metrics (and /artifacts/)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (embedded etcd lives here)")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd endpoints, comma-separated (default: run an embedded etcd)")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "prefix of every etcd key")
+	f.StringVar(&cfg.EmbeddedClient, "embedded-etcd-client", cfg.EmbeddedClient, "embedded etcd client address")
+	f.StringVar(&cfg.EmbeddedPeer, "embedded-etcd-peer", cfg.EmbeddedPeer, "embedded etcd peer address")
+	f.DurationVar(&cfg.MaxApprovalTTL, "max-approval-ttl", cfg.MaxApprovalTTL, "longest approval an operator may grant")
+	f.StringVar(&cfg.ReplicaID, "replica-id", cfg.ReplicaID, "this replica's name (default: hostname)")
+	f.StringVar(&cfg.ArtifactsDir, "artifacts-dir", "", "serve this directory at http://METRICS-ADDR/artifacts/")
+	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
+	lf.add(cmd)
+	return cmd
+}
+
+// call dials the controller and runs f with a deadline and the actor.
+func (co *clientOpts) call(ctx context.Context, f func(context.Context, golivev1.ControlServiceClient) error) error {
+	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("controller address %q: %w", co.addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, co.timeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, controller.ActorMetadataKey, co.actor)
+	err = f(ctx, golivev1.NewControlServiceClient(conn))
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("no answer from the controller at %s within %s: is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, co.timeout)
+	}
+	return err
+}
+
+func (co *clientOpts) printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true, Multiline: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func newAuthorizeCmd(co *clientOpts) *cobra.Command {
+	var ttl time.Duration
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "authorize PHRASE",
+		Short: "turn automation on for a bounded time with an accepted phrase",
+		Long: "Turn automation on. PHRASE must be one of: " + strings.Join(quoteAll(approval.AcceptedPhrases()), ", ") +
+			" (case and spacing do not matter).",
+		Args: exactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp *golivev1.AuthorizeResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp.Approval)
+			}
+			a := resp.Approval
+			fmt.Fprintf(cmd.OutOrStdout(), "automation AUTHORIZED by %s until %s (fencing token %d)\nstop it at any moment: golive-controller revoke\n",
+				a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.FencingToken)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the approval lasts (bounded by the controller's --max-approval-ttl)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
+	return cmd
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}
+
+func newRevokeCmd(co *clientOpts) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:     "revoke",
+		Aliases: []string{"stop"},
+		Short:   "turn automation off now, everywhere",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *golivev1.RevokeResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.Revoke(ctx, &golivev1.RevokeRequest{Reason: reason})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			if resp.Revoked {
+				fmt.Fprintf(cmd.OutOrStdout(), "automation REVOKED (fencing token %d is void on every agent)\n", resp.FencingToken)
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "automation was already off")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
+	return cmd
+}
+
+func printApproval(w io.Writer, a *golivev1.Approval) {
+	if !a.GetActive() {
+		fmt.Fprintln(w, "automation: OFF (authorize with: golive-controller authorize \"start automation now\" --ttl 1h --reason TEXT)")
+		return
+	}
+	left := time.Until(a.ExpiresAt.AsTime()).Round(time.Second)
+	fmt.Fprintf(w, "automation: ON  token=%d  by=%s  until=%s (%s left)  reason=%q\n",
+		a.FencingToken, a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), left, a.Reason)
+}
+
+func newApprovalCmd(co *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "approval",
+		Short: "show the automation approval",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *golivev1.GetApprovalResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.GetApproval(ctx, &golivev1.GetApprovalRequest{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp.Approval)
+			}
+			printApproval(cmd.OutOrStdout(), resp.Approval)
+			return nil
+		},
+	}
+}
+
+func newStatusCmd(co *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "approval, leader and agents at a glance",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *golivev1.StatusResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.Status(ctx, &golivev1.StatusRequest{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			w := cmd.OutOrStdout()
+			printApproval(w, resp.Approval)
+			fmt.Fprintf(w, "leader: %s   (answered by replica %s)\n", orDash(resp.Leader), resp.Replica)
+			fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
+			return nil
+		},
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newAgentsCmd(co *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "agents",
+		Short: "list agents: state, heartbeat, services, the approval token each holds",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *golivev1.ListAgentsResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLABELS")
+			for _, a := range resp.Agents {
+				var svcs, health []string
+				for _, s := range a.Services {
+					svcs = append(svcs, fmt.Sprintf("%s@%s", s.Name, orDash(s.CurrentRelease)))
+					if h := s.Health; h != nil && h.Requests > 0 {
+						health = append(health, fmt.Sprintf("%s:%d/%d err, %.0fms", s.Name, h.Errors, h.Requests, h.AvgLatencyMs))
+					}
+				}
+				var labels []string
+				for k, v := range a.Labels {
+					labels = append(labels, k+"="+v)
+				}
+				last := "-"
+				if a.LastHeartbeat != nil {
+					last = time.Since(a.LastHeartbeat.AsTime()).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
+					orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newAuditCmd(co *clientOpts) *cobra.Command {
+	var action string
+	var limit uint32
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "list audited control actions (who, when, what, outcome)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *golivev1.ListAuditResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.ListAudit(ctx, &golivev1.ListAuditRequest{Action: action, Limit: limit})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tOUTCOME\tREASON\tDETAIL")
+			for _, e := range resp.Entries {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.AsTime().Local().Format(time.RFC3339), e.Actor, e.Action, e.Outcome, orDash(e.Reason), e.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&action, "action", "", "only this action (authorize, revoke, approval_expired, ...)")
+	cmd.Flags().Uint32Var(&limit, "limit", 0, "only the newest N entries")
+	return cmd
+}
+
+func newDeployCmd(co *clientOpts) *cobra.Command {
+	req := &golivev1.DeployRequest{}
+	var hosts string
+	cmd := &cobra.Command{
+		Use:   "deploy",
+		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Service == "" || req.Release == "" {
+				return usagef("deploy needs --service and --release")
+			}
+			if !req.DryRun && (req.ArtifactUrl == "" || req.Sha256 == "") {
+				return usagef("deploy needs --artifact URL and --sha256 HEX")
+			}
+			if hosts != "" {
+				req.Hosts = strings.Split(hosts, ",")
+			}
+			var resp *golivev1.DeployResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.Deploy(ctx, req)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rollout %s: %s\n", resp.Rollout.GetId(), resp.Rollout.GetState())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Service, "service", "", "service name")
+	f.StringVar(&req.Release, "release", "", "release id")
+	f.StringVar(&req.ArtifactUrl, "artifact", "", "artifact URL (http, https, file)")
+	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
+	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
+	f.BoolVar(&req.DryRun, "dry-run", false, "print the plan only (needs no approval)")
+	return cmd
+}

@@ -1,0 +1,686 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/golive/golive/internal/approval"
+	"github.com/golive/golive/internal/state"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+var hostIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// presence is the value of presence/<host>.
+type presence struct {
+	Replica  string    `json:"replica"`
+	ConnID   string    `json:"conn_id"`
+	Instance string    `json:"instance"`
+	Since    time.Time `json:"since"`
+	Address  string    `json:"address"`
+}
+
+// hub owns this replica's agent streams: it admits them (one live stream per
+// host id across all replicas, enforced by presence/<host> in etcd), pushes
+// approval updates and commands to them, and records their state in etcd.
+//
+// Every stream has two goroutines: the gRPC handler, which receives, and a
+// sender, which drains a bounded queue. A stream whose queue is full is
+// closed: the agent reconnects and resyncs, and no broadcast ever waits for
+// a slow agent.
+type hub struct {
+	log        hclog.Logger
+	cli        *clientv3.Client
+	keys       state.Keys
+	replica    string
+	metrics    *metrics
+	heartbeat  time.Duration
+	timeout    time.Duration
+	flushEvery time.Duration
+
+	sessMu  sync.RWMutex
+	session *concurrency.Session
+
+	mu    sync.RWMutex
+	conns map[string]*agentConn
+
+	apMu     sync.Mutex
+	apMsg    *encoded
+	apUpdate *golivev1.ApprovalUpdate
+
+	flushReq chan struct{}
+
+	onResult   func(host string, r *golivev1.CommandResult)
+	onAck      func(host string, a *golivev1.CommandAck)
+	onProgress func(host string, p *golivev1.CommandProgress)
+	onHello    func(host string, h *golivev1.Hello)
+}
+
+type agentConn struct {
+	host     string
+	connID   string
+	instance string
+	address  string
+	since    time.Time
+	sendq    chan any
+	done     chan struct{}
+	closeErr atomic.Pointer[error]
+	once     sync.Once
+
+	tokenHeld atomic.Int64
+
+	mu       sync.Mutex
+	record   *golivev1.Agent
+	dirty    bool
+	lastBeat time.Time
+}
+
+func (c *agentConn) close(err error) {
+	c.once.Do(func() {
+		c.closeErr.Store(&err)
+		close(c.done)
+	})
+}
+
+// send queues a message without blocking; false means the queue is full
+// and the stream was closed.
+func (c *agentConn) send(m any) bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	select {
+	case c.sendq <- m:
+		return true
+	default:
+		c.close(status.Error(codes.ResourceExhausted, "agent too slow: send queue full; reconnect to resync"))
+		return false
+	}
+}
+
+func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica string, m *metrics, heartbeat time.Duration) *hub {
+	h := &hub{
+		log: log, cli: cli, keys: keys, replica: replica, metrics: m,
+		heartbeat: heartbeat, timeout: 3 * heartbeat, flushEvery: 15 * time.Second,
+		conns:    map[string]*agentConn{},
+		flushReq: make(chan struct{}, 1),
+	}
+	h.setApprovalLocked(&golivev1.ApprovalUpdate{Reason: "sync"})
+	return h
+}
+
+func (h *hub) setSession(s *concurrency.Session) {
+	h.sessMu.Lock()
+	h.session = s
+	h.sessMu.Unlock()
+}
+
+func (h *hub) lease() (clientv3.LeaseID, bool) {
+	h.sessMu.RLock()
+	defer h.sessMu.RUnlock()
+	if h.session == nil {
+		return 0, false
+	}
+	select {
+	case <-h.session.Done():
+		return 0, false
+	default:
+	}
+	return h.session.Lease(), true
+}
+
+func (h *hub) setApprovalLocked(u *golivev1.ApprovalUpdate) {
+	msg, _ := encodeOnce(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_Approval{Approval: u}})
+	h.apMsg, h.apUpdate = msg, u
+}
+
+// approvalFromEvent converts an approval to the wire update.
+func approvalUpdate(a approval.Approval, rev int64, reason string) *golivev1.ApprovalUpdate {
+	u := &golivev1.ApprovalUpdate{Revision: rev, Reason: reason}
+	if a.Token != 0 && a.Active(time.Now()) {
+		u.FencingToken = a.Token
+		u.Active = true
+		u.ExpiresAt = timestamppb.New(a.ExpiresAt)
+	}
+	return u
+}
+
+// Broadcast pushes an approval update to every connected agent, encoded
+// once. Updates older than the last one sent are dropped (the revoke RPC and
+// the etcd watch both deliver the same change); "lost" always applies.
+func (h *hub) Broadcast(u *golivev1.ApprovalUpdate) {
+	h.apMu.Lock()
+	cur := h.apUpdate
+	same := cur.FencingToken == u.FencingToken && cur.Active == u.Active
+	switch {
+	case u.Reason == "lost":
+		if same {
+			h.apMu.Unlock()
+			return
+		}
+		u.Revision = cur.Revision
+	case u.Revision < cur.Revision, u.Revision == cur.Revision && same, same && u.Reason == "sync":
+		h.apMu.Unlock()
+		return
+	}
+	h.setApprovalLocked(u)
+	msg := h.apMsg
+	h.apMu.Unlock()
+
+	h.metrics.approvalActive.Set(b2f(u.Active))
+	h.metrics.approvalToken.Set(float64(u.FencingToken))
+	h.metrics.broadcasts.WithLabelValues(u.Reason).Inc()
+	h.mu.RLock()
+	conns := make([]*agentConn, 0, len(h.conns))
+	for _, c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.RUnlock()
+	slow := 0
+	for _, c := range conns {
+		if !c.send(msg) {
+			slow++
+		}
+	}
+	if slow > 0 {
+		h.metrics.slowDisconnects.Add(float64(slow))
+	}
+	h.log.Info("approval pushed to agents", "reason", u.Reason, "fencing_token", u.FencingToken, "active", u.Active, "agents", len(conns), "slow", slow)
+}
+
+func (h *hub) currentApproval() *golivev1.ApprovalUpdate {
+	h.apMu.Lock()
+	defer h.apMu.Unlock()
+	return h.apUpdate
+}
+
+// SendCommand queues a command for host if this replica holds its stream.
+func (h *hub) SendCommand(host string, cmd *golivev1.Command) bool {
+	h.mu.RLock()
+	c := h.conns[host]
+	h.mu.RUnlock()
+	if c == nil {
+		return false
+	}
+	return c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_Command{Command: cmd}})
+}
+
+// Holds reports whether this replica holds host's stream.
+func (h *hub) Holds(host string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.conns[host] != nil
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Connect implements AgentService.
+func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse]) error {
+	ctx := stream.Context()
+	first, err := recvWithTimeout(stream, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		h.metrics.refusedConnects.WithLabelValues("no_hello").Inc()
+		return status.Error(codes.InvalidArgument, "the first message on the stream must be Hello")
+	}
+	if !hostIDPattern.MatchString(hello.HostId) {
+		h.metrics.refusedConnects.WithLabelValues("bad_host_id").Inc()
+		return status.Errorf(codes.InvalidArgument, "host id %q is not valid: use letters, digits, '.', '_' or '-' (at most 64)", hello.HostId)
+	}
+	addr := ""
+	if p, ok := peer.FromContext(ctx); ok {
+		addr = p.Addr.String()
+	}
+	c := &agentConn{
+		host: hello.HostId, connID: newID(), instance: hello.InstanceId, address: addr, since: time.Now(),
+		sendq: make(chan any, 64), done: make(chan struct{}),
+	}
+	c.tokenHeld.Store(hello.FencingToken)
+	c.record = agentRecord(hello, h.replica, addr, c.since)
+	c.lastBeat = c.since
+	if err := h.claim(ctx, c); err != nil {
+		return err
+	}
+	log := h.log.With("host_id", c.host, "conn_id", c.connID)
+	h.register(c)
+	defer h.release(c)
+	log.Info("agent connected", "address", addr, "agent_version", hello.AgentVersion, "services", len(hello.Services))
+
+	if h.onHello != nil {
+		h.onHello(c.host, hello)
+	}
+	// Welcome carries the approval; anything broadcast after register is
+	// queued behind it, so the agent never sees an older state last.
+	h.apMu.Lock()
+	welcome := &golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_Welcome{Welcome: &golivev1.Welcome{
+		ControllerId:      h.replica,
+		HeartbeatInterval: durationpb.New(h.heartbeat),
+		Approval:          h.apUpdate,
+	}}}
+	c.send(welcome)
+	h.apMu.Unlock()
+	for _, r := range hello.UnackedResults {
+		h.handleResult(c, r)
+	}
+
+	// The handler goroutine sends; one goroutine receives. When the handler
+	// returns, gRPC cancels the stream and the receiver's Recv returns.
+	go func() { c.close(h.receiver(stream, c)) }()
+	c.close(h.sender(stream, c))
+	var result error
+	if p := c.closeErr.Load(); p != nil {
+		result = *p
+	}
+	log.Info("agent disconnected", "reason", errString(result))
+	if result == nil || errors.Is(result, context.Canceled) {
+		return nil
+	}
+	if _, ok := status.FromError(result); ok {
+		return result
+	}
+	return status.Error(codes.Unavailable, result.Error())
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+func recvWithTimeout(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], d time.Duration) (*golivev1.ConnectRequest, error) {
+	type res struct {
+		m   *golivev1.ConnectRequest
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- res{m, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no Hello within %s", d)
+	}
+}
+
+func (h *hub) sender(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
+	for {
+		select {
+		case <-c.done:
+			return nil
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case m := <-c.sendq:
+			if err := stream.SendMsg(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (h *hub) receiver(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
+	// A watchdog ends the stream when heartbeats stop (a silent network);
+	// gRPC keepalive catches dead TCP underneath.
+	watchdog := time.AfterFunc(h.timeout, func() {
+		c.close(status.Errorf(codes.DeadlineExceeded, "no heartbeat from %s for %s", c.host, h.timeout))
+	})
+	defer watchdog.Stop()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		watchdog.Reset(h.timeout)
+		h.handle(c, m)
+	}
+}
+
+func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
+	switch p := m.Payload.(type) {
+	case *golivev1.ConnectRequest_Heartbeat:
+		c.mu.Lock()
+		changed := servicesChanged(c.record.Services, p.Heartbeat.Services)
+		c.record.Services = p.Heartbeat.Services
+		c.record.FencingToken = p.Heartbeat.FencingToken
+		c.lastBeat = time.Now()
+		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
+		c.dirty = true
+		c.mu.Unlock()
+		c.tokenHeld.Store(p.Heartbeat.FencingToken)
+		if changed {
+			h.requestFlush()
+		}
+	case *golivev1.ConnectRequest_ApprovalAck:
+		c.tokenHeld.Store(p.ApprovalAck.FencingToken)
+		c.mu.Lock()
+		c.record.FencingToken = p.ApprovalAck.FencingToken
+		c.dirty = true
+		c.mu.Unlock()
+	case *golivev1.ConnectRequest_CommandAck:
+		if h.onAck != nil {
+			h.onAck(c.host, p.CommandAck)
+		}
+	case *golivev1.ConnectRequest_CommandProgress:
+		c.mu.Lock()
+		for _, s := range c.record.Services {
+			if s.Name == p.CommandProgress.Service {
+				s.CommandId, s.Stage = p.CommandProgress.CommandId, p.CommandProgress.Stage
+			}
+		}
+		c.dirty = true
+		c.mu.Unlock()
+		if h.onProgress != nil {
+			h.onProgress(c.host, p.CommandProgress)
+		}
+		h.requestFlush()
+	case *golivev1.ConnectRequest_CommandResult:
+		h.handleResult(c, p.CommandResult)
+	case *golivev1.ConnectRequest_Hello:
+		h.log.Warn("ignoring a second Hello on one stream", "host_id", c.host)
+	}
+}
+
+func (h *hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
+	c.mu.Lock()
+	c.record.RecentResults = append([]*golivev1.CommandResult{r}, c.record.RecentResults...)
+	if len(c.record.RecentResults) > 5 {
+		c.record.RecentResults = c.record.RecentResults[:5]
+	}
+	c.dirty = true
+	c.mu.Unlock()
+	if h.onResult != nil {
+		h.onResult(c.host, r)
+	}
+	h.requestFlush()
+	c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
+}
+
+func servicesChanged(a, b []*golivev1.ServiceState) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].CurrentRelease != b[i].CurrentRelease || a[i].State != b[i].State ||
+			a[i].ActiveSlot != b[i].ActiveSlot || a[i].Health.GetHealthy() != b[i].Health.GetHealthy() {
+			return true
+		}
+	}
+	return false
+}
+
+func agentRecord(hello *golivev1.Hello, replica, addr string, since time.Time) *golivev1.Agent {
+	return &golivev1.Agent{
+		HostId: hello.HostId, Labels: hello.Labels, AgentVersion: hello.AgentVersion, Replica: replica,
+		ConnectedAt: timestamppb.New(since), LastHeartbeat: timestamppb.New(since), Services: hello.Services,
+		FencingToken: hello.FencingToken, Address: addr,
+	}
+}
+
+// claim makes this stream the one live stream for its host id, across all
+// replicas. A reconnect of the same agent process (same instance id) takes
+// over its stale stream; another process is refused.
+func (h *hub) claim(ctx context.Context, c *agentConn) error {
+	lease, ok := h.lease()
+	if !ok {
+		return status.Error(codes.Unavailable, "controller replica has no etcd session; try another replica")
+	}
+	pv, _ := json.Marshal(presence{Replica: h.replica, ConnID: c.connID, Instance: c.instance, Since: c.since, Address: c.address})
+	rec, _ := protojson.Marshal(c.record)
+	pkey := h.keys.Presence(c.host)
+	for attempt := 0; attempt < 3; attempt++ {
+		resp, err := h.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(pkey), "=", 0)).
+			Then(clientv3.OpPut(pkey, string(pv), clientv3.WithLease(lease)), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).
+			Else(clientv3.OpGet(pkey)).Commit()
+		if err != nil {
+			h.metrics.etcdErrors.WithLabelValues("claim").Inc()
+			return status.Errorf(codes.Unavailable, "record agent in etcd: %v", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		var old presence
+		json.Unmarshal(kvs[0].Value, &old)
+		if old.Instance == "" || old.Instance != c.instance {
+			h.metrics.refusedConnects.WithLabelValues("duplicate_host_id").Inc()
+			return status.Errorf(codes.AlreadyExists,
+				"host id %q is already connected (agent instance %s from %s via replica %s since %s); two agents may not share a host id: give this one its own --host-id",
+				c.host, old.Instance, old.Address, old.Replica, old.Since.UTC().Format(time.RFC3339))
+		}
+		// Same agent process reconnecting: take over its stale stream.
+		resp, err = h.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(pkey), "=", kvs[0].ModRevision)).
+			Then(clientv3.OpPut(pkey, string(pv), clientv3.WithLease(lease)), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).
+			Commit()
+		if err != nil {
+			h.metrics.etcdErrors.WithLabelValues("claim").Inc()
+			return status.Errorf(codes.Unavailable, "record agent in etcd: %v", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return status.Errorf(codes.Aborted, "host id %q: presence changed while connecting; retry", c.host)
+}
+
+func (h *hub) register(c *agentConn) {
+	h.mu.Lock()
+	old := h.conns[c.host]
+	h.conns[c.host] = c
+	n := len(h.conns)
+	h.mu.Unlock()
+	if old != nil {
+		old.close(status.Error(codes.Aborted, "replaced by a newer stream of the same agent"))
+	}
+	h.metrics.agentsConnected.Set(float64(n))
+}
+
+// release drops c and, if its presence is still ours, deletes it and stores
+// the last known record.
+func (h *hub) release(c *agentConn) {
+	h.mu.Lock()
+	if h.conns[c.host] == c {
+		delete(h.conns, c.host)
+	}
+	n := len(h.conns)
+	h.mu.Unlock()
+	h.metrics.agentsConnected.Set(float64(n))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	rec, _ := protojson.Marshal(c.record)
+	c.mu.Unlock()
+	pkey := h.keys.Presence(c.host)
+	get, err := h.cli.Get(ctx, pkey)
+	if err != nil || len(get.Kvs) == 0 {
+		return
+	}
+	var p presence
+	json.Unmarshal(get.Kvs[0].Value, &p)
+	if p.ConnID != c.connID {
+		return
+	}
+	_, err = h.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(pkey), "=", get.Kvs[0].ModRevision)).
+		Then(clientv3.OpDelete(pkey), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).Commit()
+	if err != nil {
+		h.metrics.etcdErrors.WithLabelValues("release").Inc()
+	}
+}
+
+// closeAll ends every stream (shutdown, or the etcd session was lost so our
+// presence keys are gone: agents reconnect and claim again).
+func (h *hub) closeAll(err error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, c := range h.conns {
+		c.close(err)
+	}
+}
+
+func (h *hub) requestFlush() {
+	select {
+	case h.flushReq <- struct{}{}:
+	default:
+	}
+}
+
+// runFlusher writes dirty agent records to etcd in batches: at once when a
+// service's state changed, else every flushEvery.
+func (h *hub) runFlusher(ctx context.Context) {
+	t := time.NewTicker(h.flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-h.flushReq:
+		}
+		h.flush(ctx)
+	}
+}
+
+func (h *hub) flush(ctx context.Context) {
+	h.mu.RLock()
+	var ops []clientv3.Op
+	for _, c := range h.conns {
+		c.mu.Lock()
+		if c.dirty {
+			b, _ := protojson.Marshal(c.record)
+			ops = append(ops, clientv3.OpPut(h.keys.Agent(c.host), string(b)))
+			c.dirty = false
+		}
+		c.mu.Unlock()
+	}
+	h.mu.RUnlock()
+	for len(ops) > 0 {
+		n := min(len(ops), 100)
+		if _, err := h.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			h.metrics.etcdErrors.WithLabelValues("flush").Inc()
+			h.log.Warn("flush agent records", "error", err)
+			return
+		}
+		ops = ops[n:]
+	}
+}
+
+// watchPresence closes local streams whose presence another stream took over.
+func (h *hub) watchPresence(ctx context.Context) {
+	for ctx.Err() == nil {
+		wch := h.cli.Watch(clientv3.WithRequireLeader(ctx), h.keys.Presences(), clientv3.WithPrefix())
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				host := state.HostFromKey(h.keys.Presences(), string(ev.Kv.Key))
+				h.mu.RLock()
+				c := h.conns[host]
+				h.mu.RUnlock()
+				if c == nil {
+					continue
+				}
+				if ev.Type == clientv3.EventTypePut {
+					var p presence
+					json.Unmarshal(ev.Kv.Value, &p)
+					if p.ConnID != c.connID && p.ConnID != "" {
+						c.close(status.Error(codes.Aborted, "this host's stream moved to another connection"))
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// agents lists every known agent: etcd records merged with presence and,
+// for streams on this replica, the freshest in-memory state.
+func (h *hub) agents(ctx context.Context) ([]*golivev1.Agent, error) {
+	recs, err := h.cli.Get(ctx, h.keys.Agents(), clientv3.WithPrefix())
+	if err != nil {
+		h.metrics.etcdErrors.WithLabelValues("list_agents").Inc()
+		return nil, fmt.Errorf("read agents from etcd: %w", err)
+	}
+	pres, err := h.cli.Get(ctx, h.keys.Presences(), clientv3.WithPrefix(), clientv3.WithRev(recs.Header.Revision))
+	if err != nil {
+		return nil, fmt.Errorf("read presence from etcd: %w", err)
+	}
+	live := map[string]presence{}
+	for _, kv := range pres.Kvs {
+		var p presence
+		json.Unmarshal(kv.Value, &p)
+		live[state.HostFromKey(h.keys.Presences(), string(kv.Key))] = p
+	}
+	var out []*golivev1.Agent
+	for _, kv := range recs.Kvs {
+		host := state.HostFromKey(h.keys.Agents(), string(kv.Key))
+		a := &golivev1.Agent{}
+		h.mu.RLock()
+		c := h.conns[host]
+		h.mu.RUnlock()
+		if c != nil {
+			c.mu.Lock()
+			a = proto.Clone(c.record).(*golivev1.Agent)
+			c.mu.Unlock()
+			a.FencingToken = c.tokenHeld.Load()
+		} else if err := protojson.Unmarshal(kv.Value, a); err != nil {
+			return nil, fmt.Errorf("agent record %s is corrupt: %w", host, err)
+		}
+		if p, ok := live[host]; ok {
+			a.State = "connected"
+			a.Replica = p.Replica
+		} else {
+			a.State = "lost"
+			a.FencingToken = 0
+		}
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].HostId < out[j].HostId })
+	return out, nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,407 @@
+// Package controller is the golive controller daemon: it keeps all state in
+// etcd (embedded or external), serves the operator's ControlService and the
+// agents' AgentService on one gRPC port, and pushes the automation approval
+// to every agent the moment it changes.
+//
+// Several replicas may share one etcd. Each serves agents and operators; one
+// leads (clientv3/concurrency election) and runs the leader-only loops
+// (rollouts). A replica's agent streams are registered in etcd under its
+// session lease, so a replica that dies takes its presence keys with it and
+// its agents show "lost" until they reconnect elsewhere.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/golive/golive/internal/approval"
+	"github.com/golive/golive/internal/audit"
+	"github.com/golive/golive/internal/embedetcd"
+	"github.com/golive/golive/internal/state"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+// Config is the controller daemon's configuration.
+type Config struct {
+	Listen            string
+	MetricsAddr       string
+	DataDir           string
+	EtcdEndpoints     []string
+	EtcdPrefix        string
+	EmbeddedClient    string
+	EmbeddedPeer      string
+	MaxApprovalTTL    time.Duration
+	ReplicaID         string
+	LeaderTTL         time.Duration
+	PresenceTTL       time.Duration
+	HeartbeatInterval time.Duration
+	ArtifactsDir      string
+	// Ready, when set, is called once the daemon serves (tests use it).
+	Ready func(*Server)
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Listen: "127.0.0.1:7400", MetricsAddr: "127.0.0.1:7401", DataDir: "golive-data",
+		EtcdPrefix: "/golive/", EmbeddedClient: "127.0.0.1:2379", EmbeddedPeer: "127.0.0.1:2380",
+		MaxApprovalTTL: 12 * time.Hour, ReplicaID: host, LeaderTTL: 3 * time.Second, PresenceTTL: 10 * time.Second,
+		HeartbeatInterval: 5 * time.Second,
+	}
+}
+
+// Validate names the field that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: want host:port", c.Listen))
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-addr %q: want host:port", c.MetricsAddr))
+		}
+	}
+	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required for the embedded etcd"))
+	}
+	if c.MaxApprovalTTL < time.Second {
+		errs = append(errs, fmt.Errorf("--max-approval-ttl %s: must be at least 1s", c.MaxApprovalTTL))
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") {
+		errs = append(errs, fmt.Errorf("--etcd-prefix %q: must start with /", c.EtcdPrefix))
+	}
+	if c.ReplicaID == "" {
+		errs = append(errs, errors.New("--replica-id is empty"))
+	}
+	if c.LeaderTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("leader ttl %s: must be at least 2s", c.LeaderTTL))
+	}
+	if c.HeartbeatInterval <= 0 {
+		errs = append(errs, errors.New("heartbeat interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is a running controller replica.
+type Server struct {
+	cfg       Config
+	log       hclog.Logger
+	cli       *clientv3.Client
+	keys      state.Keys
+	approvals *approval.Manager
+	audit     *audit.Log
+	hub       *hub
+	metrics   *metrics
+	health    *health.Server
+	isLeader  atomic.Bool
+	election  atomic.Pointer[concurrency.Election]
+
+	grpcAddr    net.Addr
+	metricsAddr net.Addr
+}
+
+// GRPCAddr is the address the gRPC listener is bound to.
+func (s *Server) GRPCAddr() string { return s.grpcAddr.String() }
+
+// MetricsAddr is the address of the HTTP listener.
+func (s *Server) MetricsAddr() string {
+	if s.metricsAddr == nil {
+		return ""
+	}
+	return s.metricsAddr.String()
+}
+
+// IsLeader reports whether this replica leads.
+func (s *Server) IsLeader() bool { return s.isLeader.Load() }
+
+// Client is the replica's etcd client.
+func (s *Server) Client() *clientv3.Client { return s.cli }
+
+// Keys is the etcd key layout.
+func (s *Server) Keys() state.Keys { return s.keys }
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	endpoints := cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		etcd, err := embedetcd.Start(ctx, embedetcd.Config{
+			Name: "golive", Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EmbeddedClient, PeerAddr: cfg.EmbeddedPeer,
+		})
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		endpoints = []string{etcd.Endpoint()}
+		log.Info("embedded etcd serving", "endpoint", etcd.Endpoint(), "dir", filepath.Join(cfg.DataDir, "etcd"))
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
+		Logger: nil,
+	})
+	if err != nil {
+		return fmt.Errorf("connect to etcd %v: %w", endpoints, err)
+	}
+	defer cli.Close()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
+	}
+	var httpLis net.Listener
+	if cfg.MetricsAddr != "" {
+		httpLis, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	keys := state.NewKeys(cfg.EtcdPrefix)
+	alog := audit.New(cli, keys)
+	s := &Server{
+		cfg: cfg, log: log, cli: cli, keys: keys, audit: alog,
+		approvals: approval.NewManager(cli, keys, alog, cfg.MaxApprovalTTL),
+		metrics:   newMetrics(reg),
+		health:    health.NewServer(),
+		grpcAddr:  lis.Addr(),
+	}
+	if httpLis != nil {
+		s.metricsAddr = httpLis.Addr()
+	}
+	s.hub = newHub(log.Named("agents"), cli, keys, cfg.ReplicaID, s.metrics, cfg.HeartbeatInterval)
+
+	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(newSharedCodec()),
+		// Small, shared buffers: thousands of mostly idle agent streams.
+		grpc.WriteBufferSize(8*1024), grpc.ReadBufferSize(8*1024), grpc.SharedWriteBuffer(true),
+		grpc.InitialWindowSize(64*1024), grpc.InitialConnWindowSize(64*1024),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(64),
+		grpc.ChainUnaryInterceptor(s.unaryMetrics),
+	)
+	golivev1.RegisterAgentServiceServer(gs, &agentService{hub: s.hub})
+	golivev1.RegisterControlServiceServer(gs, &control{s: s})
+	healthpb.RegisterHealthServer(gs, s.health)
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if cfg.ArtifactsDir != "" {
+		mux.Handle("/artifacts/", http.StripPrefix("/artifacts/", http.FileServer(http.Dir(cfg.ArtifactsDir))))
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("grpc serve: %w", err)
+		}
+		return nil
+	})
+	if httpLis != nil {
+		g.Go(func() error {
+			if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics serve: %w", err)
+			}
+			return nil
+		})
+	}
+	var loops sync.WaitGroup
+	loopCtx, stopLoops := context.WithCancel(gctx)
+	start := func(f func(context.Context)) {
+		loops.Add(1)
+		go func() { defer loops.Done(); f(loopCtx) }()
+	}
+	start(s.runPresenceSession)
+	start(s.hub.runFlusher)
+	start(s.hub.watchPresence)
+	start(s.watchApproval)
+	start(s.runElection)
+	start(s.expiryGauge)
+
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("golive.v1.ControlService", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("golive.v1.AgentService", healthpb.HealthCheckResponse_SERVING)
+	log.Info("controller serving", "grpc", lis.Addr().String(), "metrics", s.MetricsAddr(), "replica", cfg.ReplicaID, "etcd", strings.Join(endpoints, ","))
+	if cfg.Ready != nil {
+		cfg.Ready(s)
+	}
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+
+	<-gctx.Done()
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	log.Info("controller stopping")
+	s.health.Shutdown()
+	s.hub.closeAll(status.Error(14, "controller is shutting down; reconnect to another replica"))
+	stopLoops()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	httpSrv.Shutdown(shutCtx)
+	cancel()
+	loops.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return nil
+}
+
+type agentService struct {
+	golivev1.UnimplementedAgentServiceServer
+	hub *hub
+}
+
+func (a *agentService) Connect(stream golivev1.AgentService_ConnectServer) error {
+	return a.hub.Connect(stream)
+}
+
+func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+	s.metrics.rpcTotal.WithLabelValues(method, status.Code(err).String()).Inc()
+	s.metrics.rpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+// runPresenceSession keeps the etcd session whose lease holds this
+// replica's presence keys. If the session is lost, every stream is closed so
+// that agents reconnect and claim their presence again.
+func (s *Server) runPresenceSession(ctx context.Context) {
+	ttl := int(s.cfg.PresenceTTL / time.Second)
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			s.metrics.etcdErrors.WithLabelValues("session").Inc()
+			s.log.Warn("etcd session", "error", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		s.hub.setSession(sess)
+		select {
+		case <-ctx.Done():
+			sess.Close()
+			return
+		case <-sess.Done():
+			s.log.Warn("etcd session lost; closing agent streams so they reconnect")
+			s.hub.closeAll(status.Error(14, "controller lost its etcd session; reconnect"))
+		}
+	}
+}
+
+// runElection campaigns for leadership; while leading it runs the
+// leader-only loops until the session ends.
+func (s *Server) runElection(ctx context.Context) {
+	ttl := int(s.cfg.LeaderTTL / time.Second)
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			s.metrics.etcdErrors.WithLabelValues("session").Inc()
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		e := concurrency.NewElection(sess, s.keys.Leader())
+		s.election.Store(e)
+		if err := e.Campaign(ctx, s.cfg.ReplicaID); err != nil {
+			sess.Close()
+			sleepCtx(ctx, 200*time.Millisecond)
+			continue
+		}
+		s.log.Info("leading", "replica", s.cfg.ReplicaID)
+		s.isLeader.Store(true)
+		s.metrics.isLeader.Set(1)
+		// Leader-only loops (the rollout executor) run here, under sess.
+		select {
+		case <-ctx.Done():
+		case <-sess.Done():
+			s.log.Warn("lost leadership: etcd session ended")
+		}
+		s.isLeader.Store(false)
+		s.metrics.isLeader.Set(0)
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		e.Resign(rctx)
+		rcancel()
+		sess.Close()
+	}
+}
+
+func (s *Server) leaderName(ctx context.Context) string {
+	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+// watchApproval pushes every approval change to this replica's agents.
+func (s *Server) watchApproval(ctx context.Context) {
+	s.approvals.Watch(ctx, func(ev approval.Event) {
+		if ev.Reason == "lost" {
+			s.log.Warn("etcd unreachable or without leader: treating automation as revoked until it is back")
+		}
+		s.hub.Broadcast(approvalUpdate(ev.Approval, ev.Revision, ev.Reason))
+	})
+}
+
+func (s *Server) expiryGauge(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			u := s.hub.currentApproval()
+			if u.Active && u.ExpiresAt != nil {
+				s.metrics.approvalExpiry.Set(max(0, time.Until(u.ExpiresAt.AsTime()).Seconds()))
+			} else {
+				s.metrics.approvalExpiry.Set(0)
+			}
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
