@@ -6,11 +6,11 @@
 // write compares it (Fence), so nothing is written under an approval that has
 // ended. Agents are told the token and reject commands carrying another.
 //
-//	           Grant(phrase, ttl)
-//	  (none) ---------------------> active(token) --Revoke--> ended: revoked
-//	     ^                             |  lease expiry or expires_at passed
-//	     |                             +------------------> ended: expired
-//	     +------------ a new Grant makes a new token ---------+
+//	         Grant(phrase, ttl)
+//	(none) ---------------------> active(token) --Revoke--> ended: revoked
+//	   ^                             |  lease expiry or expires_at passed
+//	   |                             +------------------> ended: expired
+//	   +------------ a new Grant makes a new token ---------+
 //
 // Invariants: at most one approval exists; a token is never reused (etcd
 // revisions only grow); an end is audited exactly once (approval_ended/<token>
