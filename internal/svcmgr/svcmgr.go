@@ -18,6 +18,10 @@
 //     wraps ErrStartFailed (or is a context/transport error).
 //   - Stop is idempotent: stopping a stopped service returns nil.
 //   - No implementation ever logs environment values: they may hold secrets.
+//   - Implementations also have Close() error, which releases what they own
+//     (execmgr: stops the process and its supervisor goroutine; systemd:
+//     closes the D-Bus connection, leaving the unit running). The agent calls
+//     it at shutdown; the deploy step only needs Manager.
 package svcmgr
 
 import (
