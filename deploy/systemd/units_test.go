@@ -53,7 +53,7 @@ func TestUnitsVerify(t *testing.T) {
 			name:        "golive-controller.service",
 			as:          "golive-controller.service",
 			binaries:    []string{"usr/local/bin/golive-controller"},
-			mustContain: []string{"Type=notify", "Restart=on-failure", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes"},
+			mustContain: []string{"Type=notify", "Restart=on-failure", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "serve --data-dir %S/golive-controller"},
 		},
 		{
 			name:        "golive-agent.service",
