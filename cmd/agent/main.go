@@ -8,12 +8,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/golive/golive/internal/cli"
+	"github.com/golive/golive/internal/cli/agentcli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.AgentMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := agentcli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

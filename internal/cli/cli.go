@@ -18,46 +18,48 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// usageError marks a wrong command line (exit 2).
-type usageError struct{ err error }
+// UsageError marks a wrong command line (exit 2).
+type UsageError struct{ Err error }
 
-func (u usageError) Error() string { return u.err.Error() }
-func (u usageError) Unwrap() error { return u.err }
+func (u UsageError) Error() string { return u.Err.Error() }
+func (u UsageError) Unwrap() error { return u.Err }
 
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+// Usagef returns a usage error (exit 2).
+func Usagef(format string, args ...any) error { return UsageError{fmt.Errorf(format, args...)} }
 
-// exactArgs is cobra.ExactArgs that returns a usage error.
-func exactArgs(n int, what string) cobra.PositionalArgs {
+// ExactArgs is cobra.ExactArgs that returns a usage error.
+func ExactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return usagef("%s takes %s (got %d arguments); see `%s --help`", cmd.CommandPath(), what, len(args), cmd.CommandPath())
+			return Usagef("%s takes %s (got %d arguments); see `%s --help`", cmd.CommandPath(), what, len(args), cmd.CommandPath())
 		}
 		return nil
 	}
 }
 
-func noArgs(cmd *cobra.Command, args []string) error {
+// NoArgs refuses positional arguments with a usage error.
+func NoArgs(cmd *cobra.Command, args []string) error {
 	if len(args) != 0 {
-		return usagef("%s takes no arguments (got %q); see `%s --help`", cmd.CommandPath(), strings.Join(args, " "), cmd.CommandPath())
+		return Usagef("%s takes no arguments (got %q); see `%s --help`", cmd.CommandPath(), strings.Join(args, " "), cmd.CommandPath())
 	}
 	return nil
 }
 
-// execute runs root with args and maps the outcome to an exit code.
-func execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+// Execute runs root with args and maps the outcome to an exit code.
+func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SilenceErrors = true
 	root.SilenceUsage = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w; see `%s --help`", err, c.CommandPath())}
+		return UsageError{fmt.Errorf("%w; see `%s --help`", err, c.CommandPath())}
 	})
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	var ue usageError
+	var ue UsageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
 		fmt.Fprintf(stderr, "%s: %v\n", root.Name(), err)
 		return 2
@@ -70,20 +72,23 @@ func execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	return 1
 }
 
-type logFlags struct {
+// LogFlags are the daemons' --log-level and --log-json.
+type LogFlags struct {
 	level string
 	json  bool
 }
 
-func (l *logFlags) add(cmd *cobra.Command) {
+// Add registers the flags on cmd.
+func (l *LogFlags) Add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: trace, debug, info, warn, error")
 	cmd.Flags().BoolVar(&l.json, "log-json", false, "log as JSON lines")
 }
 
-func (l *logFlags) logger(name string, w io.Writer) (hclog.Logger, error) {
+// Logger builds the hclog logger.
+func (l *LogFlags) Logger(name string, w io.Writer) (hclog.Logger, error) {
 	lvl := hclog.LevelFromString(l.level)
 	if lvl == hclog.NoLevel {
-		return nil, usagef("--log-level %q: want trace, debug, info, warn or error", l.level)
+		return nil, Usagef("--log-level %q: want trace, debug, info, warn or error", l.level)
 	}
 	if w == nil {
 		w = os.Stderr

@@ -1,4 +1,6 @@
-package cli
+// Package controllercli is golive-controller's command line: `serve` and
+// the operator commands.
+package controllercli
 
 import (
 	"context"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/golive/golive/internal/cli"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -24,9 +28,9 @@ import (
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
-// ControllerMain runs golive-controller with args and returns the exit code.
-func ControllerMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return execute(ctx, newControllerCmd(stdout, stderr), args, stdout, stderr)
+// Main runs golive-controller with args and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cli.Execute(ctx, newControllerCmd(stdout, stderr), args, stdout, stderr)
 }
 
 type clientOpts struct {
@@ -59,7 +63,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().DurationVar(&co.timeout, "timeout", 15*time.Second, "RPC timeout")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if co.output != "text" && co.output != "json" {
-			return usagef("-o %q: want text or json", co.output)
+			return cli.Usagef("-o %q: want text or json", co.output)
 		}
 		return nil
 	}
@@ -71,20 +75,20 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 
 func newServeCmd(stderr io.Writer) *cobra.Command {
 	cfg := controller.DefaultConfig()
-	var lf logFlags
+	var lf cli.LogFlags
 	var endpoints string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the controller daemon",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
 			}
 			if err := cfg.Validate(); err != nil {
-				return usageError{err}
+				return cli.UsageError{Err: err}
 			}
-			log, err := lf.logger("golive-controller", stderr)
+			log, err := lf.Logger("golive-controller", stderr)
 			if err != nil {
 				return err
 			}
@@ -104,7 +108,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.ArtifactsDir, "artifacts-dir", "", "serve this directory at http://METRICS-ADDR/artifacts/")
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
-	lf.add(cmd)
+	lf.Add(cmd)
 	return cmd
 }
 
@@ -142,7 +146,7 @@ func newAuthorizeCmd(co *clientOpts) *cobra.Command {
 		Short: "turn automation on for a bounded time with an accepted phrase",
 		Long: "Turn automation on. PHRASE must be one of: " + strings.Join(quoteAll(approval.AcceptedPhrases()), ", ") +
 			" (case and spacing do not matter).",
-		Args: exactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
+		Args: cli.ExactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp *golivev1.AuthorizeResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -180,7 +184,7 @@ func newRevokeCmd(co *clientOpts) *cobra.Command {
 		Use:     "revoke",
 		Aliases: []string{"stop"},
 		Short:   "turn automation off now, everywhere",
-		Args:    noArgs,
+		Args:    cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *golivev1.RevokeResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -219,7 +223,7 @@ func newApprovalCmd(co *clientOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "approval",
 		Short: "show the automation approval",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *golivev1.GetApprovalResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -242,7 +246,7 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "approval, leader and agents at a glance",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *golivev1.StatusResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -275,7 +279,7 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "agents",
 		Short: "list agents: state, heartbeat, services, the approval token each holds",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *golivev1.ListAgentsResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -320,7 +324,7 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "list audited control actions (who, when, what, outcome)",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *golivev1.ListAuditResponse
 			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
@@ -352,13 +356,13 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if req.Service == "" || req.Release == "" {
-				return usagef("deploy needs --service and --release")
+				return cli.Usagef("deploy needs --service and --release")
 			}
 			if !req.DryRun && (req.ArtifactUrl == "" || req.Sha256 == "") {
-				return usagef("deploy needs --artifact URL and --sha256 HEX")
+				return cli.Usagef("deploy needs --artifact URL and --sha256 HEX")
 			}
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")

@@ -1,4 +1,5 @@
-package cli
+// Package agentcli is golive-agent's command line: `run` and `check`.
+package agentcli
 
 import (
 	"context"
@@ -10,15 +11,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/golive/golive/internal/cli"
+
 	"github.com/golive/golive/internal/agent"
 	"github.com/golive/golive/internal/agentconfig"
 )
 
-// AgentMain runs golive-agent with args and returns the exit code.
-func AgentMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Main runs golive-agent with args and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{Use: "golive-agent", Short: "golive agent: `run` is the daemon on each production host; `check` validates its config"}
 	root.AddCommand(newAgentRunCmd(stderr), newAgentCheckCmd())
-	return execute(ctx, root, args, stdout, stderr)
+	return cli.Execute(ctx, root, args, stdout, stderr)
 }
 
 // loadAgentConfig reads the optional config file and applies flags over it.
@@ -48,18 +51,18 @@ func loadAgentConfig(path, hostID, stateDir string, hostSet, stateSet bool) (*ag
 }
 
 func newAgentRunCmd(stderr io.Writer) *cobra.Command {
-	var lf logFlags
+	var lf cli.LogFlags
 	var controllers, hostID, stateDir, configPath, metricsAddr, grpcAddr string
 	var labels []string
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "run the agent daemon",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadAgentConfig(configPath, hostID, stateDir, cmd.Flags().Changed("host-id"), cmd.Flags().Changed("state-dir"))
 			if err != nil {
-				return usageError{err}
+				return cli.UsageError{Err: err}
 			}
 			lbl := map[string]string{}
 			for k, v := range cfg.Labels {
@@ -68,7 +71,7 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
-					return usagef("--label %q: want key=value", l)
+					return cli.Usagef("--label %q: want key=value", l)
 				}
 				lbl[k] = v
 			}
@@ -86,7 +89,7 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 			for _, s := range cfg.Services {
 				acfg.Services = append(acfg.Services, agent.Service{Name: s.Name, SwapMode: string(s.SwapMode)})
 			}
-			log, err := lf.logger("golive-agent", stderr)
+			log, err := lf.Logger("golive-agent", stderr)
 			if err != nil {
 				return err
 			}
@@ -101,7 +104,7 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:7402", "HTTP address for /metrics and /status")
 	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7403", "gRPC address for grpc.health.v1 (empty: off)")
 	f.StringArrayVar(&labels, "label", nil, "extra label key=value (repeatable)")
-	lf.add(cmd)
+	lf.Add(cmd)
 	return cmd
 }
 
@@ -110,10 +113,10 @@ func newAgentCheckCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "validate an agent config file; errors name file:line",
-		Args:  noArgs,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
-				return usagef("check needs --config FILE")
+				return cli.Usagef("check needs --config FILE")
 			}
 			cfg, err := agentconfig.Load(configPath)
 			if err != nil {
