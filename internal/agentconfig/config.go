@@ -167,8 +167,9 @@ type Health struct {
 	Window time.Duration
 }
 
-// Hooks are commands run around a swap. A failing pre_swap hook stops the
-// step; post_swap and on_rollback failures are reported.
+// Hooks are commands (argv, not shell lines) run around a swap. A failing
+// pre_swap hook stops the step; post_swap and on_rollback failures are
+// reported. Empty: no hook.
 type Hooks struct {
 	PreSwap    []string
 	PostSwap   []string

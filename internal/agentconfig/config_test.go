@@ -336,6 +336,16 @@ func TestParseErrors(t *testing.T) {
 			want: `agent.hcl:2: service "app": port: want a whole number, got 80.5`,
 		},
 		{
+			name: "huge number literal",
+			give: "host_id = \"h1\"\nartifacts {\n  max_files = 1e9999999\n}\n",
+			want: `agent.hcl:3: Number out of range: Numbers must be within the range of a 64-bit float.`,
+		},
+		{
+			name: "huge computed number",
+			give: "host_id = 1e300 * 1e300\n",
+			want: `agent.hcl:1: host_id: number out of range`,
+		},
+		{
 			name: "variables not allowed",
 			give: "host_id = var.host\n",
 			want: `agent.hcl:1: host_id: Variables not allowed: Variables may not be used here.`,
@@ -398,6 +408,14 @@ func TestLoad(t *testing.T) {
 	err = c.Validate()
 	if err == nil || !strings.Contains(err.Error(), bad+`:3: service "app": keep_releases: must be at least 2`) {
 		t.Errorf("Validate = %v, want the full path and line", err)
+	}
+
+	big := filepath.Join(dir, "big.hcl")
+	if err := os.WriteFile(big, []byte(strings.Repeat("#", maxFileSize+1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load(big) = %v, want a size error", err)
 	}
 
 	if _, err := Load(filepath.Join(dir, "missing.hcl")); !errors.Is(err, os.ErrNotExist) {

@@ -2,6 +2,7 @@ package agentconfig
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"os"
@@ -25,16 +26,12 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	src, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("agent config: %w", err)
-	}
-	if st.Size() > maxFileSize {
-		return nil, fmt.Errorf("agent config %s: %d bytes is more than the %d allowed", path, st.Size(), maxFileSize)
-	}
-	src := make([]byte, st.Size())
-	if _, err := f.ReadAt(src, 0); err != nil && st.Size() > 0 {
 		return nil, fmt.Errorf("agent config: read %s: %w", path, err)
+	}
+	if len(src) > maxFileSize {
+		return nil, fmt.Errorf("agent config %s: larger than %d bytes", path, maxFileSize)
 	}
 	return Parse(src, path)
 }
@@ -45,6 +42,11 @@ func Parse(src []byte, filename string) (*Config, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, fromDiags("", diags).err()
+	}
+	if body, ok := file.Body.(*hclsyntax.Body); ok {
+		if diags := hugeLiterals(body); diags.HasErrors() {
+			return nil, fromDiags("", diags).err()
+		}
 	}
 	// Decode what the schema accepts even when some of it is wrong, so that
 	// one run reports every problem.
@@ -384,6 +386,11 @@ func (f fields) value(e hcl.Expression, key string, ty cty.Type, want string) (c
 		f.fail(rng, key, "value must be known when the file is read")
 		return cty.NilVal, false
 	}
+	if hasHugeNumber(v) {
+		// Formatting 1e9999999 as a string takes seconds; no field needs it.
+		f.fail(rng, key, "number out of range")
+		return cty.NilVal, false
+	}
 	cv, err := convert.Convert(v, ty)
 	if err != nil || cv.IsNull() || !cv.IsWhollyKnown() {
 		f.fail(rng, key, "want %s, got %s", want, v.Type().FriendlyName())
@@ -492,4 +499,39 @@ func (f fields) size(e hcl.Expression, key string, dst *int64) {
 		return
 	}
 	*dst = n
+}
+
+// hasHugeNumber reports whether v holds a number beyond float64's range
+// (binary exponent above 1024 or below -1074), anywhere inside it.
+func hasHugeNumber(v cty.Value) bool {
+	huge := false
+	_ = cty.Walk(v, func(_ cty.Path, ev cty.Value) (bool, error) {
+		if !huge && ev.Type() == cty.Number && ev.IsKnown() && !ev.IsNull() {
+			bf := ev.AsBigFloat()
+			if exp := bf.MantExp(nil); bf.Sign() != 0 && (exp > 1024 || exp < -1074) {
+				huge = true
+			}
+		}
+		return !huge, nil
+	})
+	return huge
+}
+
+// hugeLiterals refuses number literals beyond float64's range before
+// anything evaluates them: turning 1e9999999 into text (in a template, or
+// a conversion) takes seconds, and no field needs such a number.
+func hugeLiterals(body *hclsyntax.Body) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+		if lit, ok := n.(*hclsyntax.LiteralValueExpr); ok && hasHugeNumber(lit.Val) {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Number out of range",
+				Detail:   "Numbers must be within the range of a 64-bit float.",
+				Subject:  lit.SrcRange.Ptr(),
+			})
+		}
+		return nil
+	})
+	return diags
 }

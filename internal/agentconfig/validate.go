@@ -302,8 +302,9 @@ func (v *validator) health(o owner, s *Service) {
 	if h.URL == "" {
 		o.fail("health.url", []string{"health"}, "is required")
 	} else {
-		o.placeholders("health.url", h.URL)
-		o.httpURL("health.url", ExpandPort(h.URL, 1))
+		if o.placeholders("health.url", h.URL) {
+			o.httpURL("health.url", h.URL)
+		}
 	}
 	o.status("health.expect_status", h.ExpectStatus)
 	o.positive("health.timeout", h.Timeout)
@@ -508,22 +509,24 @@ func (o owner) command(key string, argv []string, inRelease bool) {
 	}
 }
 
-// placeholders refuses "{...}" other than "{port}".
-func (o owner) placeholders(key, s string) {
+// placeholders refuses "{...}" other than "{port}"; it reports whether s
+// passed.
+func (o owner) placeholders(key, s string) bool {
 	rest := strings.ReplaceAll(s, PortPlaceholder, "")
 	if i := strings.IndexByte(rest, '{'); i >= 0 {
 		if j := strings.IndexByte(rest[i:], '}'); j > 0 {
 			o.failAt(key, "unknown placeholder %q (only %s is expanded)", rest[i:i+j+1], PortPlaceholder)
+			return false
 		}
 	}
+	return true
 }
 
+// httpURL checks an http(s) URL with a host; "{port}" stands for a port.
 func (o owner) httpURL(key, raw string) {
-	u, err := url.Parse(raw)
+	u, err := url.Parse(ExpandPort(raw, 1))
 	switch {
-	case err != nil:
-		o.failAt(key, "%q is not a valid URL", raw)
-	case u.Scheme != "http" && u.Scheme != "https":
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
 		o.failAt(key, "%q must be an http:// or https:// URL", raw)
 	case u.Host == "" || u.Hostname() == "":
 		o.failAt(key, "%q has no host", raw)
