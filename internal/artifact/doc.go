@@ -11,7 +11,8 @@
 // Invariants:
 //   - Fetch never leaves a partial file behind: on any error (size cap, network,
 //     cancellation) the file it was writing is removed before it returns.
-//   - Fetch never holds the artifact in memory; it streams to disk.
+//   - Fetch never holds the artifact in memory; it streams to disk. It does not
+//     fsync the download: it is scratch, fetched and verified again after a crash.
 //   - Verify fails closed: an empty expected sha256 is an error, and so is a
 //     missing signature when trusted keys are configured.
 //   - Errors that will not go away by trying again (4xx, size cap, checksum

@@ -236,9 +236,8 @@ func fetchOnce(ctx context.Context, u *url.URL, dest string, opt Options) (Artif
 			return Artifact{}, err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return Artifact{}, fmt.Errorf("sync download file: %w", err)
-	}
+	// No fsync: the download is scratch. After a crash it is fetched again
+	// and verified again; only the unpacked release must be durable.
 	if err := f.Close(); err != nil {
 		return Artifact{}, fmt.Errorf("close download file: %w", err)
 	}

@@ -276,7 +276,9 @@ func (x *extractor) tarGz(r io.Reader) error {
 		return fmt.Errorf("read gzip header: %w", err)
 	}
 	defer zr.Close()
-	br := bufio.NewReaderSize(zr, 1<<20)
+	ra := newReadahead(zr, 1<<20, 4)
+	defer ra.Close()
+	br := bufio.NewReaderSize(ra, 1<<20)
 	head, err := br.Peek(512)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return fmt.Errorf("decompress: %w", err)
@@ -729,4 +731,85 @@ func (s *syncer) wait() error {
 	close(s.files)
 	s.wg.Wait()
 	return s.err
+}
+
+// readahead decompresses on its own goroutine, a few chunks ahead of the
+// reader, so inflating the next chunk overlaps writing the last one to disk.
+// Its owner must call Close, which stops and waits for the goroutine.
+type readahead struct {
+	full  chan []byte // filled chunks, in order
+	free  chan []byte // chunks to fill
+	done  chan struct{}
+	quit  chan struct{}
+	err   error // set before full is closed
+	cur   []byte // chunk being read, from its start
+	off   int    // read position in cur
+	close sync.Once
+}
+
+func newReadahead(r io.Reader, chunk, n int) *readahead {
+	ra := &readahead{
+		full: make(chan []byte, n),
+		free: make(chan []byte, n),
+		done: make(chan struct{}),
+		quit: make(chan struct{}),
+	}
+	for range n {
+		ra.free <- make([]byte, chunk)
+	}
+	go func() {
+		defer close(ra.done)
+		defer close(ra.full)
+		for {
+			var buf []byte
+			select {
+			case buf = <-ra.free:
+			case <-ra.quit:
+				return
+			}
+			fill := 0
+			var err error
+			for fill < len(buf) && err == nil {
+				var nr int
+				nr, err = r.Read(buf[fill:])
+				fill += nr
+			}
+			if fill > 0 {
+				select {
+				case ra.full <- buf[:fill]:
+				case <-ra.quit:
+					return
+				}
+			}
+			if err != nil {
+				ra.err = err
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+func (ra *readahead) Read(p []byte) (int, error) {
+	if ra.off == len(ra.cur) {
+		if ra.cur != nil {
+			ra.free <- ra.cur[:cap(ra.cur)] // never blocks: n buffers, n slots
+			ra.cur = nil
+		}
+		buf, ok := <-ra.full
+		if !ok {
+			return 0, ra.err // the channel close orders the write of err before this read
+		}
+		ra.cur, ra.off = buf, 0
+	}
+	n := copy(p, ra.cur[ra.off:])
+	ra.off += n
+	return n, nil
+}
+
+// Close stops the decompressing goroutine and waits for it.
+func (ra *readahead) Close() error {
+	ra.close.Do(func() { close(ra.quit) })
+	<-ra.done
+	return nil
 }

@@ -476,3 +476,29 @@ func TestCleanName(t *testing.T) {
 		}
 	}
 }
+
+// TestReadahead reads a stream many chunks long through tiny reads and
+// checks it arrives intact, then that Close stops a reader that was not drained.
+func TestReadahead(t *testing.T) {
+	src := make([]byte, 1<<20+123)
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	ra := newReadahead(bytes.NewReader(src), 4096, 3)
+	var got bytes.Buffer
+	buf := make([]byte, 1000)
+	for {
+		n, err := ra.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	ra.Close()
+	if !bytes.Equal(got.Bytes(), src) {
+		t.Fatalf("readahead changed the stream: %d bytes, want %d", got.Len(), len(src))
+	}
+	ra = newReadahead(bytes.NewReader(src), 4096, 3)
+	ra.Read(buf)
+	ra.Close() // must return although the producer is blocked on a full queue
+}
