@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -164,7 +165,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: endpoints, DialTimeout: 5 * time.Second,
 		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
-		Logger: nil,
+		Logger: zap.NewNop(), // etcd client retries are reported through our metrics and errors
 	})
 	if err != nil {
 		return fmt.Errorf("connect to etcd %v: %w", endpoints, err)

@@ -3,7 +3,9 @@
 package controllercli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -17,8 +19,10 @@ import (
 
 	"github.com/golive/golive/internal/cli"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -123,18 +127,34 @@ func (co *clientOpts) call(ctx context.Context, f func(context.Context, golivev1
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, controller.ActorMetadataKey, co.actor)
 	err = f(ctx, golivev1.NewControlServiceClient(conn))
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), "dial") {
+		return fmt.Errorf("cannot reach the controller at %s (%s): is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, lastPart(st.Message()))
+	}
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("no answer from the controller at %s within %s: is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, co.timeout)
 	}
 	return err
 }
 
+func lastPart(msg string) string {
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return strings.TrimSuffix(msg[i+2:], "\"")
+	}
+	return msg
+}
+
 func (co *clientOpts) printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true, Multiline: true}.Marshal(m)
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(w, string(b))
+	// protojson varies its white space on purpose; give scripts a stable form.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
 	return err
 }
 
