@@ -741,7 +741,7 @@ type readahead struct {
 	free  chan []byte // chunks to fill
 	done  chan struct{}
 	quit  chan struct{}
-	err   error // set before full is closed
+	err   error  // set before full is closed
 	cur   []byte // chunk being read, from its start
 	off   int    // read position in cur
 	close sync.Once
