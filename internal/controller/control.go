@@ -6,10 +6,8 @@ import (
 	"os/user"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/approval"
@@ -106,6 +104,9 @@ func (c *control) Status(ctx context.Context, _ *golivev1.StatusRequest) (*goliv
 			resp.AgentsLost++
 		}
 	}
+	if resp.Rollouts, err = c.s.activeRollouts(ctx); err != nil {
+		return nil, toStatus(err)
+	}
 	return resp, nil
 }
 
@@ -147,18 +148,54 @@ func (c *control) requireApproval(ctx context.Context) (approval.Approval, error
 }
 
 func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*golivev1.DeployResponse, error) {
-	actor, _ := actorAndSource(ctx)
+	actor, src := actorAndSource(ctx)
 	if req.Service == "" || req.Release == "" {
 		return nil, toStatus(fmt.Errorf("%w: --service and --release are required", errInvalid))
 	}
-	if !req.DryRun {
-		if _, err := c.requireApproval(ctx); err != nil {
-			c.s.metrics.deploysRefused.WithLabelValues("no_approval").Inc()
-			c.s.log.Warn("deploy refused: no approval", "actor", actor, "service", req.Service, "release", req.Release)
-			return nil, toStatus(err)
-		}
+	if req.DryRun {
+		hosts := append([]string(nil), req.Hosts...)
+		return &golivev1.DeployResponse{Rollout: &golivev1.Rollout{Service: req.Service, Release: req.Release, State: "plan", Kind: "deploy",
+			Waves: []*golivev1.Wave{{Index: 0, Name: "all", Hosts: hosts, State: "planned"}}}}, nil
 	}
-	// The approval gate above is the contract of this version; executing
-	// deploys (release engine, rollouts) is not part of it yet.
-	return nil, status.Error(codes.Unimplemented, "automation is authorized, but this controller version cannot execute deploys yet (the release engine is not built); nothing was written")
+	a, err := c.requireApproval(ctx)
+	if err != nil {
+		c.s.metrics.deploysRefused.WithLabelValues("no_approval").Inc()
+		c.s.log.Warn("deploy refused: no approval", "actor", actor, "service", req.Service, "release", req.Release)
+		return nil, toStatus(err)
+	}
+	if req.ArtifactUrl == "" || len(req.Sha256) != 64 {
+		return nil, toStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", errInvalid))
+	}
+	r, err := c.s.startCommands(ctx, actor, src, "deploy", req.Service, req.Release, req.Hosts, a.Token, func(string) *golivev1.Command {
+		return &golivev1.Command{Action: &golivev1.Command_Deploy{Deploy: &golivev1.DeployAction{
+			Service: req.Service, Release: req.Release, ArtifactUrl: req.ArtifactUrl, Sha256: req.Sha256, Signature: req.Signature, AutoRollback: true,
+		}}}
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.DeployResponse{Rollout: r}, nil
+}
+
+// Rollback is the operator's safety path: allowed without an approval,
+// always audited.
+func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (*golivev1.RollbackResponse, error) {
+	actor, src := actorAndSource(ctx)
+	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
+		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
+			Service: req.Service, ToRelease: req.ToRelease, Operator: true, RestoreDbBackupId: req.RestoreDbBackupId,
+		}}}
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.RollbackResponse{Rollout: r}, nil
+}
+
+func (c *control) GetRollout(ctx context.Context, req *golivev1.GetRolloutRequest) (*golivev1.GetRolloutResponse, error) {
+	r, err := c.s.getRollout(ctx, req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.GetRolloutResponse{Rollout: r}, nil
 }

@@ -275,9 +275,6 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	defer h.release(c)
 	log.Info("agent connected", "address", addr, "agent_version", hello.AgentVersion, "services", len(hello.Services))
 
-	if h.onHello != nil {
-		h.onHello(c.host, hello)
-	}
 	// Welcome carries the approval; anything broadcast after register is
 	// queued behind it, so the agent never sees an older state last.
 	h.apMu.Lock()
@@ -290,6 +287,9 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	h.apMu.Unlock()
 	for _, r := range hello.UnackedResults {
 		h.handleResult(c, r)
+	}
+	if h.onHello != nil {
+		go h.onHello(c.host, hello)
 	}
 
 	// The handler goroutine sends; one goroutine receives. When the handler

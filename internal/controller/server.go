@@ -200,6 +200,9 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		s.metricsAddr = httpLis.Addr()
 	}
 	s.hub = newHub(log.Named("agents"), cli, keys, cfg.ReplicaID, s.metrics, cfg.HeartbeatInterval)
+	s.hub.onHello = func(host string, _ *golivev1.Hello) { s.pendingFor(host) }
+	s.hub.onResult = s.recordResult
+	s.hub.onAck = s.recordAck
 
 	gs := grpc.NewServer(
 		grpc.ForceServerCodecV2(newSharedCodec()),
@@ -250,6 +253,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	start(s.watchApproval)
 	start(s.runElection)
 	start(s.expiryGauge)
+	start(s.dispatchCommands)
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus("golive.v1.ControlService", healthpb.HealthCheckResponse_SERVING)

@@ -73,7 +73,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(stderr),
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
-		newAuditCmd(co), newDeployCmd(co))
+		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co))
 	return root
 }
 
@@ -283,6 +283,9 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 			printApproval(w, resp.Approval)
 			fmt.Fprintf(w, "leader: %s   (answered by replica %s)\n", orDash(resp.Leader), resp.Replica)
 			fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
+			for _, r := range resp.Rollouts {
+				fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts))
+			}
 			return nil
 		},
 	}
@@ -409,5 +412,39 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the plan only (needs no approval)")
+	return cmd
+}
+
+func newRollbackCmd(co *clientOpts) *cobra.Command {
+	req := &golivev1.RollbackRequest{}
+	var hosts string
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "put the previous (or --to) release back on hosts: the safety path, allowed without approval, audited",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Service == "" || hosts == "" {
+				return cli.Usagef("rollback needs --service and --hosts")
+			}
+			req.Hosts = strings.Split(hosts, ",")
+			var resp *golivev1.RollbackResponse
+			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+				resp, err = c.Rollback(ctx, req)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if co.output == "json" {
+				return co.printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rollback %s started on %s\n", resp.Rollout.GetId(), hosts)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Service, "service", "", "service name")
+	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
+	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one)")
 	return cmd
 }
