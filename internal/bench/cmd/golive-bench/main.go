@@ -1,0 +1,233 @@
+// Command golive-bench runs golive's benchmark programs and prints one
+// table per benchmark (`make bench` builds the binaries first and runs it
+// from the module root).
+//
+//	golive-bench [-only NAME] [-quick] [-controller PATH] [-agents N,N] [-rounds N] [-controller-env VAR=value] [-cpuprofile FILE] [-v]
+//
+// Benchmarks, in order:
+//
+//	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each
+//	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
+//	swaps         20,000 swaps of current with 4 readers
+//
+// -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
+// 20 MB; 2,000 swaps). The exit status is 1 if any benchmark failed to run;
+// a missed target is reported in its table, not in the exit status.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/golive/golive/internal/bench/fanout"
+	"github.com/golive/golive/internal/bench/releasebench"
+)
+
+type bench struct {
+	name string
+	run  func(ctx context.Context, w io.Writer, cfg config) error
+}
+
+type config struct {
+	quick      bool
+	controller string
+	agents     []int
+	env        []string
+	rounds     int
+	progress   io.Writer
+}
+
+var benches = []bench{
+	{"fanout", runFanout},
+	{"fetch-unpack", runFetchUnpack},
+	{"swaps", runSwaps},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("golive-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var names []string
+	for _, b := range benches {
+		names = append(names, b.name)
+	}
+	only := fs.String("only", "", "run only this benchmark: "+strings.Join(names, ", "))
+	quick := fs.Bool("quick", false, "small sizes, for a quick look")
+	ctrl := fs.String("controller", "bin/golive-controller", "controller binary for the fan-out benchmark")
+	agents := fs.String("agents", "", "fan-out sizes, comma-separated (default 1000,5000; -quick 100,500)")
+	rounds := fs.Int("rounds", 0, "fan-out rounds (default 20; -quick 5)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the simulated agents) to FILE")
+	var env envFlag
+	fs.Var(&env, "controller-env", "VAR=value added to the controller's environment (repeatable), e.g. GOGC=50")
+	verbose := fs.Bool("v", false, "print progress to stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var sizes []int
+	if *agents != "" {
+		for f := range strings.SplitSeq(*agents, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				fmt.Fprintf(stderr, "golive-bench: -agents %q: want positive numbers separated by commas\n", *agents)
+				return 2
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	if *rounds < 0 {
+		fmt.Fprintf(stderr, "golive-bench: -rounds %d: want a positive number\n", *rounds)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "golive-bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *only != "" && !slices.Contains(names, *only) {
+		fmt.Fprintf(stderr, "golive-bench: -only %q: want one of %s\n", *only, strings.Join(names, ", "))
+		return 2
+	}
+	cfg := config{quick: *quick, controller: *ctrl, agents: sizes, env: env, rounds: *rounds, progress: io.Discard}
+	if *verbose {
+		cfg.progress = stderr
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "golive-bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "golive-bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	failed := 0
+	for _, b := range benches {
+		if *only != "" && b.name != *only {
+			continue
+		}
+		fmt.Fprintf(stdout, "== %s\n", b.name)
+		if err := b.run(ctx, stdout, cfg); err != nil {
+			fmt.Fprintf(stdout, "%s: FAILED: %v\n", b.name, err)
+			failed++
+		}
+		fmt.Fprintln(stdout)
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "golive-bench: interrupted")
+			return 1
+		}
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func runFanout(ctx context.Context, w io.Writer, cfg config) error {
+	sizes, rounds := []int{1000, 5000}, 20
+	if cfg.quick {
+		sizes, rounds = []int{100, 500}, 5
+	}
+	if len(cfg.agents) > 0 {
+		sizes = cfg.agents
+	}
+	if cfg.rounds > 0 {
+		rounds = cfg.rounds
+	}
+	var results []fanout.Result
+	var errs []error
+	for _, n := range sizes {
+		res, err := fanout.Run(ctx, fanout.Options{N: n, Rounds: rounds, ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("N=%d: %w", n, err))
+			if res.N == 0 {
+				continue // nothing measured
+			}
+		}
+		results = append(results, res)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(results) > 0 {
+		if err := fanout.PrintTable(w, results...); err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}
+
+func runFetchUnpack(ctx context.Context, w io.Writer, cfg config) error {
+	size := 200
+	if cfg.quick {
+		size = 20
+	}
+	res, err := releasebench.FetchUnpack(ctx, size)
+	if err != nil {
+		return err
+	}
+	return printRelease(w, res)
+}
+
+func runSwaps(ctx context.Context, w io.Writer, cfg config) error {
+	n := 20000
+	if cfg.quick {
+		n = 2000
+	}
+	res, err := releasebench.Swaps(ctx, n, 4)
+	if err != nil {
+		return err
+	}
+	return printRelease(w, res)
+}
+
+// envFlag collects repeated VAR=value flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: want VAR=value", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
+// printRelease prints a releasebench result as a metric/value/unit table.
+func printRelease(w io.Writer, r releasebench.Result) error {
+	fmt.Fprintf(w, "%s (%s)\n", r.Name, r.Params)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  metric\tvalue\tunit")
+	for _, m := range r.Metrics {
+		fmt.Fprintf(tw, "  %s\t%.3f\t%s\n", m.Name, m.Value, m.Unit)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	return nil
+}

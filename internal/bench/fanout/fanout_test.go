@@ -1,0 +1,94 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// buildController builds ./cmd/controller from the module root into a
+// temporary directory.
+func buildController(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == "/dev/null" {
+		t.Fatal("not inside the golive module")
+	}
+	bin := filepath.Join(t.TempDir(), "golive-controller")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/controller")
+	cmd.Dir = filepath.Dir(gomod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/controller: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestRunTiny(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	bin := buildController(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	res, err := Run(ctx, Options{N: 20, Rounds: 2, ControllerBin: bin, SourceAddrs: 2, PhaseTimeout: 30 * time.Second, Log: &progress})
+	t.Log(progress.String())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Acked != 20 || res.RoundsDone != 2 || res.StreamErrors != 0 {
+		t.Fatalf("acked %d of 20, %d of 2 rounds, %d stream errors", res.Acked, res.RoundsDone, res.StreamErrors)
+	}
+	if res.PerAgent.Samples != 40 || res.LastAgent.Samples != 2 {
+		t.Fatalf("samples: per agent %d (want 40), last agent %d (want 2)", res.PerAgent.Samples, res.LastAgent.Samples)
+	}
+	if res.PerAgent.Max <= 0 && res.BeforeReturn == 0 {
+		t.Fatalf("no latency measured: %+v", res)
+	}
+	if res.RSSBefore <= 0 || res.RSSAfter <= 0 {
+		t.Fatalf("RSS not read: before %d after %d", res.RSSBefore, res.RSSAfter)
+	}
+	var table bytes.Buffer
+	if err := PrintTable(&table, res); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + table.String())
+	for _, want := range []string{"KB/agent", "p99 ms", "met"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	s := summarize(ds)
+	if s.P50 != 50*time.Millisecond || s.P99 != 99*time.Millisecond || s.Max != 100*time.Millisecond || s.Samples != 100 {
+		t.Fatalf("summarize 1..100 ms = %+v", s)
+	}
+	if s := summarize([]time.Duration{7}); s.P50 != 7 || s.P99 != 7 || s.Max != 7 {
+		t.Fatalf("summarize one = %+v", s)
+	}
+	if s := summarize(nil); s != (Stats{}) {
+		t.Fatalf("summarize none = %+v", s)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, o := range []Options{{N: -1}, {Rounds: -2}, {SourceAddrs: 251}, {ConnectConcurrency: -1}} {
+		if err := o.defaults(); err == nil {
+			t.Errorf("%+v: no error", o)
+		}
+	}
+}
