@@ -155,8 +155,9 @@ func (m *Manager) RevokeRev(ctx context.Context, actor, source, reason string) (
 		if err != nil {
 			return 0, 0, err
 		}
-		// The key is gone; dropping the lease is housekeeping.
-		m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
+		// The key is gone; dropping the lease is housekeeping, done in the
+		// background so the caller can push the revoke to agents at once.
+		go m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
 		return cur.Token, resp.Header.Revision, nil
 	}
 }

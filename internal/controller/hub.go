@@ -262,7 +262,7 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	}
 	c := &agentConn{
 		host: hello.HostId, connID: newID(), instance: hello.InstanceId, address: addr, since: time.Now(),
-		sendq: make(chan any, 64), done: make(chan struct{}),
+		sendq: make(chan any, 16), done: make(chan struct{}),
 	}
 	c.tokenHeld.Store(hello.FencingToken)
 	c.record = agentRecord(hello, h.replica, addr, c.since)
@@ -372,24 +372,25 @@ func (h *hub) receiver(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, 
 func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 	switch p := m.Payload.(type) {
 	case *golivev1.ConnectRequest_Heartbeat:
+		// Heartbeats update memory; etcd is written only when something an
+		// operator or another replica cares about changed.
 		c.mu.Lock()
-		changed := servicesChanged(c.record.Services, p.Heartbeat.Services)
+		changed := servicesChanged(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
-		c.dirty = true
+		c.dirty = c.dirty || changed
 		c.mu.Unlock()
 		c.tokenHeld.Store(p.Heartbeat.FencingToken)
 		if changed {
 			h.requestFlush()
 		}
 	case *golivev1.ConnectRequest_ApprovalAck:
+		// Kept in memory (ListAgents reads it from here); the next heartbeat
+		// carries it to etcd. No etcd write per ack: a broadcast to 5,000
+		// agents must not turn into 5,000 writes.
 		c.tokenHeld.Store(p.ApprovalAck.FencingToken)
-		c.mu.Lock()
-		c.record.FencingToken = p.ApprovalAck.FencingToken
-		c.dirty = true
-		c.mu.Unlock()
 	case *golivev1.ConnectRequest_CommandAck:
 		if h.onAck != nil {
 			h.onAck(c.host, p.CommandAck)
