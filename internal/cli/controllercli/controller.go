@@ -143,6 +143,24 @@ func lastPart(msg string) string {
 	return msg
 }
 
+// run calls the controller with f and prints its answer: as JSON (of
+// jsonOf) with -o json, else as text.
+func run[T any](cmd *cobra.Command, co *clientOpts, f func(context.Context, golivev1.ControlServiceClient) (T, error),
+	jsonOf func(T) proto.Message, text func(io.Writer, T) error) error {
+	var resp T
+	err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
+		resp, err = f(ctx, c)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if co.output == "json" {
+		return co.printJSON(cmd.OutOrStdout(), jsonOf(resp))
+	}
+	return text(cmd.OutOrStdout(), resp)
+}
+
 func (co *clientOpts) printJSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
@@ -168,21 +186,14 @@ func newAuthorizeCmd(co *clientOpts) *cobra.Command {
 			" (case and spacing do not matter).",
 		Args: cli.ExactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var resp *golivev1.AuthorizeResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason})
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.AuthorizeResponse, error) {
+				return c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason})
+			}, func(resp *golivev1.AuthorizeResponse) proto.Message { return resp.Approval }, func(w io.Writer, resp *golivev1.AuthorizeResponse) error {
+				a := resp.Approval
+				fmt.Fprintf(w, "automation AUTHORIZED by %s until %s (fencing token %d)\nstop it at any moment: golive-controller revoke\n",
+					a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.FencingToken)
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp.Approval)
-			}
-			a := resp.Approval
-			fmt.Fprintf(cmd.OutOrStdout(), "automation AUTHORIZED by %s until %s (fencing token %d)\nstop it at any moment: golive-controller revoke\n",
-				a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.FencingToken)
-			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the approval lasts (bounded by the controller's --max-approval-ttl)")
@@ -206,23 +217,16 @@ func newRevokeCmd(co *clientOpts) *cobra.Command {
 		Short:   "turn automation off now, everywhere",
 		Args:    cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp *golivev1.RevokeResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.Revoke(ctx, &golivev1.RevokeRequest{Reason: reason})
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RevokeResponse, error) {
+				return c.Revoke(ctx, &golivev1.RevokeRequest{Reason: reason})
+			}, func(resp *golivev1.RevokeResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RevokeResponse) error {
+				if resp.Revoked {
+					fmt.Fprintf(w, "automation REVOKED (fencing token %d is void on every agent)\n", resp.FencingToken)
+				} else {
+					fmt.Fprintln(w, "automation was already off")
+				}
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			if resp.Revoked {
-				fmt.Fprintf(cmd.OutOrStdout(), "automation REVOKED (fencing token %d is void on every agent)\n", resp.FencingToken)
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "automation was already off")
-			}
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
@@ -245,19 +249,12 @@ func newApprovalCmd(co *clientOpts) *cobra.Command {
 		Short: "show the automation approval",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp *golivev1.GetApprovalResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.GetApproval(ctx, &golivev1.GetApprovalRequest{})
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.GetApprovalResponse, error) {
+				return c.GetApproval(ctx, &golivev1.GetApprovalRequest{})
+			}, func(resp *golivev1.GetApprovalResponse) proto.Message { return resp.Approval }, func(w io.Writer, resp *golivev1.GetApprovalResponse) error {
+				printApproval(w, resp.Approval)
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp.Approval)
-			}
-			printApproval(cmd.OutOrStdout(), resp.Approval)
-			return nil
 		},
 	}
 }
@@ -268,25 +265,17 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 		Short: "approval, leader and agents at a glance",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp *golivev1.StatusResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.Status(ctx, &golivev1.StatusRequest{})
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.StatusResponse, error) {
+				return c.Status(ctx, &golivev1.StatusRequest{})
+			}, func(resp *golivev1.StatusResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.StatusResponse) error {
+				printApproval(w, resp.Approval)
+				fmt.Fprintf(w, "leader: %s   (answered by replica %s)\n", orDash(resp.Leader), resp.Replica)
+				fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
+				for _, r := range resp.Rollouts {
+					fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts))
+				}
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			w := cmd.OutOrStdout()
-			printApproval(w, resp.Approval)
-			fmt.Fprintf(w, "leader: %s   (answered by replica %s)\n", orDash(resp.Leader), resp.Replica)
-			fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
-			for _, r := range resp.Rollouts {
-				fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts))
-			}
-			return nil
 		},
 	}
 }
@@ -304,39 +293,32 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 		Short: "list agents: state, heartbeat, services, the approval token each holds",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp *golivev1.ListAgentsResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLABELS")
-			for _, a := range resp.Agents {
-				var svcs, health []string
-				for _, s := range a.Services {
-					svcs = append(svcs, fmt.Sprintf("%s@%s", s.Name, orDash(s.CurrentRelease)))
-					if h := s.Health; h != nil && h.Requests > 0 {
-						health = append(health, fmt.Sprintf("%s:%d/%d err, %.0fms", s.Name, h.Errors, h.Requests, h.AvgLatencyMs))
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAgentsResponse, error) {
+				return c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
+			}, func(resp *golivev1.ListAgentsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAgentsResponse) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLABELS")
+				for _, a := range resp.Agents {
+					var svcs, health []string
+					for _, s := range a.Services {
+						svcs = append(svcs, fmt.Sprintf("%s@%s", s.Name, orDash(s.CurrentRelease)))
+						if h := s.Health; h != nil && h.Requests > 0 {
+							health = append(health, fmt.Sprintf("%s:%d/%d err, %.0fms", s.Name, h.Errors, h.Requests, h.AvgLatencyMs))
+						}
 					}
+					var labels []string
+					for k, v := range a.Labels {
+						labels = append(labels, k+"="+v)
+					}
+					last := "-"
+					if a.LastHeartbeat != nil {
+						last = time.Since(a.LastHeartbeat.AsTime()).Round(time.Second).String() + " ago"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
+						orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
 				}
-				var labels []string
-				for k, v := range a.Labels {
-					labels = append(labels, k+"="+v)
-				}
-				last := "-"
-				if a.LastHeartbeat != nil {
-					last = time.Since(a.LastHeartbeat.AsTime()).Round(time.Second).String() + " ago"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
-					orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -349,23 +331,16 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 		Short: "list audited control actions (who, when, what, outcome)",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp *golivev1.ListAuditResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.ListAudit(ctx, &golivev1.ListAuditRequest{Action: action, Limit: limit})
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAuditResponse, error) {
+				return c.ListAudit(ctx, &golivev1.ListAuditRequest{Action: action, Limit: limit})
+			}, func(resp *golivev1.ListAuditResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAuditResponse) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tOUTCOME\tREASON\tDETAIL")
+				for _, e := range resp.Entries {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.AsTime().Local().Format(time.RFC3339), e.Actor, e.Action, e.Outcome, orDash(e.Reason), e.Detail)
+				}
+				return tw.Flush()
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tOUTCOME\tREASON\tDETAIL")
-			for _, e := range resp.Entries {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.AsTime().Local().Format(time.RFC3339), e.Actor, e.Action, e.Outcome, orDash(e.Reason), e.Detail)
-			}
-			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&action, "action", "", "only this action (authorize, revoke, approval_expired, ...)")
@@ -390,19 +365,12 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
 			}
-			var resp *golivev1.DeployResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.Deploy(ctx, req)
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
+				return c.Deploy(ctx, req)
+			}, func(resp *golivev1.DeployResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
+				fmt.Fprintf(w, "rollout %s: %s\n", resp.Rollout.GetId(), resp.Rollout.GetState())
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "rollout %s: %s\n", resp.Rollout.GetId(), resp.Rollout.GetState())
-			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -427,19 +395,12 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 				return cli.Usagef("rollback needs --service and --hosts")
 			}
 			req.Hosts = strings.Split(hosts, ",")
-			var resp *golivev1.RollbackResponse
-			err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
-				resp, err = c.Rollback(ctx, req)
-				return err
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RollbackResponse, error) {
+				return c.Rollback(ctx, req)
+			}, func(resp *golivev1.RollbackResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
+				fmt.Fprintf(w, "rollback %s started on %s\n", resp.Rollout.GetId(), hosts)
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if co.output == "json" {
-				return co.printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "rollback %s started on %s\n", resp.Rollout.GetId(), hosts)
-			return nil
 		},
 	}
 	f := cmd.Flags()
