@@ -1,0 +1,450 @@
+package deploystep
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/releasedir"
+	"github.com/golive/golive/internal/svcmgr"
+)
+
+// ServiceManager is what the step needs from whatever supervises the
+// service's process (execmgr.Manager and the systemd manager satisfy it).
+type ServiceManager interface {
+	// Restart stops the service if it runs, then starts it with spec.
+	Restart(ctx context.Context, spec svcmgr.Spec) error
+	// Stop stops the service; stopping a stopped service is not an error.
+	Stop(ctx context.Context) error
+	// Running reports whether the service is up.
+	Running() bool
+}
+
+var _ ServiceManager = svcmgr.Manager(nil)
+
+// Kind is what a command asks for.
+type Kind string
+
+// Kinds of command.
+const (
+	KindDeploy   Kind = "deploy"
+	KindRollback Kind = "rollback"
+)
+
+// Outcome is how a step ended.
+type Outcome string
+
+// Outcomes.
+const (
+	// OutcomeSucceeded: the release is live and healthy.
+	OutcomeSucceeded Outcome = "SUCCEEDED"
+	// OutcomeRolledBack: a stage failed after the live service was touched,
+	// and the previous release is live and healthy again.
+	OutcomeRolledBack Outcome = "ROLLED_BACK"
+	// OutcomeFailed: a stage failed before the live service was touched, or
+	// the previous release could not be restored.
+	OutcomeFailed Outcome = "FAILED"
+)
+
+// Stage names, in the order a deploy runs them.
+const (
+	StageFetch    = "fetch"
+	StageVerify   = "verify"
+	StageUnpack   = "unpack"
+	StagePreSwap  = "pre_swap"
+	StageSwap     = "swap"
+	StageRestart  = "restart"
+	StageHealth   = "health"
+	StagePostSwap = "post_swap"
+	StageCleanup  = "cleanup"
+	// StageOnRollback is reported for the on_rollback hook.
+	StageOnRollback = "on_rollback"
+)
+
+// FaultPointEnv names the environment variable that selects the fault point a
+// binary built with the faultpoints tag crashes at.
+const FaultPointEnv = "GOLIVE_FAULTPOINT"
+
+// FaultPoints lists the fault point names: "before_<stage>" (journal written,
+// stage not started), "after_<stage>" (stage done, next journal not written),
+// "undo_<stage>" (journal says rolling back, undo not started) and
+// "before_finish" (all stages done, result not recorded).
+var FaultPoints = func() []string {
+	var out []string
+	for _, st := range deployStages {
+		out = append(out, "before_"+st.name, "after_"+st.name)
+	}
+	for _, st := range deployStages {
+		if st.undo != nil {
+			out = append(out, "undo_"+st.name)
+		}
+	}
+	return append(out, "before_finish")
+}()
+
+// Defaults.
+const (
+	DefaultCriticalTimeout = 2 * time.Minute
+	DefaultDoneRecords     = 200
+)
+
+// Command is one deploy or rollback, as sent by the controller.
+type Command struct {
+	// ID makes the command idempotent on this host.
+	ID   string
+	Kind Kind
+	// Release is the release to deploy, or to roll back to ("" with
+	// KindRollback: the previous release).
+	Release string
+	// ArtifactURL, SHA256 (hex, mandatory) and Signature (base64 ed25519,
+	// mandatory with trusted keys) describe a deploy's artifact.
+	ArtifactURL string
+	SHA256      string
+	Signature   string
+}
+
+// Config configures a Runner for one service.
+type Config struct {
+	// StateDir is the directory holding service directories: the service's
+	// files live in <StateDir>/<Service.Name> (see releasedir.Open).
+	StateDir string
+	// Service is the service's configuration (port, health, hooks, keep).
+	Service *agentconfig.Service
+	// Manager runs the service's process.
+	Manager ServiceManager
+	// Artifacts caps downloads and unpacking.
+	Artifacts agentconfig.Artifacts
+	// TrustedKeys, when not empty, make a valid signature mandatory.
+	TrustedKeys []ed25519.PublicKey
+	// HTTPClient fetches artifacts (nil: artifact's default).
+	HTTPClient *http.Client
+	// CriticalTimeout bounds swap, restart and each undo, which run even
+	// when the operation's context is cancelled (default 2m).
+	CriticalTimeout time.Duration
+	// DoneRecords is how many finished command results are kept (default 200).
+	DoneRecords int
+	// Logger is the parent logger (default: null).
+	Logger hclog.Logger
+}
+
+// StageReport is what one stage did.
+type StageReport struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	// Skipped: the stage had nothing to do (release already on disk, no hook).
+	Skipped bool `json:"skipped,omitempty"`
+	// Error is why the stage failed; Warning a failure that did not fail the
+	// step (post_swap, cleanup, on_rollback).
+	Error   string `json:"error,omitempty"`
+	Warning string `json:"warning,omitempty"`
+	// HookOutput is the hook's combined output, for hook stages.
+	HookOutput string `json:"hook_output,omitempty"`
+	// Undone reports that the stage's undo ran; UndoError why it failed.
+	Undone    bool   `json:"undone,omitempty"`
+	UndoError string `json:"undo_error,omitempty"`
+}
+
+// Result is how a command ended on this host.
+type Result struct {
+	CommandID string  `json:"command_id"`
+	Kind      Kind    `json:"kind"`
+	Outcome   Outcome `json:"outcome"`
+	// Release is the release the command targeted; Previous the release
+	// current pointed at before it.
+	Release  string `json:"release"`
+	Previous string `json:"previous,omitempty"`
+	// FailedStage and Error say which stage failed and why ("" on success).
+	FailedStage string        `json:"failed_stage,omitempty"`
+	Error       string        `json:"error,omitempty"`
+	Stages      []StageReport `json:"stages"`
+	// Recovered: the step was interrupted and finished by Recover.
+	Recovered bool `json:"recovered,omitempty"`
+	// Replayed: this is the stored result of an earlier run of the same id.
+	Replayed bool      `json:"replayed,omitempty"`
+	Finished time.Time `json:"finished"`
+}
+
+// Runner runs the steps of one service, one at a time.
+type Runner struct {
+	cfg Config
+	dir *releasedir.Dir
+	log hclog.Logger
+	mu  sync.Mutex
+}
+
+// New opens the service's release directory and returns its Runner.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Service == nil {
+		return nil, errors.New("deploystep: Service is required")
+	}
+	if cfg.Manager == nil {
+		return nil, errors.New("deploystep: Manager is required")
+	}
+	if cfg.Service.SwapMode != "" && cfg.Service.SwapMode != agentconfig.SwapRestart {
+		return nil, fmt.Errorf("deploystep: service %q: swap mode %q is not supported yet", cfg.Service.Name, cfg.Service.SwapMode)
+	}
+	if cfg.CriticalTimeout <= 0 {
+		cfg.CriticalTimeout = DefaultCriticalTimeout
+	}
+	dir, err := releasedir.Open(cfg.StateDir, cfg.Service.Name)
+	if err != nil {
+		return nil, fmt.Errorf("deploystep: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Runner{cfg: cfg, dir: dir, log: log.Named("deploystep").With("service", cfg.Service.Name)}, nil
+}
+
+// Dir is the service's release directory.
+func (r *Runner) Dir() *releasedir.Dir { return r.dir }
+
+// Run runs cmd to the end and returns its result. ctx aborts the operation
+// (see the package doc for what still runs to completion); progress, if not
+// nil, is called with each stage's name as it starts ("undo_<stage>" for
+// undos). A command whose result is recorded returns it without work; an
+// unfinished step left by a crash is recovered first.
+func (r *Runner) Run(ctx context.Context, cmd Command, progress func(stage string)) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if progress == nil {
+		progress = func(string) {}
+	}
+	fail := func(err error) Result {
+		return Result{CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Outcome: OutcomeFailed,
+			Error: err.Error(), Finished: time.Now().UTC()}
+	}
+	if err := validateID(cmd.ID); err != nil {
+		return fail(err)
+	}
+	if j, err := r.ReadJournal(); err != nil {
+		return fail(fmt.Errorf("read journal: %w", err))
+	} else if j != nil {
+		if _, err := r.recover(ctx); err != nil {
+			return fail(fmt.Errorf("recover unfinished step %s: %w", j.CommandID, err))
+		}
+	}
+	if done, err := r.Done(cmd.ID); err != nil {
+		return fail(fmt.Errorf("read result record: %w", err))
+	} else if done != nil {
+		done.Replayed = true
+		return *done
+	}
+	res := r.run(ctx, cmd, progress)
+	res.Finished = time.Now().UTC()
+	faultpoint("before_finish")
+	if err := r.finish(&res); err != nil {
+		r.log.Error("cannot record the step's result; Recover will redo it", "command_id", cmd.ID, "error", err)
+	}
+	return res
+}
+
+// step is the state of one running command.
+type step struct {
+	r        *Runner
+	cmd      Command
+	j        *Journal
+	res      *Result
+	exists   bool   // the release was committed before the step began
+	download string // fetched artifact path
+	sha      string // sha256 measured by fetch
+	report   *StageReport
+}
+
+func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Result {
+	res := Result{CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Outcome: OutcomeFailed}
+	prev, err := r.dir.Current()
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	res.Previous = prev
+	var stages []stage
+	switch cmd.Kind {
+	case KindDeploy:
+		if err := releasedir.ValidateRelease(cmd.Release); err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		if cmd.ArtifactURL == "" {
+			res.Error = "deploy command without an artifact URL"
+			return res
+		}
+		stages = deployStages
+	case KindRollback:
+		if cmd.Release == "" {
+			p, err := r.dir.Previous()
+			if err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			if p == "" || p == prev {
+				res.Error = "no previous release to roll back to"
+				return res
+			}
+			cmd.Release, res.Release = p, p
+		}
+		ok, err := r.dir.Exists(cmd.Release)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		if !ok {
+			res.Error = fmt.Sprintf("release %q is not on this host", cmd.Release)
+			return res
+		}
+		stages = rollbackStages
+	default:
+		res.Error = fmt.Sprintf("unknown command kind %q", cmd.Kind)
+		return res
+	}
+	exists, err := r.dir.Exists(cmd.Release)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	s := &step{r: r, cmd: cmd, res: &res, exists: exists, j: &Journal{
+		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev,
+		Completed: []string{}, Started: time.Now().UTC(),
+	}}
+	log := r.log.With("command_id", cmd.ID, "release", cmd.Release, "previous", prev)
+	log.Info("step starting", "kind", cmd.Kind)
+
+	var (
+		failedAt = -1
+		stageErr error
+	)
+	for i, st := range stages {
+		if !st.critical && ctx.Err() != nil {
+			failedAt, stageErr = i, fmt.Errorf("%s: %w", st.name, context.Cause(ctx))
+			res.Stages = append(res.Stages, StageReport{Name: st.name, Error: stageErr.Error()})
+			break
+		}
+		s.j.Stage = st.name
+		res.Stages = append(res.Stages, StageReport{Name: st.name})
+		s.report = &res.Stages[len(res.Stages)-1]
+		if err := writeJSON(r.journalPath(), s.j); err != nil {
+			failedAt, stageErr = i, fmt.Errorf("%s: write journal: %w", st.name, err)
+			s.report.Error = stageErr.Error()
+			break
+		}
+		faultpoint("before_" + st.name)
+		progress(st.name)
+		start := time.Now()
+		sctx, cancel := s.ctxFor(ctx, st.critical)
+		err := st.do(s, sctx)
+		cancel()
+		s.report.Seconds = time.Since(start).Seconds()
+		if err != nil {
+			failedAt, stageErr = i, fmt.Errorf("%s: %w", st.name, err)
+			s.report.Error = stageErr.Error()
+			break
+		}
+		faultpoint("after_" + st.name)
+		s.j.Completed = append(s.j.Completed, st.name)
+	}
+	if failedAt < 0 {
+		res.Outcome = OutcomeSucceeded
+		log.Info("step succeeded")
+		return res
+	}
+	res.FailedStage = stages[failedAt].name
+	res.Error = stageErr.Error()
+	log.Warn("stage failed, undoing", "stage", res.FailedStage, "error", stageErr)
+	s.j.RollingBack, s.j.FailedStage, s.j.Reason = true, res.FailedStage, res.Error
+	res.Outcome = s.undo(ctx, stages[:failedAt+1], progress)
+	log.Info("step ended", "outcome", res.Outcome)
+	return res
+}
+
+// ctxFor returns the context a stage runs under: ctx itself, or for critical
+// stages and undos a context that ignores ctx's cancellation, bounded by
+// CriticalTimeout.
+func (s *step) ctxFor(ctx context.Context, critical bool) (context.Context, context.CancelFunc) {
+	if !critical {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), s.r.cfg.CriticalTimeout)
+}
+
+// undo runs the undo of done (the failing stage last), newest first, then,
+// if the live service was touched, the on_rollback hook and a health check
+// of the previous release. It returns the step's outcome.
+func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Outcome {
+	outcome := OutcomeRolledBack
+	touched := false
+	for i := len(done) - 1; i >= 0; i-- {
+		st := done[i]
+		if st.touchesLive {
+			touched = true
+		}
+		if st.undo == nil {
+			continue
+		}
+		s.j.Stage = st.name
+		if err := writeJSON(s.r.journalPath(), s.j); err != nil {
+			s.r.log.Error("write journal before undo", "stage", st.name, "error", err)
+		}
+		faultpoint("undo_" + st.name)
+		progress("undo_" + st.name)
+		rep := s.findReport(st.name)
+		uctx, cancel := s.ctxFor(ctx, true)
+		err := st.undo(s, uctx)
+		cancel()
+		if rep != nil {
+			rep.Undone = true
+			if err != nil {
+				rep.UndoError = err.Error()
+			}
+		}
+		if err != nil {
+			s.r.log.Error("undo failed", "stage", st.name, "error", err)
+			outcome = OutcomeFailed
+		}
+	}
+	if !touched {
+		return OutcomeFailed
+	}
+	progress(StageOnRollback)
+	s.runOnRollback(ctx)
+	if s.j.Previous == "" {
+		return OutcomeFailed // a first deploy has nothing to go back to
+	}
+	hctx, cancel := s.ctxFor(ctx, true)
+	defer cancel()
+	if err := s.r.waitHealthy(hctx); err != nil {
+		s.res.Error += "; previous release " + s.j.Previous + " not healthy after rollback: " + err.Error()
+		return OutcomeFailed
+	}
+	return outcome
+}
+
+func (s *step) findReport(name string) *StageReport {
+	for i := range s.res.Stages {
+		if s.res.Stages[i].Name == name {
+			return &s.res.Stages[i]
+		}
+	}
+	return nil
+}
+
+func (r *Runner) downloadsDir() string { return filepath.Join(r.dir.Path(), downloadsDir) }
+
+// removeDownloads empties the downloads directory.
+func (r *Runner) removeDownloads() error {
+	err := os.RemoveAll(r.downloadsDir())
+	if err != nil {
+		return err
+	}
+	return nil
+}

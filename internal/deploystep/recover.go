@@ -1,0 +1,150 @@
+package deploystep
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Recover brings the host to a complete state after a crash in the middle of
+// a step, and returns the result of the interrupted command (nil when there
+// was no unfinished step). The result is also recorded, so the command, when
+// sent again, returns it. See the package doc for the policy.
+//
+// The agent calls Recover once at start, before it accepts commands; Run also
+// calls it when it finds a journal.
+func (r *Runner) Recover(ctx context.Context) (*Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recover(ctx)
+}
+
+func (r *Runner) recover(ctx context.Context) (*Result, error) {
+	j, err := r.ReadJournal()
+	if err != nil || j == nil {
+		return nil, err
+	}
+	log := r.log.With("command_id", j.CommandID, "release", j.Release, "previous", j.Previous)
+	if err := validateID(j.CommandID); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if done, err := r.Done(j.CommandID); err != nil {
+		return nil, err
+	} else if done != nil {
+		// Crashed between recording the result and removing the journal.
+		if err := removeDurable(r.journalPath()); err != nil {
+			return nil, err
+		}
+		return done, nil
+	}
+	log.Warn("recovering an interrupted step", "stage", j.Stage, "completed", j.Completed, "rolling_back", j.RollingBack)
+
+	res := &Result{CommandID: j.CommandID, Kind: j.Kind, Release: j.Release, Previous: j.Previous,
+		Recovered: true, Outcome: OutcomeFailed, Stages: []StageReport{}}
+	s := &step{r: r, cmd: Command{ID: j.CommandID, Kind: j.Kind, Release: j.Release}, j: j, res: res}
+	// Recovery is itself critical work: it runs to the end even if ctx ends.
+	cctx := context.WithoutCancel(ctx)
+	timed := func(name string, f func(ctx context.Context) error) error {
+		res.Stages = append(res.Stages, StageReport{Name: name})
+		s.report = &res.Stages[len(res.Stages)-1]
+		start := time.Now()
+		c, cancel := context.WithTimeout(cctx, r.cfg.CriticalTimeout+r.cfg.Service.Health.Deadline)
+		err := f(c)
+		cancel()
+		s.report.Seconds = time.Since(start).Seconds()
+		if err != nil {
+			s.report.Error = fmt.Sprintf("%s: %v", name, err)
+		}
+		return err
+	}
+	// Staging and downloads are scratch: a new attempt starts over.
+	if j.Release != "" {
+		if _, err := r.dir.StagingDir(j.Release); err != nil {
+			log.Warn("remove staging", "error", err)
+		}
+	}
+	if err := r.removeDownloads(); err != nil {
+		log.Warn("remove downloads", "error", err)
+	}
+
+	cur, err := r.dir.Current()
+	if err != nil {
+		return nil, err
+	}
+	touched := j.RollingBack || slices.Contains(j.Completed, StagePreSwap) || j.Stage == StagePreSwap
+	swapped := cur == j.Release && j.Release != ""
+	// Once the restart stage has begun the process may run either release.
+	restarted := slices.Contains(j.Completed, StageRestart) || j.Stage == StageRestart || j.FailedStage == StageRestart
+	interrupted := fmt.Sprintf("agent restarted during stage %s", j.Stage)
+
+	switch {
+	case j.RollingBack || !swapped:
+		// Go back to (or stay on) the previous release.
+		res.FailedStage, res.Error = j.FailedStage, j.Reason
+		if res.FailedStage == "" {
+			res.FailedStage, res.Error = j.Stage, interrupted
+		}
+		target := j.Previous
+		if !j.RollingBack && j.Previous == "" {
+			target = cur // a first deploy interrupted before its swap
+		}
+		res.Outcome = r.restore(s, timed, target, cur, touched, restarted)
+		if !touched && res.Outcome == OutcomeRolledBack {
+			res.Outcome = OutcomeFailed // nothing live was touched: the deploy just failed
+		}
+	default:
+		// The swap happened and the step was going forward: finish it.
+		// The restart is redone whatever the journal says, since it cannot
+		// tell whether the process runs the new release.
+		err := timed(StageRestart, func(c context.Context) error { return r.restartOn(c, j.Release) })
+		if err == nil {
+			err = timed(StageHealth, r.waitHealthy)
+		}
+		if err == nil {
+			res.Outcome = OutcomeSucceeded
+			_ = timed(StageCleanup, func(context.Context) error { return s.cleanup(cctx) })
+			break
+		}
+		res.FailedStage, res.Error = s.report.Name, s.report.Error
+		res.Outcome = r.restore(s, timed, j.Previous, cur, true, true)
+	}
+	res.Finished = time.Now().UTC()
+	if err := r.finish(res); err != nil {
+		return nil, err
+	}
+	log.Info("recovered", "outcome", res.Outcome)
+	return res, nil
+}
+
+// restore makes target the live, healthy release (swap if current is not
+// target, restart, health), running the on_rollback hook first when the live
+// service was touched. Unless mustRestart, a service that runs and passes
+// its health check is left alone. It returns ROLLED_BACK when target is
+// healthy.
+func (r *Runner) restore(s *step, timed func(string, func(context.Context) error) error, target, cur string, touched, mustRestart bool) Outcome {
+	if touched {
+		_ = timed(StageOnRollback, func(c context.Context) error {
+			return s.hook(c, StageOnRollback, r.cfg.Service.Hooks.OnRollback, target)
+		})
+	}
+	if target == "" {
+		_ = timed("stop", r.cfg.Manager.Stop)
+		return OutcomeFailed
+	}
+	if cur != target {
+		if err := timed(StageSwap, func(context.Context) error { return r.dir.Swap(target) }); err != nil {
+			return OutcomeFailed
+		}
+	}
+	if !mustRestart && r.cfg.Manager.Running() && timed(StageHealth, r.waitHealthy) == nil {
+		return OutcomeRolledBack
+	}
+	if err := timed(StageRestart, func(c context.Context) error { return r.restartOn(c, target) }); err != nil {
+		return OutcomeFailed
+	}
+	if err := timed(StageHealth, r.waitHealthy); err != nil {
+		return OutcomeFailed
+	}
+	return OutcomeRolledBack
+}
