@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
 )
 
 // helperEnv carries a helperPlan to TestHelperProcess.
@@ -83,6 +84,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if helperBin != "" {
 		os.RemoveAll(filepath.Dir(helperBin))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

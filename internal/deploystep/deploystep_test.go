@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -370,4 +371,66 @@ func TestInvalidCommands(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Cancelling the operation once the swap has begun does not cut it in half:
+// swap and restart complete, then the step is undone back to v1.
+func TestCancelDuringSwapUndoesCompletely(t *testing.T) {
+	srv := serveArtifacts(t)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunner(t, state, port, testLogger(t))
+	mustRun(t, r, deployCmd(srv, "c1", "v1"), OutcomeSucceeded)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	res := r.Run(ctx, deployCmd(srv, "c2", "v2"), func(stage string) {
+		if stage == StageSwap {
+			cancel() // e.g. the agent is asked to stop
+		}
+	})
+	if res.Outcome != OutcomeRolledBack || res.FailedStage != StageHealth {
+		t.Fatalf("outcome %s at %q: %s", res.Outcome, res.FailedStage, res.Error)
+	}
+	for _, st := range res.Stages {
+		if (st.Name == StageSwap || st.Name == StageRestart) && (st.Error != "" || !st.Undone || st.UndoError != "") {
+			t.Errorf("critical stage %+v", st)
+		}
+	}
+	if c := current(t, r); c != "v1" {
+		t.Fatalf("current %q, want v1", c)
+	}
+	if got := answers(t, port); got != "v1" {
+		t.Fatalf("service answers %q, want v1", got)
+	}
+	noJournal(t, r)
+
+	// Cancelled before the swap: nothing live is touched.
+	ctx, cancel = context.WithCancel(t.Context())
+	res = r.Run(ctx, deployCmd(srv, "c3", "v2"), func(stage string) {
+		if stage == StageFetch {
+			cancel()
+		}
+	})
+	cancel()
+	if res.Outcome != OutcomeFailed || res.FailedStage != StageFetch || !strings.Contains(res.Error, "canceled") {
+		t.Fatalf("outcome %s at %q: %s", res.Outcome, res.FailedStage, res.Error)
+	}
+	if got := answers(t, port); got != "v1" {
+		t.Fatalf("service answers %q, want v1", got)
+	}
+}
+
+// A broken first release has nothing to roll back to: FAILED, service stopped.
+func TestBrokenFirstDeployFails(t *testing.T) {
+	srv := serveArtifacts(t)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunner(t, state, port, testLogger(t))
+	res := mustRun(t, r, deployCmd(srv, "c1", "v3"), OutcomeFailed)
+	if res.FailedStage != StageHealth {
+		t.Fatalf("failed stage %q: %s", res.FailedStage, res.Error)
+	}
+	if r.cfg.Manager.Running() {
+		t.Fatal("broken first release left running")
+	}
+	noJournal(t, r)
 }
