@@ -404,14 +404,15 @@ func TestCancelDuringSwapUndoesCompletely(t *testing.T) {
 	}
 	noJournal(t, r)
 
-	// Cancelled before the swap: nothing live is touched.
+	// Cancelled before the swap: nothing live is touched, nothing undone live.
 	ctx, cancel = context.WithCancel(t.Context())
-	res = r.Run(ctx, deployCmd(srv, "c3", "v2"), func(stage string) {
+	res = r.Run(ctx, deployCmd(srv, "c3", "v3"), func(stage string) {
 		if stage == StageFetch {
 			cancel()
 		}
 	})
 	cancel()
+	// v3 is not on disk, so fetch runs, under a cancelled context.
 	if res.Outcome != OutcomeFailed || res.FailedStage != StageFetch || !strings.Contains(res.Error, "canceled") {
 		t.Fatalf("outcome %s at %q: %s", res.Outcome, res.FailedStage, res.Error)
 	}
