@@ -143,12 +143,17 @@ func TestRecoverAfterCrash(t *testing.T) {
 		{"before finish", "v2", "before_finish", OutcomeSucceeded, "v2"},
 		{"broken release before health", "v3", "before_health", OutcomeRolledBack, "v1"},
 		{"while undoing swap", "v3", "undo_swap", OutcomeRolledBack, "v1"},
+		{"while undoing a failed verify", "v2-badsha", "undo_fetch", OutcomeFailed, "v1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			state, port := t.TempDir(), freePort(t)
-			last := deployCmd(srv, "crash", tt.give)
+			give, badSHA := strings.CutSuffix(tt.give, "-badsha")
+			last := deployCmd(srv, "crash", give)
+			if badSHA {
+				last.SHA256 = sha([]byte("not the artifact"))
+			}
 			plan, _ := json.Marshal(helperPlan{State: state, Port: port, Fault: tt.fault,
 				Cmds: []Command{deployCmd(srv, "first", "v1"), last}})
 			cmd := exec.Command(bin, "-test.run=^TestHelperProcess$", "-test.v")
@@ -181,7 +186,7 @@ func TestRecoverAfterCrash(t *testing.T) {
 			if got := answers(t, port); got != tt.wantCurrent {
 				t.Fatalf("service answers %q, want %q", got, tt.wantCurrent)
 			}
-			if _, err := os.Stat(filepath.Join(r.Dir().Path(), "releases", tt.give+".tmp")); err == nil {
+			if _, err := os.Stat(filepath.Join(r.Dir().Path(), "releases", give+".tmp")); err == nil {
 				t.Errorf("staging dir left behind")
 			}
 			if ents, _ := os.ReadDir(filepath.Join(r.Dir().Path(), downloadsDir)); len(ents) != 0 {

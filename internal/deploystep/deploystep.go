@@ -66,8 +66,11 @@ const (
 	StageHealth   = "health"
 	StagePostSwap = "post_swap"
 	StageCleanup  = "cleanup"
-	// StageOnRollback is reported for the on_rollback hook.
-	StageOnRollback = "on_rollback"
+	// StageOnRollback is reported for the on_rollback hook, and
+	// StageRollbackHealth for the health check of the previous release
+	// after an undo.
+	StageOnRollback     = "on_rollback"
+	StageRollbackHealth = "rollback_health"
 )
 
 // FaultPointEnv names the environment variable that selects the fault point a
@@ -420,9 +423,16 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 	if s.j.Previous == "" {
 		return OutcomeFailed // a first deploy has nothing to go back to
 	}
+	progress(StageRollbackHealth)
+	s.res.Stages = append(s.res.Stages, StageReport{Name: StageRollbackHealth})
+	rep := &s.res.Stages[len(s.res.Stages)-1]
+	start := time.Now()
 	hctx, cancel := s.ctxFor(ctx, true)
 	defer cancel()
-	if err := s.r.waitHealthy(hctx); err != nil {
+	err := s.r.waitHealthy(hctx)
+	rep.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		rep.Error = err.Error()
 		s.res.Error += "; previous release " + s.j.Previous + " not healthy after rollback: " + err.Error()
 		return OutcomeFailed
 	}

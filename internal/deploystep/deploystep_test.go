@@ -278,6 +278,9 @@ func TestDeployUpgradeRollbackAndReplay(t *testing.T) {
 			undone = append(undone, st.Name)
 		}
 	}
+	if last := res.Stages[len(res.Stages)-1]; last.Name != StageRollbackHealth || last.Error != "" {
+		t.Errorf("last stage report %+v, want a passing %s", last, StageRollbackHealth)
+	}
 	if !strings.Contains(hookOut, "on_rollback v3 back to v2") {
 		t.Errorf("on_rollback output %q", hookOut)
 	}

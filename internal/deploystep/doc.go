@@ -13,7 +13,7 @@
 //	                 swap.undo    = point current back at the previous release
 //	                 restart.undo = restart the service on the previous release
 //	                 then, if the live service was touched: on_rollback hook and a
-//	                 health check of the previous release
+//	                 health check of the previous release (rollback_health)
 //	                   healthy again ─▶ ROLLED_BACK      not restored ─▶ FAILED
 //	                 failure before pre_swap (nothing live touched)  ─▶ FAILED
 //

@@ -72,7 +72,10 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	touched := j.RollingBack || slices.Contains(j.Completed, StagePreSwap) || j.Stage == StagePreSwap
+	// The live service was touched once a stage that touches it had begun
+	// (while rolling back, Stage names the stage being undone).
+	touched := slices.Contains(j.Completed, StagePreSwap) || touchesLive(j.FailedStage) ||
+		(!j.RollingBack && touchesLive(j.Stage))
 	swapped := cur == j.Release && j.Release != ""
 	// Once the restart stage has begun the process may run either release.
 	restarted := slices.Contains(j.Completed, StageRestart) || j.Stage == StageRestart || j.FailedStage == StageRestart
@@ -147,4 +150,14 @@ func (r *Runner) restore(s *step, timed func(string, func(context.Context) error
 		return OutcomeFailed
 	}
 	return OutcomeRolledBack
+}
+
+// touchesLive reports whether stage name touches the live service.
+func touchesLive(name string) bool {
+	for _, st := range deployStages {
+		if st.name == name {
+			return st.touchesLive
+		}
+	}
+	return false
 }
