@@ -118,7 +118,8 @@ type Command struct {
 // Config configures a Runner for one service.
 type Config struct {
 	// StateDir is the directory holding service directories: the service's
-	// files live in <StateDir>/<Service.Name> (see releasedir.Open).
+	// files live in <StateDir>/<Service.Name> (see releasedir.Open). For
+	// agentconfig.Config.ServiceDir's layout pass <state_dir>/services.
 	StateDir string
 	// Service is the service's configuration (port, health, hooks, keep).
 	Service *agentconfig.Service
@@ -130,8 +131,10 @@ type Config struct {
 	TrustedKeys []ed25519.PublicKey
 	// HTTPClient fetches artifacts (nil: artifact's default).
 	HTTPClient *http.Client
-	// CriticalTimeout bounds swap, restart and each undo, which run even
-	// when the operation's context is cancelled (default 2m).
+	// CriticalTimeout bounds swap, restart, each undo and the on_rollback
+	// hook, which run even when the operation's context is cancelled
+	// (default 2m). The health check after an undo is bounded by the
+	// service's health deadline as well.
 	CriticalTimeout time.Duration
 	// DoneRecords is how many finished command results are kept (default 200).
 	DoneRecords int
