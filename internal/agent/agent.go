@@ -20,6 +20,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,15 +48,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/deploystep"
 	"github.com/golive/golive/internal/version"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
-
-// Service is a service this host runs, as configured.
-type Service struct {
-	Name     string
-	SwapMode string
-}
 
 // Config is the agent daemon's configuration.
 type Config struct {
@@ -67,6 +64,9 @@ type Config struct {
 	Services    []Service
 	// MaxBackoff caps the reconnect delay.
 	MaxBackoff time.Duration
+	// Registry receives the agent's metrics (nil: a new one). Pass the one
+	// the services' health metrics were registered on.
+	Registry *prometheus.Registry
 	// Ready, when set, is called once the daemon serves (tests use it).
 	Ready func(*Agent)
 }
@@ -112,6 +112,7 @@ type metrics struct {
 	reconnects prometheus.Counter
 	approvals  *prometheus.CounterVec
 	commands   *prometheus.CounterVec
+	steps      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -122,7 +123,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		approvals:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_agent_approval_updates_total", Help: "Approval updates received, by reason."}, []string{"reason"}),
 		commands:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_agent_commands_total", Help: "Commands received, by outcome of the admission check."}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.connected, m.token, m.reconnects, m.approvals, m.commands)
+	m.steps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_agent_steps_total", Help: "Deploy/rollback steps finished, by service and outcome."}, []string{"service", "outcome"})
+	reg.MustRegister(m.connected, m.token, m.reconnects, m.approvals, m.commands, m.steps)
 	return m
 }
 
@@ -142,6 +144,25 @@ type Agent struct {
 
 	metricsAddr net.Addr
 	grpcAddr    net.Addr
+
+	// opCtx is cancelled when the agent stops: it aborts operations
+	// (fetch, unpack, health); deploystep still completes or undoes a swap.
+	opCtx context.Context
+	ops   sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]*inflightCmd // by command id
+	unacked  map[string]*golivev1.CommandResult
+	// send, while a stream is up, queues a message to the controller.
+	send func(*golivev1.ConnectRequest)
+}
+
+type inflightCmd struct {
+	service  string
+	token    int64
+	operator bool
+	stage    string
+	cancel   context.CancelFunc
 }
 
 // MetricsAddr is the bound HTTP address (/metrics, /status).
@@ -175,9 +196,29 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
 	}
-	reg := prometheus.NewRegistry()
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := &Agent{cfg: cfg, log: log, instance: newInstanceID(), metrics: newMetrics(reg)}
+	a := &Agent{cfg: cfg, log: log, instance: newInstanceID(), metrics: newMetrics(reg),
+		inflight: map[string]*inflightCmd{}, unacked: map[string]*golivev1.CommandResult{}}
+	opCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	a.opCtx = opCtx
+	defer func() {
+		// Stop: abort operations, wait for in-flight steps to finish their
+		// atomic part, then stop the services the agent supervises.
+		stopOps()
+		a.ops.Wait()
+		closeServices(cfg.Services, log)
+	}()
+	for _, s := range cfg.Services {
+		if s.Recovered != nil {
+			res := resultProto(s.Name, *s.Recovered)
+			a.unacked[res.CommandId] = res
+			log.Warn("recovered a step a crash interrupted", "service", s.Name, "command_id", res.CommandId, "outcome", res.Outcome.String())
+		}
+	}
 
 	var httpSrv *http.Server
 	if cfg.MetricsAddr != "" {
@@ -238,19 +279,43 @@ func (a *Agent) Status() Status {
 	return s
 }
 
-// services reads each configured service's state from the state dir.
+// services reports each configured service's state.
 func (a *Agent) services() []*golivev1.ServiceState {
+	a.mu.Lock()
+	busy := map[string]*inflightCmd{}
+	ids := map[string]string{}
+	for id, c := range a.inflight {
+		busy[c.service], ids[c.service] = c, id
+	}
+	a.mu.Unlock()
 	var out []*golivev1.ServiceState
 	for _, sv := range a.cfg.Services {
 		st := &golivev1.ServiceState{Name: sv.Name, SwapMode: sv.SwapMode, State: "unknown"}
-		if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "current")); err == nil {
-			st.CurrentRelease = filepath.Base(t)
-			st.State = "installed"
+		if sv.Dir != nil {
+			st.CurrentRelease, _ = sv.Dir.Current()
+			st.PreviousRelease, _ = sv.Dir.Previous()
 		} else {
+			if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "current")); err == nil {
+				st.CurrentRelease = filepath.Base(t)
+			}
+			if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "previous")); err == nil {
+				st.PreviousRelease = filepath.Base(t)
+			}
+		}
+		switch {
+		case busy[sv.Name] != nil:
+			st.State, st.CommandId, st.Stage = "deploying", ids[sv.Name], busy[sv.Name].stage
+		case sv.Manager != nil && sv.Manager.Running():
+			st.State = "running"
+		case sv.Manager != nil:
+			st.State = "stopped"
+		case st.CurrentRelease != "":
+			st.State = "installed"
+		default:
 			st.State = "not_installed"
 		}
-		if t, err := os.Readlink(filepath.Join(a.cfg.StateDir, sv.Name, "previous")); err == nil {
-			st.PreviousRelease = filepath.Base(t)
+		if sv.Prober != nil {
+			st.Health = sv.Prober.Snapshot().ToProto()
 		}
 		out = append(out, st)
 	}
@@ -319,7 +384,7 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 	}
 	hello := &golivev1.Hello{
 		HostId: a.cfg.HostID, Labels: a.cfg.Labels, AgentVersion: version.Version, InstanceId: a.instance,
-		Services: a.services(), FencingToken: 0,
+		Services: a.services(), FencingToken: 0, UnackedResults: a.unackedResults(),
 	}
 	if err := stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err
@@ -353,6 +418,19 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 		}
 	}
 	a.applyApproval(w.Approval, enqueue)
+	a.mu.Lock()
+	a.send = func(m *golivev1.ConnectRequest) {
+		select {
+		case out <- m:
+		default: // the stream is backed up: the next heartbeat carries the state
+		}
+	}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.send = nil
+		a.mu.Unlock()
+	}()
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -365,8 +443,15 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 			case *golivev1.ConnectResponse_Approval:
 				a.applyApproval(p.Approval, enqueue)
 			case *golivev1.ConnectResponse_Command:
-				enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandAck{CommandAck: a.admit(p.Command)}})
+				ack := a.admit(p.Command)
+				enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandAck{CommandAck: ack}})
+				if ack.Accepted && ack.Reason == "" {
+					a.start(p.Command)
+				}
 			case *golivev1.ConnectResponse_ResultAck:
+				a.mu.Lock()
+				delete(a.unacked, p.ResultAck.CommandId)
+				a.mu.Unlock()
 			}
 		}
 	}()
@@ -416,6 +501,16 @@ func (a *Agent) setApproval(u *golivev1.ApprovalUpdate) {
 		a.expiresAt.Store(nil)
 	}
 	a.metrics.token.Set(float64(u.GetFencingToken()))
+	// An approval that ended halts automated steps: their operation context
+	// is cancelled (a swap in progress still completes or is undone).
+	a.mu.Lock()
+	for id, c := range a.inflight {
+		if !c.operator && c.token != u.GetFencingToken() {
+			a.log.Warn("approval ended: halting step", "command_id", id, "service", c.service)
+			c.cancel()
+		}
+	}
+	a.mu.Unlock()
 	if old != u.GetFencingToken() {
 		a.log.Info("approval changed", "fencing_token", u.GetFencingToken(), "active", u.GetActive(), "reason", u.GetReason())
 	}
@@ -433,22 +528,37 @@ func (a *Agent) applyApproval(u *golivev1.ApprovalUpdate, enqueue func(*golivev1
 }
 
 // admit decides whether a command may run: an operator's rollback always
-// may; anything else only under the approval token the agent holds.
+// may; anything else only under the approval token the agent holds. A
+// command already running or finished is acknowledged again, not rerun.
 func (a *Agent) admit(cmd *golivev1.Command) *golivev1.CommandAck {
 	ack := &golivev1.CommandAck{CommandId: cmd.Id}
 	held := a.token.Load()
 	operatorRollback := cmd.GetRollback().GetOperator()
+	svc := cmd.GetDeploy().GetService()
+	if svc == "" {
+		svc = cmd.GetRollback().GetService()
+	}
+	a.mu.Lock()
+	_, running := a.inflight[cmd.Id]
+	_, finished := a.unacked[cmd.Id]
+	a.mu.Unlock()
 	switch {
 	case cmd.Id == "":
 		ack.Reason = "command has no id"
+	case running || finished:
+		ack.Accepted, ack.Reason = true, "already running or done (idempotent by id)"
 	case !operatorRollback && held == 0:
 		ack.Reason = "automation is not authorized on this agent (it holds no approval token)"
 	case !operatorRollback && cmd.FencingToken != held:
 		ack.Reason = fmt.Sprintf("stale fencing token %d: this agent holds %d", cmd.FencingToken, held)
+	case cmd.GetDeploy() == nil && cmd.GetRollback() == nil:
+		ack.Reason = "this agent executes deploy and rollback commands only"
+	case a.service(svc) == nil:
+		ack.Reason = fmt.Sprintf("service %q is not configured on this host", svc)
+	case a.service(svc).Exec == nil:
+		ack.Reason = fmt.Sprintf("service %q has no release engine on this agent", svc)
 	default:
-		// Executing commands belongs to the release engine, which this
-		// version of the agent does not have: refuse rather than pretend.
-		ack.Reason = "this agent version cannot execute commands yet"
+		ack.Accepted = true
 	}
 	outcome := "rejected"
 	if ack.Accepted {
@@ -459,4 +569,105 @@ func (a *Agent) admit(cmd *golivev1.Command) *golivev1.CommandAck {
 		a.log.Warn("command refused", "command_id", cmd.Id, "reason", ack.Reason)
 	}
 	return ack
+}
+
+func (a *Agent) service(name string) *Service {
+	for i := range a.cfg.Services {
+		if a.cfg.Services[i].Name == name {
+			return &a.cfg.Services[i]
+		}
+	}
+	return nil
+}
+
+// start runs an admitted command in its own goroutine (the deploy step
+// serializes commands of one service).
+func (a *Agent) start(cmd *golivev1.Command) {
+	dc := deploystep.Command{ID: cmd.Id}
+	var svc string
+	if d := cmd.GetDeploy(); d != nil {
+		svc = d.Service
+		dc.Kind, dc.Release, dc.ArtifactURL, dc.SHA256 = deploystep.KindDeploy, d.Release, d.ArtifactUrl, d.Sha256
+		if len(d.Signature) > 0 {
+			dc.Signature = base64.StdEncoding.EncodeToString(d.Signature)
+		}
+	} else {
+		r := cmd.GetRollback()
+		svc = r.Service
+		dc.Kind, dc.Release = deploystep.KindRollback, r.ToRelease
+	}
+	s := a.service(svc)
+	ctx, cancel := context.WithCancel(a.opCtx)
+	ic := &inflightCmd{service: svc, token: cmd.FencingToken, operator: cmd.GetRollback().GetOperator(), cancel: cancel}
+	a.mu.Lock()
+	a.inflight[cmd.Id] = ic
+	a.mu.Unlock()
+	a.ops.Add(1)
+	go func() {
+		defer a.ops.Done()
+		defer cancel()
+		log := a.log.With("command_id", cmd.Id, "service", svc, "release", dc.Release)
+		log.Info("step started", "kind", dc.Kind)
+		res := s.Exec.Run(ctx, dc, func(stage string) {
+			a.mu.Lock()
+			ic.stage = stage
+			send := a.send
+			a.mu.Unlock()
+			if send != nil {
+				send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandProgress{CommandProgress: &golivev1.CommandProgress{
+					CommandId: cmd.Id, Service: svc, Stage: stage, At: timestamppb.Now()}}})
+			}
+		})
+		log.Info("step finished", "outcome", res.Outcome, "failed_stage", res.FailedStage, "error", res.Error)
+		a.metrics.steps.WithLabelValues(svc, string(res.Outcome)).Inc()
+		rp := resultProto(svc, res)
+		a.mu.Lock()
+		delete(a.inflight, cmd.Id)
+		a.unacked[cmd.Id] = rp
+		send := a.send
+		a.mu.Unlock()
+		if send != nil {
+			// The service's new state first, so that when the controller
+			// records the result its view of the host is already true.
+			send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
+				Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
+			send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: rp}})
+		}
+	}()
+}
+
+func (a *Agent) unackedResults() []*golivev1.CommandResult {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*golivev1.CommandResult
+	for _, r := range a.unacked {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CommandId < out[j].CommandId })
+	return out
+}
+
+// resultProto converts a step's result for the wire.
+func resultProto(service string, r deploystep.Result) *golivev1.CommandResult {
+	out := &golivev1.CommandResult{CommandId: r.CommandID, Service: service, Release: r.Release, PreviousRelease: r.Previous,
+		Error: r.Error, FinishedAt: timestamppb.New(r.Finished)}
+	if r.FailedStage != "" && r.Error != "" {
+		out.Error = r.FailedStage + ": " + r.Error
+	}
+	switch r.Outcome {
+	case deploystep.OutcomeSucceeded:
+		out.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED
+	case deploystep.OutcomeRolledBack:
+		out.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK
+	default:
+		out.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED
+	}
+	for _, s := range r.Stages {
+		e := s.Error
+		if e == "" && s.UndoError != "" {
+			e = "undo: " + s.UndoError
+		}
+		out.Stages = append(out.Stages, &golivev1.StageReport{Stage: s.Name, Ok: s.Error == "", Error: e, Seconds: s.Seconds, Output: s.HookOutput})
+	}
+	return out
 }

@@ -176,11 +176,17 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{"golive-controller": "./cmd/controller", "golive-agent": "./cmd/agent", "sampleapp": "./cmd/sampleapp"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
+		for name, args := range map[string][]string{
+			"golive-controller": {"./cmd/controller"},
+			"golive-agent":      {"./cmd/agent"},
+			// An agent with fault points compiled in: GOLIVE_FAULTPOINT=<name>
+			// makes it kill -9 itself at that stage boundary.
+			"golive-agent-faultpoints": {"-tags", "faultpoints", "./cmd/agent"},
+		} {
+			cmd := exec.Command("go", append([]string{"build", "-o", filepath.Join(binDir, name)}, args...)...)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = &buildError{pkg: pkg, out: string(out), err: err}
+				buildErr = &buildError{pkg: name, out: string(out), err: err}
 				return
 			}
 		}
@@ -197,3 +203,51 @@ type buildError struct {
 }
 
 func (e *buildError) Error() string { return e.pkg + ": " + e.err.Error() + "\n" + e.out }
+
+var (
+	relOnce sync.Once
+	relDir  string
+	relSums map[string]string
+	relErr  error
+)
+
+// Releases builds the sample service's releases v1, v2 and v3 (v3 fails its
+// health check) once per test binary with `make releases`' script, and
+// returns their directory and sha256 by version.
+func Releases(t testing.TB) (string, map[string]string) {
+	t.Helper()
+	relOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			relErr = err
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		if relDir, relErr = os.MkdirTemp("", "golive-releases-"); relErr != nil {
+			return
+		}
+		cmd := exec.Command("bash", filepath.Join(root, "cmd/sampleapp/mkreleases.sh"), relDir)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			relErr = &buildError{pkg: "mkreleases.sh", out: string(b), err: err}
+			return
+		}
+		sums, err := os.ReadFile(filepath.Join(relDir, "SHA256SUMS"))
+		if err != nil {
+			relErr = err
+			return
+		}
+		relSums = map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				v := strings.TrimSuffix(strings.TrimPrefix(f[1], "sampleapp-"), ".tar.gz")
+				relSums[v] = f[0]
+			}
+		}
+	})
+	if relErr != nil {
+		t.Fatalf("build sample releases: %v", relErr)
+	}
+	return relDir, relSums
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/golive/golive/internal/cli"
@@ -86,11 +87,12 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 				Controllers: strings.Split(addrs, ","), HostID: cfg.HostID, StateDir: cfg.StateDir,
 				MetricsAddr: metricsAddr, GRPCAddr: grpcAddr, Labels: lbl,
 			}
-			for _, s := range cfg.Services {
-				acfg.Services = append(acfg.Services, agent.Service{Name: s.Name, SwapMode: string(s.SwapMode)})
-			}
 			log, err := lf.Logger("golive-agent", stderr)
 			if err != nil {
+				return err
+			}
+			acfg.Registry = prometheus.NewRegistry()
+			if acfg.Services, err = agent.ServicesFromConfig(cmd.Context(), cfg, log, acfg.Registry); err != nil {
 				return err
 			}
 			return agent.Run(cmd.Context(), acfg, log)

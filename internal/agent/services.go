@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/artifact"
+	"github.com/golive/golive/internal/deploystep"
+	"github.com/golive/golive/internal/health"
+	"github.com/golive/golive/internal/releasedir"
+	"github.com/golive/golive/internal/svcmgr"
+	"github.com/golive/golive/internal/svcmgr/execmgr"
+	"github.com/golive/golive/internal/svcmgr/systemd"
+)
+
+// Executor runs one service's commands (deploystep.Runner is one).
+type Executor interface {
+	Run(ctx context.Context, cmd deploystep.Command, progress func(stage string)) deploystep.Result
+}
+
+// Manager is what the agent needs of a service's process supervisor.
+type Manager interface {
+	Start(ctx context.Context, spec svcmgr.Spec) error
+	Stop(ctx context.Context) error
+	Running() bool
+}
+
+// Service is a service this host runs. Only Name is required: without an
+// Executor the agent reports the service and refuses its commands.
+type Service struct {
+	Name     string
+	SwapMode string
+	Exec     Executor
+	Dir      *releasedir.Dir
+	Manager  Manager
+	Prober   *health.Prober
+	// StopOnExit stops the service when the agent exits cleanly (services
+	// the agent supervises itself; systemd units stay up).
+	StopOnExit bool
+	// Port is the port the current release listens on.
+	Port int
+	// Recovered is the result of a step a crash interrupted, reported once
+	// the agent connects.
+	Recovered *deploystep.Result
+}
+
+// ServicesFromConfig builds every configured service: its supervisor, its
+// deploy step runner (recovering a step a crash interrupted), its health
+// prober; it starts the current release when it is not running. The
+// returned close stops probers (and exec services when asked to).
+func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.Logger, reg prometheus.Registerer) ([]Service, error) {
+	keys, err := artifact.LoadPublicKeys(cfg.TrustedKeys...)
+	if err != nil && len(cfg.TrustedKeys) > 0 {
+		return nil, fmt.Errorf("trusted_keys: %w", err)
+	}
+	hm, err := health.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	var out []Service
+	for _, sc := range cfg.Services {
+		s, err := buildService(ctx, cfg, sc, keys, hm, log)
+		if err != nil {
+			return nil, fmt.Errorf("service %q: %w", sc.Name, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.Service, keys []ed25519.PublicKey, hm *health.Metrics, log hclog.Logger) (Service, error) {
+	s := Service{Name: sc.Name, SwapMode: string(sc.SwapMode), Port: sc.Port}
+	var mgr interface {
+		Manager
+		deploystep.ServiceManager
+	}
+	switch sc.Manager {
+	case agentconfig.ManagerSystemd:
+		m, err := systemd.New(systemd.Config{Unit: sc.UnitName(""), Logger: log})
+		if err != nil {
+			return s, err
+		}
+		mgr = m
+	default:
+		ec := execmgr.Config{Name: sc.Name, Command: sc.Command(sc.Port), LogFile: cfg.LogFile(sc), Logger: log}
+		if sc.Exec != nil {
+			ec.EnvFile, ec.StopTimeout = sc.Exec.EnvFile, sc.Exec.StopTimeout
+		}
+		m, err := execmgr.New(ec)
+		if err != nil {
+			return s, err
+		}
+		mgr = m
+		s.StopOnExit = true
+	}
+	s.Manager = mgr
+	r, err := deploystep.New(deploystep.Config{
+		StateDir: filepath.Join(cfg.StateDir, "services"), Service: sc, Manager: mgr, Artifacts: cfg.Artifacts,
+		TrustedKeys: keys, Logger: log,
+	})
+	if err != nil {
+		return s, err
+	}
+	s.Exec, s.Dir = r, r.Dir()
+	if s.Recovered, err = r.Recover(ctx); err != nil {
+		return s, fmt.Errorf("recover the step a crash interrupted: %w", err)
+	}
+	if cur, err := r.Dir().Current(); err == nil && cur != "" && !mgr.Running() {
+		path, _ := r.Dir().ReleasePath(cur)
+		if err := mgr.Start(ctx, svcmgr.Spec{ReleaseDir: path, Port: sc.Port}); err != nil {
+			log.Error("cannot start the current release", "service", sc.Name, "release", cur, "error", err)
+		}
+	}
+	if sc.Health.URL != "" {
+		p, err := health.NewProber(health.ProberConfig{Service: sc.Name, Interval: sc.Health.Interval, Window: sc.Health.Window, Metrics: hm, Logger: log,
+			Check: health.Check{URL: sc.HealthURL(sc.Port), ExpectStatus: sc.Health.ExpectStatus, Timeout: sc.Health.Timeout}})
+		if err != nil {
+			return s, err
+		}
+		p.Start()
+		s.Prober = p
+	}
+	return s, nil
+}
+
+// closeServices stops probers and the services the agent supervises.
+func closeServices(services []Service, log hclog.Logger) {
+	for _, s := range services {
+		if s.Prober != nil {
+			s.Prober.Stop()
+		}
+		if s.StopOnExit && s.Manager != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := s.Manager.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Warn("stop service", "service", s.Name, "error", err)
+			}
+			cancel()
+		}
+		if c, ok := s.Manager.(interface{ Close() error }); ok {
+			c.Close()
+		}
+	}
+}
