@@ -73,7 +73,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(stderr),
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
-		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co))
+		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co))
 	return root
 }
 
@@ -351,6 +351,7 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 func newDeployCmd(co *clientOpts) *cobra.Command {
 	req := &golivev1.DeployRequest{}
 	var hosts string
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
@@ -365,12 +366,25 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
 			}
-			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
-				return c.Deploy(ctx, req)
+			var id string
+			err := run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
+				resp, err := c.Deploy(ctx, req)
+				if err == nil {
+					id = resp.Rollout.GetId()
+				}
+				return resp, err
 			}, func(resp *golivev1.DeployResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
-				fmt.Fprintf(w, "rollout %s: %s\n", resp.Rollout.GetId(), resp.Rollout.GetState())
+				if req.DryRun {
+					fmt.Fprintf(w, "plan: %s@%s on %s\n", req.Service, req.Release, strings.Join(resp.Rollout.Waves[0].Hosts, ","))
+					return nil
+				}
+				fmt.Fprintf(w, "rollout %s started: %s@%s on %d hosts\n", resp.Rollout.Id, req.Service, req.Release, len(resp.Rollout.Hosts))
 				return nil
 			})
+			if err != nil || !wait || req.DryRun {
+				return err
+			}
+			return co.waitRollout(cmd, id)
 		},
 	}
 	f := cmd.Flags()
@@ -380,12 +394,73 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the plan only (needs no approval)")
+	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome (exit 1 unless all succeeded)")
 	return cmd
+}
+
+// waitRollout polls the rollout until it ends and prints its hosts.
+func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
+	for {
+		var r *golivev1.Rollout
+		err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) error {
+			resp, err := c.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: id})
+			if err == nil {
+				r = resp.Rollout
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if r.State != "running" {
+			if co.output == "json" {
+				co.printJSON(cmd.OutOrStdout(), r)
+			} else {
+				printRollout(cmd.OutOrStdout(), r)
+			}
+			if r.State != "succeeded" {
+				return fmt.Errorf("rollout %s %s: %s", r.Id, r.State, r.Reason)
+			}
+			return nil
+		}
+		select {
+		case <-cmd.Context().Done():
+			return cmd.Context().Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func printRollout(w io.Writer, r *golivev1.Rollout) {
+	fmt.Fprintf(w, "rollout %s: %s %s@%s by %s: %s %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, strings.ToUpper(r.State), r.Reason)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tERROR")
+	for _, h := range r.Hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Error))
+	}
+	tw.Flush()
+}
+
+func newRolloutCmd(co *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollout ID",
+		Short: "show one rollout and each host's outcome",
+		Args:  cli.ExactArgs(1, "one rollout ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.GetRolloutResponse, error) {
+				return c.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: args[0]})
+			}, func(resp *golivev1.GetRolloutResponse) proto.Message { return resp.Rollout }, func(w io.Writer, resp *golivev1.GetRolloutResponse) error {
+				printRollout(w, resp.Rollout)
+				return nil
+			})
+		},
+	}
 }
 
 func newRollbackCmd(co *clientOpts) *cobra.Command {
 	req := &golivev1.RollbackRequest{}
 	var hosts string
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "put the previous (or --to) release back on hosts: the safety path, allowed without approval, audited",
@@ -395,17 +470,27 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 				return cli.Usagef("rollback needs --service and --hosts")
 			}
 			req.Hosts = strings.Split(hosts, ",")
-			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RollbackResponse, error) {
-				return c.Rollback(ctx, req)
+			var id string
+			err := run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RollbackResponse, error) {
+				resp, err := c.Rollback(ctx, req)
+				if err == nil {
+					id = resp.Rollout.GetId()
+				}
+				return resp, err
 			}, func(resp *golivev1.RollbackResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
 				fmt.Fprintf(w, "rollback %s started on %s\n", resp.Rollout.GetId(), hosts)
 				return nil
 			})
+			if err != nil || !wait {
+				return err
+			}
+			return co.waitRollout(cmd, id)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Service, "service", "", "service name")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
 	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one)")
+	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome")
 	return cmd
 }
