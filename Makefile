@@ -11,12 +11,12 @@ LDFLAGS := -X github.com/golive/golive/internal/version.Version=$(VERSION)
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build bin/golive-controller, bin/golive-agent and the sample service
+build: ## build bin/golive-controller and bin/golive-agent
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/golive-controller ./cmd/controller
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/golive-agent ./cmd/agent
 
-demo: build ## run a controller on embedded etcd, 3 agents and an authorized rollout, locally
+demo: build releases ## run a controller on embedded etcd, 3 agents, an authorized deploy and a failing release rolled back, locally
 	bash deploy/demo/demo.sh
 
 test: ## vet, gofmt check, unit + integration tests (race on), fuzz seed corpora
@@ -43,6 +43,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 .PHONY: releases
 releases: ## build dist/sampleapp-v{1,2,3}.tar.gz (v3 fails health) and dist/SHA256SUMS
 	bash cmd/sampleapp/mkreleases.sh dist
+
+soak: ## kill -9 the agent at every deploy stage boundary ROUNDS times (default 48: about 1,000 kills); prints torn hosts
+	GOLIVE_CRASH_ROUNDS=$${ROUNDS:-48} $(GO) test -count=1 -timeout 4h -run 'TestKill9AtEveryStageBoundary' -v ./internal/e2e/ \
+	  | grep -E 'kill -9 at stage boundaries|serves|^(--- |ok|FAIL)'
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

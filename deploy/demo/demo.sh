@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# golive demo: a controller on an embedded etcd and three agents, all on
-# loopback in a temp dir; automation refused, authorized, seen by every agent,
-# revoked. Everything started here is stopped on exit and on Ctrl-C.
+# golive demo: a controller on an embedded etcd and three agents running the
+# sample service, all on loopback in a temp dir: automation refused, then
+# authorized (every agent holds the token), v1 and v2 deployed, broken v3
+# rolled back on its own, an operator rollback without approval, revoke.
+# Everything started here is stopped on exit and on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
@@ -17,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "interrupted"; exit 130' INT TERM
 
-for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)); do
+for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)) $((BASE+21)) $((BASE+22)) $((BASE+23)); do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is in use: set DEMO_PORT_BASE to another base port" >&2; exit 1
   fi
@@ -36,16 +38,35 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 step "start the controller on an embedded etcd in $DIR"
 $BIN/golive-controller serve --data-dir "$DIR/controller" --listen "$GOLIVE_ADDR" --metrics-addr 127.0.0.1:$((BASE+1)) \
   --embedded-etcd-client 127.0.0.1:$((BASE+2)) --embedded-etcd-peer 127.0.0.1:$((BASE+3)) --replica-id demo \
-  --heartbeat-interval 1s >"$DIR/controller.log" 2>&1 &
+  --heartbeat-interval 1s --artifacts-dir "$PWD/dist" >"$DIR/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 "controller" $C status
 
-step "start three agents (web-1, web-2, web-3)"
+step "start three agents (web-1, web-2, web-3), each running the sample service on its own port"
 for i in 1 2 3; do
-  $BIN/golive-agent run --controller "$GOLIVE_ADDR" --host-id web-$i --state-dir "$DIR/agent-$i" \
-    --metrics-addr 127.0.0.1:$((BASE+10+i)) --grpc-addr "" --label role=web --label zone=z$i >"$DIR/agent-$i.log" 2>&1 &
+  cat >"$DIR/agent-$i.hcl" <<HCL
+host_id   = "web-$i"
+state_dir = "$DIR/agent-$i"
+labels    = { role = "web", zone = "z$i" }
+service "app" {
+  port = $((BASE+20+i))
+  exec {
+    command      = ["bin/sampleapp", "--port", "{port}"]
+    stop_timeout = "5s"
+  }
+  health {
+    url       = "http://127.0.0.1:{port}/healthz"
+    interval  = "500ms"
+    successes = 3
+    deadline  = "5s"
+  }
+}
+HCL
+  $BIN/golive-agent run --controller "$GOLIVE_ADDR" --config "$DIR/agent-$i.hcl" \
+    --metrics-addr 127.0.0.1:$((BASE+10+i)) --grpc-addr "" >"$DIR/agent-$i.log" 2>&1 &
   PIDS+=($!)
 done
+run $BIN/golive-agent check --config "$DIR/agent-1.hcl"
 wait_for 30 "3 agents" bash -c "$C status | grep -q 'agents: 3 connected'"
 run $C status
 run $C agents
@@ -64,11 +85,29 @@ run $C agents
 echo "each agent's own view (its /status):"
 for i in 1 2 3; do printf '  web-%s: ' $i; curl -s 127.0.0.1:$((BASE+10+i))/status | sed 's/.*"fencing_token":\([0-9]*\).*/fencing_token=\1/'; done
 
+ART=http://127.0.0.1:$((BASE+1))/artifacts
+sha() { awk -v f="sampleapp-$1.tar.gz" '$2==f {print $1}' dist/SHA256SUMS; }
+serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(curl -s --max-time 1 127.0.0.1:$((BASE+20+i))/version || echo DOWN)"; done; }
+
+step "deploy v1, then v2, to the three hosts (fetch, sha256, safe unpack, swap, restart, health)"
+run $C deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha v1)" --hosts web-1,web-2,web-3 --wait
+run $C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --hosts web-1,web-2,web-3 --wait
+serving
+
+step "deploy broken v3: its health check fails, every host swaps back to v2 on its own"
+run $C deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz --sha256 "$(sha v3)" --hosts web-1,web-2,web-3 --wait || echo "(exit $? — v3 rolled back, as it must be)"
+serving
+run $C agents
+
 step "stop automation: every agent drops the token at once"
 run $C stop --reason "demo over"
 wait_for 5 "token gone" bash -c "! $C agents -o json | grep -q '\"fencing_token\": \"$TOKEN\"'"
 run $C agents
 run $C approval
+
+step "without approval, the operator's rollback still works (the safety path, audited): back to v1"
+run $C rollback --service app --hosts web-1,web-2,web-3 --wait
+serving
 
 step "the audit log"
 run $C audit
