@@ -9,10 +9,12 @@
 //	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
+//	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
-// 20 MB; 2,000 swaps). The exit status is 1 if any benchmark failed to run;
-// a missed target is reported in its table, not in the exit status.
+// 20 MB; 2,000 swaps; swapload 1s steady and 1s after). The exit status is 1
+// if any benchmark failed to run; a missed target is reported in its table,
+// not in the exit status.
 package main
 
 import (
@@ -28,9 +30,11 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/golive/golive/internal/bench/fanout"
 	"github.com/golive/golive/internal/bench/releasebench"
+	"github.com/golive/golive/internal/bench/swapload"
 )
 
 type bench struct {
@@ -51,6 +55,7 @@ var benches = []bench{
 	{"fanout", runFanout},
 	{"fetch-unpack", runFetchUnpack},
 	{"swaps", runSwaps},
+	{"swapload", runSwapload},
 }
 
 func main() {
@@ -200,6 +205,20 @@ func runSwaps(ctx context.Context, w io.Writer, cfg config) error {
 		return err
 	}
 	return printRelease(w, res)
+}
+
+func runSwapload(ctx context.Context, w io.Writer, cfg config) error {
+	opts := swapload.Options{Log: cfg.progress}
+	if cfg.quick {
+		opts.Steady, opts.After = time.Second, time.Second
+	}
+	res, err := swapload.Run(ctx, opts)
+	if res.Total.Requests > 0 {
+		if perr := swapload.PrintTable(w, res); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 // envFlag collects repeated VAR=value flags.
