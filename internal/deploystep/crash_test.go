@@ -135,15 +135,16 @@ func TestRecoverAfterCrash(t *testing.T) {
 		fault       string
 		want        Outcome
 		wantCurrent string
+		wantPrev    string
 	}{
-		{"before unpack", "v2", "before_unpack", OutcomeFailed, "v1"},
-		{"before swap", "v2", "before_swap", OutcomeRolledBack, "v1"},
-		{"after swap", "v2", "after_swap", OutcomeSucceeded, "v2"},
-		{"before health", "v2", "before_health", OutcomeSucceeded, "v2"},
-		{"before finish", "v2", "before_finish", OutcomeSucceeded, "v2"},
-		{"broken release before health", "v3", "before_health", OutcomeRolledBack, "v1"},
-		{"while undoing swap", "v3", "undo_swap", OutcomeRolledBack, "v1"},
-		{"while undoing a failed verify", "v2-badsha", "undo_fetch", OutcomeFailed, "v1"},
+		{"before unpack", "v2", "before_unpack", OutcomeFailed, "v1", ""},
+		{"before swap", "v2", "before_swap", OutcomeRolledBack, "v1", ""},
+		{"after swap", "v2", "after_swap", OutcomeSucceeded, "v2", "v1"},
+		{"before health", "v2", "before_health", OutcomeSucceeded, "v2", "v1"},
+		{"before finish", "v2", "before_finish", OutcomeSucceeded, "v2", "v1"},
+		{"broken release before health", "v3", "before_health", OutcomeRolledBack, "v1", ""},
+		{"while undoing swap", "v3", "undo_swap", OutcomeRolledBack, "v1", ""},
+		{"while undoing a failed verify", "v2-badsha", "undo_fetch", OutcomeFailed, "v1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,6 +183,9 @@ func TestRecoverAfterCrash(t *testing.T) {
 			noJournal(t, r)
 			if c := current(t, r); c != tt.wantCurrent {
 				t.Fatalf("current %q, want %q", c, tt.wantCurrent)
+			}
+			if p, err := r.Dir().Previous(); err != nil || p != tt.wantPrev {
+				t.Fatalf("previous %q, %v, want %q", p, err, tt.wantPrev)
 			}
 			if got := answers(t, port); got != tt.wantCurrent {
 				t.Fatalf("service answers %q, want %q", got, tt.wantCurrent)

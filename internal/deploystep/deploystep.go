@@ -319,8 +319,13 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		res.Error = err.Error()
 		return res
 	}
+	prevLink, err := r.dir.Previous()
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
 	s := &step{r: r, cmd: cmd, res: &res, exists: exists, j: &Journal{
-		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev,
+		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev, PreviousLink: prevLink,
 		Completed: []string{}, Started: time.Now().UTC(),
 	}}
 	log := r.log.With("command_id", cmd.ID, "release", cmd.Release, "previous", prev)

@@ -268,6 +268,11 @@ func TestDeployUpgradeRollbackAndReplay(t *testing.T) {
 	if c := current(t, r); c != "v2" {
 		t.Fatalf("current %q after rollback, want v2", c)
 	}
+	// The undo restores previous too: a later "roll back to previous" must
+	// not go to the broken v3.
+	if p, err := r.Dir().Previous(); err != nil || p != "v1" {
+		t.Fatalf("previous %q, %v after rollback, want v1", p, err)
+	}
 	var hookOut string
 	var undone []string
 	for _, st := range res.Stages {

@@ -10,7 +10,8 @@
 //	  │ (fetch, verify and unpack are skipped when the release is already committed)
 //	  ▼         ▼          ▼           ▼           ▼         ▼           ▼
 //	  └─────────┴──── failure: undo the failing and the completed stages, newest first ────┘
-//	                 swap.undo    = point current back at the previous release
+//	                 swap.undo    = point current back at the previous release, and
+//	                                previous back at what it named (SwapBack)
 //	                 restart.undo = restart the service on the previous release
 //	                 then, if the live service was touched: on_rollback hook and a
 //	                 health check of the previous release (rollback_health)
@@ -24,7 +25,7 @@
 // (<state-dir>/<service>/):
 //
 //	journal.json     the step in progress: command id, kind, release, previous
-//	                 release, completed stages, the stage about to run (written
+//	                 release and previous link, completed stages, the stage about to run (written
 //	                 atomically before every stage; removed when the step ends)
 //	downloads/       fetched artifacts, removed by cleanup and by undo
 //	done/<id>.json   results of finished commands (the newest DoneRecords kept)

@@ -19,6 +19,9 @@ type Journal struct {
 	// Previous is the release current pointed at when the step began ("" on a
 	// first deploy).
 	Previous string `json:"previous,omitempty"`
+	// PreviousLink is the release the previous link named when the step
+	// began ("" if none): swap's undo restores it (releasedir.SwapBack).
+	PreviousLink string `json:"previous_link,omitempty"`
 	// Completed lists the stages done, in order.
 	Completed []string `json:"completed"`
 	// Stage is the stage about to run (or being undone when RollingBack).

@@ -135,8 +135,15 @@ func (r *Runner) restore(s *step, timed func(string, func(context.Context) error
 		_ = timed("stop", r.cfg.Manager.Stop)
 		return OutcomeFailed
 	}
-	if cur != target {
-		if err := timed(StageSwap, func(context.Context) error { return r.dir.Swap(target) }); err != nil {
+	needSwap, swap := cur != target, func(context.Context) error { return r.dir.Swap(target) }
+	if target == s.j.Previous {
+		swap = s.unswap // restores the previous link as well
+		if p, err := r.dir.Previous(); err != nil || p != s.j.PreviousLink {
+			needSwap = true // a crash inside Swap left previous to repair
+		}
+	}
+	if needSwap {
+		if err := timed(StageSwap, swap); err != nil {
 			return OutcomeFailed
 		}
 	}

@@ -181,14 +181,15 @@ func (s *step) hook(ctx context.Context, name string, argv []string, dirRelease 
 
 func (s *step) swap(context.Context) error { return s.r.dir.Swap(s.cmd.Release) }
 
-// unswap points current back at the previous release. A first deploy has no
-// previous release: current keeps pointing at the failed one (the service is
-// stopped by unrestart).
+// unswap points current back at the previous release and the previous link
+// back at what it named before the step. A first deploy has no previous
+// release: current keeps pointing at the failed one (the service is stopped
+// by unrestart).
 func (s *step) unswap(context.Context) error {
 	if s.j.Previous == "" {
 		return nil
 	}
-	return s.r.dir.Swap(s.j.Previous)
+	return s.r.dir.SwapBack(s.j.Previous, s.j.PreviousLink)
 }
 
 func (s *step) restart(ctx context.Context) error {

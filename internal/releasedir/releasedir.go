@@ -7,18 +7,27 @@
 //	        <release>.tmp/    staging: being unpacked, never pointed at
 //	    current  -> releases/<release>   (relative symlink)
 //	    previous -> releases/<release>   (relative symlink; the release current
-//	                                      pointed at before the last Swap)
+//	                                      pointed at before the last Swap, or
+//	                                      what SwapBack restored)
 //
 // Invariants:
 //   - Release ids and service names match [A-Za-z0-9._+-]{1,128}, do not start
 //     with a dot, contain no "..", and release ids do not end in ".tmp", so a
 //     name can never leave its directory or collide with a staging directory.
 //   - current and previous are only ever replaced by rename(2) of a symlink
-//     created beside them, followed by an fsync of the service directory: a
-//     reader resolving current sees the old release or the new one, never
-//     nothing. Swap writes previous before current, so after a crash previous
-//     is either the old value or equal to current, never a release current
-//     never pointed at.
+//     created beside them (previous may also be removed by SwapBack), each
+//     change followed by an fsync of the service directory before the next:
+//     a reader resolving current sees the old release or the new one, never
+//     nothing, and a crash never reorders the two changes.
+//   - current is the commit point of both Swap and SwapBack: each writes
+//     previous first and current last. After a crash in Swap, previous is
+//     either its old value or equal to current. After a crash in SwapBack,
+//     previous is already restored while current may still name the failed
+//     release; the caller sees current != the release it swaps back to and
+//     calls SwapBack again (it is idempotent). The reverse order would let a
+//     crash leave current restored but previous naming the failed release,
+//     which looks finished from current and sends a later "roll back to
+//     previous" to the broken release.
 //   - A release directory appears under its final name only complete and
 //     fsynced (Commit renames the staging directory).
 //   - Prune never removes the releases current or previous point at.
@@ -244,12 +253,72 @@ func (d *Dir) Swap(release string) error {
 		if err := d.replaceLink(prevLink, old); err != nil {
 			return fmt.Errorf("swap to %s: record previous: %w", release, err)
 		}
+		// Durable before current moves, so a crash cannot persist the
+		// current rename without this one.
+		if err := syncDir(d.path); err != nil {
+			return fmt.Errorf("swap to %s: %w", release, err)
+		}
 	}
 	if err := d.replaceLink(currentLink, release); err != nil {
 		return fmt.Errorf("swap to %s: %w", release, err)
 	}
 	if err := syncDir(d.path); err != nil {
 		return fmt.Errorf("swap to %s: %w", release, err)
+	}
+	return nil
+}
+
+// SwapBack undoes a Swap: it points current at release and previous at
+// previous ("" removes the previous link), restoring both links to what they
+// were before the Swap being undone. Both releases must be committed;
+// otherwise it returns an error wrapping ErrNotFound and changes nothing.
+//
+// Swap(old) is not an undo: it would record the failed release as previous,
+// so a later rollback to previous would go back to it.
+//
+// previous is written (and fsynced) before current, so current is the commit
+// point; see the package doc. SwapBack is idempotent: after a crash, calling
+// it again with the same arguments completes it.
+func (d *Dir) SwapBack(release, previous string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	check := []string{release}
+	if previous != "" {
+		check = append(check, previous)
+	}
+	for _, r := range check {
+		ok, err := d.Exists(r)
+		if err != nil {
+			return fmt.Errorf("swap back to %s: %w", release, err)
+		}
+		if !ok {
+			return fmt.Errorf("swap back to %s: release %s: %w", release, r, ErrNotFound)
+		}
+	}
+	// A link that cannot be read is rewritten rather than trusted.
+	if p, err := d.Previous(); err != nil || p != previous {
+		if previous == "" {
+			err = os.Remove(filepath.Join(d.path, prevLink))
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		} else {
+			err = d.replaceLink(prevLink, previous)
+		}
+		if err != nil {
+			return fmt.Errorf("swap back to %s: restore previous: %w", release, err)
+		}
+		if err := syncDir(d.path); err != nil {
+			return fmt.Errorf("swap back to %s: %w", release, err)
+		}
+	}
+	if c, err := d.Current(); err != nil || c != release {
+		if err := d.replaceLink(currentLink, release); err != nil {
+			return fmt.Errorf("swap back to %s: %w", release, err)
+		}
+		if err := syncDir(d.path); err != nil {
+			return fmt.Errorf("swap back to %s: %w", release, err)
+		}
 	}
 	return nil
 }

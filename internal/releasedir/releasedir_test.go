@@ -260,3 +260,77 @@ func TestSwapUnderConcurrentReaders(t *testing.T) {
 	}
 	t.Logf("%d swaps, %d reads, 0 failed", swaps, reads.Load())
 }
+
+func TestSwapBack(t *testing.T) {
+	tests := []struct {
+		name string
+		// swaps are done in order; the last one is the failed swap undone
+		// by SwapBack(giveRelease, givePrevious).
+		swaps                     []string
+		giveRelease, givePrevious string
+		// crashed leaves previous already restored and current on the
+		// failed release, as a crash inside SwapBack would.
+		crashed           bool
+		wantCur, wantPrev string
+		wantErr           error
+	}{
+		{name: "third deploy fails", swaps: []string{"v1", "v2", "v3"}, giveRelease: "v2", givePrevious: "v1",
+			wantCur: "v2", wantPrev: "v1"},
+		{name: "second deploy fails: no previous before", swaps: []string{"v1", "v2"}, giveRelease: "v1",
+			wantCur: "v1", wantPrev: ""},
+		{name: "crash after previous was restored", swaps: []string{"v1", "v2", "v3"}, giveRelease: "v2", givePrevious: "v1",
+			crashed: true, wantCur: "v2", wantPrev: "v1"},
+		{name: "previous equal to current before", swaps: []string{"v2", "v3"}, giveRelease: "v2", givePrevious: "v2",
+			wantCur: "v2", wantPrev: "v2"},
+		{name: "release not committed", swaps: []string{"v1", "v2", "v3"}, giveRelease: "gone", givePrevious: "v1",
+			wantCur: "v3", wantPrev: "v2", wantErr: ErrNotFound},
+		{name: "previous not committed", swaps: []string{"v1", "v2", "v3"}, giveRelease: "v2", givePrevious: "gone",
+			wantCur: "v3", wantPrev: "v2", wantErr: ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := Open(t.TempDir(), "billing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []string{"v1", "v2", "v3"} {
+				stage(t, d, r)
+			}
+			for _, r := range tt.swaps {
+				if err := d.Swap(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.crashed {
+				if err := d.replaceLink(prevLink, tt.givePrevious); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = d.SwapBack(tt.giveRelease, tt.givePrevious)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("SwapBack = %v, want %v", err, tt.wantErr)
+			}
+			check := func(when string) {
+				t.Helper()
+				if cur, prev := currentPrevious(t, d); cur != tt.wantCur || prev != tt.wantPrev {
+					t.Fatalf("%s: current %q previous %q, want %q %q", when, cur, prev, tt.wantCur, tt.wantPrev)
+				}
+			}
+			check("after SwapBack")
+			if tt.wantErr != nil {
+				return
+			}
+			// Idempotent: a retry after a crash finds nothing to do.
+			if err := d.SwapBack(tt.giveRelease, tt.givePrevious); err != nil {
+				t.Fatal(err)
+			}
+			check("after a second SwapBack")
+			ents, _ := os.ReadDir(d.Path())
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), ".") {
+					t.Errorf("temporary left behind: %s", e.Name())
+				}
+			}
+		})
+	}
+}
