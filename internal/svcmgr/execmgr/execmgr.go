@@ -5,17 +5,36 @@
 //
 //	           Start (process survives StartGrace)
 //	stopped ─────────────────────────────────────▶ running
-//	   ▲                                            │   ▲
-//	   │ Stop / Close: SIGTERM to the group,        │   │ backoff elapsed:
-//	   │ SIGKILL after StopTimeout                  │   │ relaunch
-//	   │                                  exit/crash▼   │
-//	   └──────────────────────────────────────── backoff
+//	   │ ▲     Adopt (the pidfile names a live       │   ▲
+//	   │ │     process of ours running the Spec)     │   │ backoff elapsed:
+//	   │ │ Stop / Close: SIGTERM to the group,       │   │ relaunch
+//	   │ │ SIGKILL after StopTimeout       exit/crash▼   │
+//	   │ └────────────────────────────────────────── backoff
+//	   └─────────────────────────────────────────────▶ running (adopted)
+//
+// Since the process runs in its own process group, it outlives an agent
+// that is SIGKILLed or crashes. The pidfile (Config.PIDFile) lets the next
+// agent find it: it records the pid with the process's start time (field 22
+// of /proc/<pid>/stat) and the boot id, so a recycled pid is never taken for
+// ours. A new Manager either adopts that process (Adopt: supervise it
+// without restarting it, which is what an agent restart should do) or, in
+// Start, Restart and Stop, stops its group first, so two copies never run
+// and the port is free.
 //
 // Invariants:
 //
 //   - The process runs in its own process group (Setpgid); every signal goes
 //     to the whole group, so children die with it, and leftover group members
 //     are killed before a relaunch.
+//   - Whenever a process launched by the Manager runs, the pidfile names it
+//     (written atomically: temp file, fsync, rename, fsync of the directory).
+//     A clean Stop or Close removes it. A pidfile that names no process, a
+//     process with another start time or boot, or a zombie is stale: it is
+//     ignored and removed, and nothing is signalled.
+//   - An adopted process is not our child: its exit is observed through a
+//     pidfd (pidfd_open + poll), or by polling /proc every 500ms where pidfd
+//     is unavailable, and its exit status is unknown. Otherwise it is
+//     supervised like one the Manager launched.
 //   - Once Stop returns, the supervisor goroutine has exited and the process
 //     group has been signalled and the leader reaped. If Stop's context ends
 //     first, the group is SIGKILLed at once rather than left behind.
@@ -83,6 +102,12 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the crash-restart delay (defaults
 	// 500ms and 30s).
 	BackoffMin, BackoffMax time.Duration
+	// PIDFile records the running process so that a later Manager (after
+	// the agent crashed or was killed) finds it; it must be absolute. The
+	// default is <Name>.pid beside LogFile when LogFile is absolute;
+	// otherwise no pidfile is kept and a process orphaned by an agent crash
+	// goes unnoticed.
+	PIDFile string
 	// Logger is the parent logger (default: hclog.NewNullLogger()).
 	Logger hclog.Logger
 }
@@ -102,6 +127,8 @@ func (c Config) Validate() error {
 		return errors.New("execmgr config: backoff durations must not be negative")
 	case c.BackoffMax > 0 && c.BackoffMin > c.BackoffMax:
 		return errors.New("execmgr config: backoff_min must not exceed backoff_max")
+	case c.PIDFile != "" && !filepath.IsAbs(c.PIDFile):
+		return fmt.Errorf("execmgr config: pid_file %q must be an absolute path", c.PIDFile)
 	}
 	return nil
 }
@@ -125,6 +152,19 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.PIDFile == "" && filepath.IsAbs(c.LogFile) {
+		c.PIDFile = filepath.Join(filepath.Dir(c.LogFile), fileName(c.Name)+".pid")
+	}
+}
+
+// fileName maps a service name to a safe file name.
+func fileName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, name)
 }
 
 // Manager supervises one service process. Create it with New.
@@ -147,9 +187,10 @@ type supervisor struct {
 	stop, kill, done chan struct{}
 }
 
-// proc is one launched process; exited closes after the leader is reaped.
+// proc is one launched or adopted process; exited closes after the leader
+// is reaped (launched) or has exited (adopted).
 type proc struct {
-	cmd     *exec.Cmd
+	pid     int
 	pgid    int
 	started time.Time
 	exited  chan struct{}
@@ -162,7 +203,11 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Manager{cfg: cfg, log: cfg.Logger.Named("execmgr").With("service", cfg.Name)}, nil
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("execmgr").With("service", cfg.Name)}
+	if cfg.PIDFile == "" {
+		m.log.Warn("no pid file (set PIDFile or an absolute LogFile): a service left running by a crashed agent will not be found")
+	}
+	return m, nil
 }
 
 // Running reports whether the supervised process is up right now; it is
@@ -176,6 +221,61 @@ func (m *Manager) PID() int { return int(m.pid.Load()) }
 // on its own since New.
 func (m *Manager) Restarts() int { return int(m.restarts.Load()) }
 
+// PIDFile returns the pidfile's path ("" when none is kept).
+func (m *Manager) PIDFile() string { return m.cfg.PIDFile }
+
+// Adopt takes over the process a previous agent left running, if the
+// pidfile names one (see the package doc) and it was started with spec's
+// release dir and port: the Manager then supervises it as if Start had
+// launched it, without restarting it, and relaunches it with spec (Env
+// included) if it exits. It returns true if it adopted a process.
+//
+// A process of ours that runs another release dir or port is stopped
+// (SIGTERM, SIGKILL after StopTimeout or when ctx ends) and Adopt returns
+// false; so does a missing or stale pidfile. After false the caller starts
+// the service. Adopt fails if the Manager already supervises a process.
+func (m *Manager) Adopt(ctx context.Context, spec svcmgr.Spec) (bool, error) {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if m.closed {
+		return false, ErrClosed
+	}
+	if m.sup != nil {
+		return false, fmt.Errorf("adopt %s: already started", m.cfg.Name)
+	}
+	if err := spec.Validate(); err != nil {
+		return false, fmt.Errorf("adopt %s: %w", m.cfg.Name, err)
+	}
+	p, rec := m.findOld()
+	if p == nil {
+		return false, nil
+	}
+	if rec.ReleaseDir != spec.ReleaseDir || rec.Port != spec.Port {
+		m.log.Warn("a previous agent's process runs another release; stopping it",
+			"pid", rec.PID, "release_dir", rec.ReleaseDir, "port", rec.Port)
+		return false, m.stopOld(ctx, p)
+	}
+	m.running.Store(true)
+	m.pid.Store(int64(p.pid))
+	sup := &supervisor{stop: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{})}
+	m.sup = sup
+	go m.supervise(sup, p, spec)
+	m.log.Info("adopted the service process a previous agent started", "pid", p.pid, "release_dir", spec.ReleaseDir, "port", spec.Port)
+	return true, nil
+}
+
+// stopOld terminates p, a process a previous agent started, like Stop does,
+// and removes the pidfile.
+func (m *Manager) stopOld(ctx context.Context, p *proc) error {
+	m.terminate(p, ctx.Done(), false)
+	m.removePIDFile()
+	m.log.Info("stopped the service process a previous agent started", "pid", p.pid)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("stop %s: %w (process group killed)", m.cfg.Name, err)
+	}
+	return nil
+}
+
 // Start launches the service and watches it for StartGrace. See
 // svcmgr.Manager.
 func (m *Manager) Start(ctx context.Context, spec svcmgr.Spec) error {
@@ -186,6 +286,8 @@ func (m *Manager) Start(ctx context.Context, spec svcmgr.Spec) error {
 
 // Stop terminates the process group: SIGTERM, then SIGKILL after StopTimeout
 // (or at once when ctx ends). It returns after the supervisor has exited.
+// With no process supervised, it stops the one a previous agent left
+// running, if the pidfile names one.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
@@ -224,6 +326,13 @@ func (m *Manager) startLocked(ctx context.Context, spec svcmgr.Spec) error {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("start %s: %w", m.cfg.Name, err)
 	}
+	// A copy left by a previous agent would hold the port.
+	if old, _ := m.findOld(); old != nil {
+		m.log.Warn("stopping the service process a previous agent left running", "pid", old.pid)
+		if err := m.stopOld(ctx, old); err != nil {
+			return err
+		}
+	}
 	p, err := m.launch(spec)
 	if err != nil {
 		return fmt.Errorf("start %s: %w: %w", m.cfg.Name, svcmgr.ErrStartFailed, err)
@@ -235,23 +344,28 @@ func (m *Manager) startLocked(ctx context.Context, spec svcmgr.Spec) error {
 		killGroup(p.pgid, syscall.SIGKILL)
 		m.running.Store(false)
 		m.pid.Store(0)
+		m.removePIDFile()
 		return fmt.Errorf("start %s: %w: process exited within %s: %v%s",
 			m.cfg.Name, svcmgr.ErrStartFailed, m.cfg.StartGrace, p.err, m.logHint(spec))
 	case <-ctx.Done():
 		m.terminate(p, nil, true)
+		m.removePIDFile()
 		return fmt.Errorf("start %s: %w", m.cfg.Name, ctx.Err())
 	case <-grace.C:
 	}
 	sup := &supervisor{stop: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{})}
 	m.sup = sup
 	go m.supervise(sup, p, spec)
-	m.log.Info("service started", "pid", p.cmd.Process.Pid, "release_dir", spec.ReleaseDir, "port", spec.Port)
+	m.log.Info("service started", "pid", p.pid, "release_dir", spec.ReleaseDir, "port", spec.Port)
 	return nil
 }
 
 func (m *Manager) stopLocked(ctx context.Context) error {
 	sup := m.sup
 	if sup == nil {
+		if old, _ := m.findOld(); old != nil {
+			return m.stopOld(ctx, old)
+		}
 		return nil
 	}
 	m.sup = nil
@@ -264,6 +378,7 @@ func (m *Manager) stopLocked(ctx context.Context) error {
 		close(sup.kill)
 		<-sup.done // SIGKILL cannot be ignored: this is short
 	}
+	m.removePIDFile()
 	m.log.Info("service stopped")
 	return err
 }
@@ -368,9 +483,19 @@ func (m *Manager) launch(spec svcmgr.Spec) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("exec %s: %w", path, err)
 	}
-	p := &proc{cmd: cmd, pgid: cmd.Process.Pid, started: time.Now(), exited: make(chan struct{})}
+	pid := cmd.Process.Pid
+	p := &proc{pid: pid, pgid: pid, started: time.Now(), exited: make(chan struct{})}
+	if m.cfg.PIDFile != "" {
+		// Before the reaper starts, so /proc still describes the process,
+		// and before PID reports it. A failure costs only the orphan
+		// detection: log it, keep serving.
+		if err := m.writePIDFile(pid, spec.ReleaseDir, spec.Port); err != nil {
+			m.log.Error("cannot write the pid file: a crash of the agent would leave this process unnoticed",
+				"path", m.cfg.PIDFile, "error", err)
+		}
+	}
 	m.running.Store(true)
-	m.pid.Store(int64(cmd.Process.Pid))
+	m.pid.Store(int64(pid))
 	go func() {
 		p.err = cmd.Wait()
 		if p.err == nil {

@@ -296,6 +296,7 @@ func TestConfigValidate(t *testing.T) {
 		{give: Config{Command: []string{"x"}}, wantErr: "name is required"},
 		{give: Config{Name: "a"}, wantErr: "command is required"},
 		{give: Config{Name: "a", Command: []string{"x"}, BackoffMin: 2, BackoffMax: 1}, wantErr: "backoff_min"},
+		{give: Config{Name: "a", Command: []string{"x"}, PIDFile: "run/a.pid"}, wantErr: "pid_file"},
 	}
 	for _, tt := range tests {
 		err := tt.give.Validate()
