@@ -110,13 +110,33 @@ func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.
 		return s, err
 	}
 	s.Exec, s.Dir = r, r.Dir()
+	currentSpec := func() (svcmgr.Spec, bool) {
+		cur, err := r.Dir().Current()
+		if err != nil || cur == "" {
+			return svcmgr.Spec{}, false
+		}
+		path, err := r.Dir().ReleasePath(cur)
+		return svcmgr.Spec{ReleaseDir: path, Port: sc.Port, Env: sc.Env(sc.Port)}, err == nil
+	}
+	// A previous agent killed -9 leaves its service running: adopt it when
+	// it runs the current release (no restart), else it is stopped first.
+	if a, ok := mgr.(interface {
+		Adopt(context.Context, svcmgr.Spec) (bool, error)
+	}); ok {
+		if spec, ok := currentSpec(); ok {
+			if adopted, err := a.Adopt(ctx, spec); err != nil {
+				log.Warn("cannot adopt the running service", "service", sc.Name, "error", err)
+			} else if adopted {
+				log.Info("adopted the service a previous agent started", "service", sc.Name)
+			}
+		}
+	}
 	if s.Recovered, err = r.Recover(ctx); err != nil {
 		return s, fmt.Errorf("recover the step a crash interrupted: %w", err)
 	}
-	if cur, err := r.Dir().Current(); err == nil && cur != "" && !mgr.Running() {
-		path, _ := r.Dir().ReleasePath(cur)
-		if err := mgr.Start(ctx, svcmgr.Spec{ReleaseDir: path, Port: sc.Port}); err != nil {
-			log.Error("cannot start the current release", "service", sc.Name, "release", cur, "error", err)
+	if spec, ok := currentSpec(); ok && !mgr.Running() {
+		if err := mgr.Start(ctx, spec); err != nil {
+			log.Error("cannot start the current release", "service", sc.Name, "release", filepath.Base(spec.ReleaseDir), "error", err)
 		}
 	}
 	if sc.Health.URL != "" {
