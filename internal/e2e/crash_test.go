@@ -34,6 +34,10 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 		"--data-dir", t.TempDir(), "--embedded-etcd-client", etcdtest.FreeAddr(t), "--embedded-etcd-peer", etcdtest.FreeAddr(t),
 		"--artifacts-dir", rel, "--heartbeat-interval", "1s")
 	ctl, ctx := testenv.Control(t, ctlAddr, "crash-test")
+	testenv.WaitFor(t, 30*time.Second, "controller serving", func() bool {
+		_, err := ctl.Status(ctx, &golivev1.StatusRequest{})
+		return err == nil
+	})
 	if _, err := ctl.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: "start automation now", Ttl: durationpb.New(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
