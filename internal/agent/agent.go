@@ -32,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -651,7 +652,7 @@ func (a *Agent) unackedResults() []*golivev1.CommandResult {
 func resultProto(service string, r deploystep.Result) *golivev1.CommandResult {
 	out := &golivev1.CommandResult{CommandId: r.CommandID, Service: service, Release: r.Release, PreviousRelease: r.Previous,
 		Error: r.Error, FinishedAt: timestamppb.New(r.Finished)}
-	if r.FailedStage != "" && r.Error != "" {
+	if r.FailedStage != "" && r.Error != "" && !strings.HasPrefix(r.Error, r.FailedStage+":") {
 		out.Error = r.FailedStage + ": " + r.Error
 	}
 	switch r.Outcome {

@@ -228,7 +228,7 @@ func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
 }
 
 func applyResult(r *golivev1.Rollout, host string, res *golivev1.CommandResult) {
-	done, failed := 0, 0
+	done, failed, rolledBack := 0, 0, 0
 	for _, h := range r.Hosts {
 		if h.HostId == host && h.CommandId == res.CommandId {
 			h.State = outcomeWord(res.Outcome)
@@ -239,6 +239,10 @@ func applyResult(r *golivev1.Rollout, host string, res *golivev1.CommandResult) 
 		case "succeeded":
 			done++
 		case "pending", "running":
+		case "rolled_back":
+			done++
+			failed++
+			rolledBack++
 		default:
 			done++
 			failed++
@@ -247,7 +251,12 @@ func applyResult(r *golivev1.Rollout, host string, res *golivev1.CommandResult) 
 	r.UpdatedAt = timestamppb.Now()
 	if done == len(r.Hosts) {
 		r.State = "succeeded"
-		if failed > 0 {
+		switch {
+		case failed > 0 && rolledBack == failed:
+			// Every failed host put its previous release back by itself.
+			r.State = "rolled_back"
+			r.Reason = fmt.Sprintf("%d of %d hosts failed and rolled back to their previous release", failed, len(r.Hosts))
+		case failed > 0:
 			r.State = "failed"
 			r.Reason = fmt.Sprintf("%d of %d hosts failed", failed, len(r.Hosts))
 		}

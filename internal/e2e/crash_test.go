@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,9 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 			if r := deployTo(t, ctl, httpAddr, sums, host, "v1"); r.State != "succeeded" {
 				t.Fatalf("%s: v1: %s %v", fp, r.State, r.Hosts)
 			}
-			h.cmd.Process.Kill() // a clean slate: the next agent arms the fault point
+			// kill -9 between steps too: the next agent (which arms the fault
+			// point) adopts the service this one leaves running.
+			h.cmd.Process.Kill()
 			h.cmd.Wait()
 			h.proc = run(deploystep.FaultPointEnv + "=" + fp)
 			waitToken(t, ctl, host)
@@ -78,6 +81,9 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 			case <-exited:
 			case <-time.After(60 * time.Second):
 				t.Fatalf("%s: the agent did not reach its fault point", fp)
+			}
+			if ws, ok := h.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("%s: the agent exited with %v, not by its fault point's SIGKILL", fp, h.cmd.ProcessState)
 			}
 			h.proc = run()
 			r := finish(t, ctl, ctx, resp.Rollout.Id)
@@ -102,9 +108,8 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 				torn++
 				t.Errorf("%s: host serves %q after crash and recovery", fp, got)
 			}
-			t.Logf("fault point %-22s rollout %-9s host serves %s, controller shows %s", fp, r.State, got, shown)
-			h.cmd.Process.Kill()
-			h.cmd.Wait()
+			t.Logf("fault point %-22s rollout %-11s host serves %s, controller shows %s", fp, r.State, got, shown)
+			h.stop() // clean exit: the agent stops its service too
 		}
 	}
 	t.Logf("kill -9 at stage boundaries: %d crashes, %d torn hosts", total, torn)

@@ -43,14 +43,32 @@ func startEnv(t *testing.T, name string, env []string, bin string, args ...strin
 		t.Fatalf("start %s: %v", name, err)
 	}
 	t.Cleanup(func() {
+		// SIGTERM first: a clean agent exit also stops the services it
+		// supervises, so no sample service outlives the test.
 		p.cmd.Process.Signal(syscall.SIGCONT)
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
+		p.stop()
 		if t.Failed() {
 			t.Logf("--- %s output:\n%s", name, p.out.String())
 		}
 	})
 	return p
+}
+
+// stop ends the process gracefully (SIGTERM, then SIGKILL after 15s) and
+// reaps it; it is safe to call on a process that already exited.
+func (p *proc) stop() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
 }
 
 func (p *proc) kill9(t *testing.T) {

@@ -297,7 +297,7 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 				return c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
 			}, func(resp *golivev1.ListAgentsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAgentsResponse) error {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLABELS")
+				fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLAST RESULT\tLABELS")
 				for _, a := range resp.Agents {
 					var svcs, health []string
 					for _, s := range a.Services {
@@ -314,8 +314,13 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 					if a.LastHeartbeat != nil {
 						last = time.Since(a.LastHeartbeat.AsTime()).Round(time.Second).String() + " ago"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
-						orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
+					result := "-"
+					if len(a.RecentResults) > 0 {
+						r := a.RecentResults[0]
+						result = fmt.Sprintf("%s %s@%s", strings.ToLower(strings.TrimPrefix(r.Outcome.String(), "COMMAND_OUTCOME_")), r.Service, orDash(r.Release))
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
+						orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), result, orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
 				}
 				return tw.Flush()
 			})
