@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	gs := grpc.NewServer(
 		grpc.ForceServerCodecV2(newSharedCodec()),
 		// Small, shared buffers: thousands of mostly idle agent streams.
-		grpc.WriteBufferSize(8*1024), grpc.ReadBufferSize(8*1024), grpc.SharedWriteBuffer(true),
+		grpc.WriteBufferSize(4*1024), grpc.ReadBufferSize(4*1024), grpc.SharedWriteBuffer(true),
 		grpc.InitialWindowSize(64*1024), grpc.InitialConnWindowSize(64*1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
