@@ -189,42 +189,71 @@ func (s *Server) pendingFor(host string) {
 	}
 }
 
-// recordResult stores a command's result and updates its rollout.
-func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// Command ids are <rollout id>-<n>.
-	rolloutID := res.CommandId
-	if i := strings.LastIndex(res.CommandId, "-"); i > 0 {
-		rolloutID = res.CommandId[:i]
+// rolloutOf returns the rollout id of a command id (<rollout id>-<n>).
+func rolloutOf(commandID string) string {
+	if i := strings.LastIndex(commandID, "-"); i > 0 {
+		return commandID[:i]
 	}
-	b, _ := marshal.Marshal(res)
-	for attempt := 0; attempt < 5; attempt++ {
-		get, err := s.cli.Get(ctx, s.keys.Rollout(rolloutID))
+	return commandID
+}
+
+// updateRollout applies change to the rollout record in a compare-and-swap
+// loop, together with ops, in one transaction. Results retry until ctx ends
+// (many hosts finish at once); progress, being advisory, gives up sooner.
+func (s *Server) updateRollout(ctx context.Context, id, op string, change func(*golivev1.Rollout), ops ...clientv3.Op) {
+	attempts := 5
+	if op == "result" {
+		attempts = 1 << 30
+	}
+	for attempt := 0; attempt < attempts && ctx.Err() == nil; attempt++ {
+		get, err := s.cli.Get(ctx, s.keys.Rollout(id))
 		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues("result").Inc()
+			s.metrics.etcdErrors.WithLabelValues(op).Inc()
 			return
 		}
-		ops := []clientv3.Op{clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId))}
+		all := append([]clientv3.Op(nil), ops...)
 		var cmps []clientv3.Cmp
 		if len(get.Kvs) == 1 {
 			r := &golivev1.Rollout{}
 			if err := protojson.Unmarshal(get.Kvs[0].Value, r); err == nil {
-				applyResult(r, host, res)
+				change(r)
 				rb, _ := marshal.Marshal(r)
-				ops = append(ops, clientv3.OpPut(s.keys.Rollout(rolloutID), string(rb)))
-				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Rollout(rolloutID)), "=", get.Kvs[0].ModRevision))
+				all = append(all, clientv3.OpPut(s.keys.Rollout(id), string(rb)))
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Rollout(id)), "=", get.Kvs[0].ModRevision))
 			}
 		}
-		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(all...).Commit()
 		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues("result").Inc()
+			s.metrics.etcdErrors.WithLabelValues(op).Inc()
 			return
 		}
 		if tr.Succeeded {
 			return
 		}
 	}
+}
+
+// recordResult stores a command's result and updates its rollout.
+func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, _ := marshal.Marshal(res)
+	s.updateRollout(ctx, rolloutOf(res.CommandId), "result", func(r *golivev1.Rollout) { applyResult(r, host, res) },
+		clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId)))
+}
+
+// recordProgress shows a host's current stage in its rollout.
+func (s *Server) recordProgress(host string, p *golivev1.CommandProgress) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.updateRollout(ctx, rolloutOf(p.CommandId), "progress", func(r *golivev1.Rollout) {
+		for _, h := range r.Hosts {
+			if h.HostId == host && h.CommandId == p.CommandId && (h.State == "pending" || h.State == "running") {
+				h.State, h.Stage = "running", p.Stage
+			}
+		}
+		r.UpdatedAt = timestamppb.Now()
+	})
 }
 
 func applyResult(r *golivev1.Rollout, host string, res *golivev1.CommandResult) {

@@ -203,6 +203,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	s.hub.onHello = func(host string, _ *golivev1.Hello) { s.pendingFor(host) }
 	s.hub.onResult = s.recordResult
 	s.hub.onAck = s.recordAck
+	s.hub.onProgress = s.recordProgress
 
 	gs := grpc.NewServer(
 		grpc.ForceServerCodecV2(newSharedCodec()),

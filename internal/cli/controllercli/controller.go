@@ -439,9 +439,9 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 func printRollout(w io.Writer, r *golivev1.Rollout) {
 	fmt.Fprintf(w, "rollout %s: %s %s@%s by %s: %s %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, strings.ToUpper(r.State), r.Reason)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tERROR")
+	fmt.Fprintln(tw, "HOST\tSTATE\tSTAGE\tERROR")
 	for _, h := range r.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Error))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Stage), orDash(h.Error))
 	}
 	tw.Flush()
 }
