@@ -49,6 +49,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/golive/golive/internal/atomicfile"
 )
 
 // DefaultKeep is how many releases Prune keeps when asked to keep 0 or fewer.
@@ -191,7 +193,7 @@ func (d *Dir) Commit(release string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("commit %s: staging path %s is not a directory", release, staging)
 	}
-	if err := syncDir(staging); err != nil {
+	if err := atomicfile.SyncDir(staging); err != nil {
 		return fmt.Errorf("commit %s: %w", release, err)
 	}
 	if err := os.Rename(staging, final); err != nil {
@@ -201,7 +203,7 @@ func (d *Dir) Commit(release string) error {
 	if err := os.Chtimes(final, now, now); err != nil {
 		return fmt.Errorf("commit %s: stamp time: %w", release, err)
 	}
-	if err := syncDir(filepath.Join(d.path, releasesDir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Join(d.path, releasesDir)); err != nil {
 		return fmt.Errorf("commit %s: %w", release, err)
 	}
 	return nil
@@ -255,14 +257,14 @@ func (d *Dir) Swap(release string) error {
 		}
 		// Durable before current moves, so a crash cannot persist the
 		// current rename without this one.
-		if err := syncDir(d.path); err != nil {
+		if err := atomicfile.SyncDir(d.path); err != nil {
 			return fmt.Errorf("swap to %s: %w", release, err)
 		}
 	}
 	if err := d.replaceLink(currentLink, release); err != nil {
 		return fmt.Errorf("swap to %s: %w", release, err)
 	}
-	if err := syncDir(d.path); err != nil {
+	if err := atomicfile.SyncDir(d.path); err != nil {
 		return fmt.Errorf("swap to %s: %w", release, err)
 	}
 	return nil
@@ -308,7 +310,7 @@ func (d *Dir) SwapBack(release, previous string) error {
 		if err != nil {
 			return fmt.Errorf("swap back to %s: restore previous: %w", release, err)
 		}
-		if err := syncDir(d.path); err != nil {
+		if err := atomicfile.SyncDir(d.path); err != nil {
 			return fmt.Errorf("swap back to %s: %w", release, err)
 		}
 	}
@@ -316,7 +318,7 @@ func (d *Dir) SwapBack(release, previous string) error {
 		if err := d.replaceLink(currentLink, release); err != nil {
 			return fmt.Errorf("swap back to %s: %w", release, err)
 		}
-		if err := syncDir(d.path); err != nil {
+		if err := atomicfile.SyncDir(d.path); err != nil {
 			return fmt.Errorf("swap back to %s: %w", release, err)
 		}
 	}
@@ -433,23 +435,11 @@ func (d *Dir) Prune(keep int) ([]string, error) {
 		removed = append(removed, r.ID)
 		excess--
 	}
-	if err := syncDir(relDir); err != nil {
+	if err := atomicfile.SyncDir(relDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return removed, fmt.Errorf("prune: %w", err)
 	}
 	return removed, nil
-}
-
-func syncDir(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open %s for fsync: %w", path, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golive/golive/internal/atomicfile"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -95,42 +97,10 @@ func (m *Manager) writePIDFile(pid int, releaseDir string, port int) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(m.cfg.PIDFile, append(data, '\n'))
-}
-
-// writeFileAtomic replaces path with data: temp file in the same directory,
-// fsync, rename, fsync the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(m.cfg.PIDFile), 0o750); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(m.cfg.PIDFile, append(data, '\n'), 0o644)
 }
 
 func (m *Manager) removePIDFile() {
