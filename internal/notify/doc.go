@@ -57,7 +57,7 @@
 //	  "version": 1,
 //	  "kind": "gate_failed",
 //	  "time": "2025-03-14T09:26:53.589Z",
-//	  "summary": "golive: gate failed for checkout v2.4.1 (rollout r-42): error rate 0.8% > 0.1% [wave=2]",
+//	  "summary": "golive: gate failed for checkout v2.4.1 (rollout r-42) by controller: error rate 0.8% > 0.1% [wave=2]",
 //	  "actor": "controller",
 //	  "rollout_id": "r-42",
 //	  "service": "checkout",

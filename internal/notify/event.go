@@ -101,7 +101,7 @@ func newID() string {
 
 // Summary is the one readable line that describes ev, e.g.
 //
-//	golive: gate failed for checkout v2.4.1 (rollout r-42): error rate 0.8% > 0.1% [wave=2]
+//	golive: gate failed for checkout v2.4.1 (rollout r-42) by controller: error rate 0.8% > 0.1% [wave=2]
 //	golive: approval granted by alice [token=1187]
 func (ev Event) Summary() string {
 	var b strings.Builder
