@@ -1287,20 +1287,27 @@ func (x *HostProgress) GetHealth() *HealthWindow {
 
 // Rollout is a fleet deploy or rollback.
 type Rollout struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	Release       string                 `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	CreatedBy     string                 `protobuf:"bytes,6,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	Waves         []*Wave                `protobuf:"bytes,9,rep,name=waves,proto3" json:"waves,omitempty"`
-	CurrentWave   uint32                 `protobuf:"varint,10,opt,name=current_wave,json=currentWave,proto3" json:"current_wave,omitempty"`
-	Hosts         []*HostProgress        `protobuf:"bytes,11,rep,name=hosts,proto3" json:"hosts,omitempty"`
-	FencingToken  int64                  `protobuf:"varint,12,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
-	Kind          string                 `protobuf:"bytes,13,opt,name=kind,proto3" json:"kind,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Service      string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Release      string                 `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	State        string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Reason       string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedBy    string                 `protobuf:"bytes,6,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Waves        []*Wave                `protobuf:"bytes,9,rep,name=waves,proto3" json:"waves,omitempty"`
+	CurrentWave  uint32                 `protobuf:"varint,10,opt,name=current_wave,json=currentWave,proto3" json:"current_wave,omitempty"`
+	Hosts        []*HostProgress        `protobuf:"bytes,11,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	FencingToken int64                  `protobuf:"varint,12,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	Kind         string                 `protobuf:"bytes,13,opt,name=kind,proto3" json:"kind,omitempty"`
+	// the deploy's parameters, kept so the leader can drive it.
+	Request    *DeployRequest         `protobuf:"bytes,14,opt,name=request,proto3" json:"request,omitempty"`
+	Paused     bool                   `protobuf:"varint,15,opt,name=paused,proto3" json:"paused,omitempty"`
+	Gate       *GateStatus            `protobuf:"bytes,16,opt,name=gate,proto3" json:"gate,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// state_json is the executor's state (internal/rollout), opaque to clients.
+	StateJson     string `protobuf:"bytes,18,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1422,6 +1429,41 @@ func (x *Rollout) GetFencingToken() int64 {
 func (x *Rollout) GetKind() string {
 	if x != nil {
 		return x.Kind
+	}
+	return ""
+}
+
+func (x *Rollout) GetRequest() *DeployRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *Rollout) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Rollout) GetGate() *GateStatus {
+	if x != nil {
+		return x.Gate
+	}
+	return nil
+}
+
+func (x *Rollout) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Rollout) GetStateJson() string {
+	if x != nil {
+		return x.StateJson
 	}
 	return ""
 }
@@ -1675,6 +1717,591 @@ func (x *GetRolloutResponse) GetRollout() *Rollout {
 	return nil
 }
 
+// PauseRolloutRequest names a rollout.
+type PauseRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutRequest) Reset() {
+	*x = PauseRolloutRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutRequest) ProtoMessage() {}
+
+func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PauseRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PauseRolloutRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// PauseRolloutResponse carries the rollout.
+type PauseRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutResponse) Reset() {
+	*x = PauseRolloutResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutResponse) ProtoMessage() {}
+
+func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PauseRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// ResumeRolloutRequest names a rollout.
+type ResumeRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutRequest) Reset() {
+	*x = ResumeRolloutRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutRequest) ProtoMessage() {}
+
+func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResumeRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ResumeRolloutResponse carries the rollout.
+type ResumeRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutResponse) Reset() {
+	*x = ResumeRolloutResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutResponse) ProtoMessage() {}
+
+func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResumeRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// AbortRolloutRequest names a rollout.
+type AbortRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutRequest) Reset() {
+	*x = AbortRolloutRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutRequest) ProtoMessage() {}
+
+func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
+func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AbortRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AbortRolloutRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AbortRolloutResponse carries the rollout.
+type AbortRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutResponse) Reset() {
+	*x = AbortRolloutResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutResponse) ProtoMessage() {}
+
+func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
+func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AbortRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// WatchRolloutRequest names a rollout; empty means the service's running one
+// (with service set) or the newest running one.
+type WatchRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutRequest) Reset() {
+	*x = WatchRolloutRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutRequest) ProtoMessage() {}
+
+func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
+func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WatchRolloutRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// WatchRolloutResponse is the rollout as of a change.
+type WatchRolloutResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rollout *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// gate figures while a wave bakes.
+	Gate          *GateStatus `protobuf:"bytes,2,opt,name=gate,proto3" json:"gate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutResponse) Reset() {
+	*x = WatchRolloutResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutResponse) ProtoMessage() {}
+
+func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
+func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *WatchRolloutResponse) GetGate() *GateStatus {
+	if x != nil {
+		return x.Gate
+	}
+	return nil
+}
+
+// GateStatus is a wave's health gate as it bakes.
+type GateStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wave          uint32                 `protobuf:"varint,1,opt,name=wave,proto3" json:"wave,omitempty"`
+	ErrorRate     float64                `protobuf:"fixed64,2,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	AvgLatencyMs  float64                `protobuf:"fixed64,3,opt,name=avg_latency_ms,json=avgLatencyMs,proto3" json:"avg_latency_ms,omitempty"`
+	BakedSeconds  float64                `protobuf:"fixed64,4,opt,name=baked_seconds,json=bakedSeconds,proto3" json:"baked_seconds,omitempty"`
+	WindowSeconds float64                `protobuf:"fixed64,5,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	Passing       bool                   `protobuf:"varint,6,opt,name=passing,proto3" json:"passing,omitempty"`
+	Detail        string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GateStatus) Reset() {
+	*x = GateStatus{}
+	mi := &file_golive_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GateStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GateStatus) ProtoMessage() {}
+
+func (x *GateStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GateStatus.ProtoReflect.Descriptor instead.
+func (*GateStatus) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GateStatus) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *GateStatus) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *GateStatus) GetAvgLatencyMs() float64 {
+	if x != nil {
+		return x.AvgLatencyMs
+	}
+	return 0
+}
+
+func (x *GateStatus) GetBakedSeconds() float64 {
+	if x != nil {
+		return x.BakedSeconds
+	}
+	return 0
+}
+
+func (x *GateStatus) GetWindowSeconds() float64 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *GateStatus) GetPassing() bool {
+	if x != nil {
+		return x.Passing
+	}
+	return false
+}
+
+func (x *GateStatus) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// ListRolloutsRequest filters rollouts.
+type ListRolloutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsRequest) Reset() {
+	*x = ListRolloutsRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsRequest) ProtoMessage() {}
+
+func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
+func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListRolloutsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ListRolloutsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListRolloutsResponse lists rollouts, newest first.
+type ListRolloutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollouts      []*Rollout             `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsResponse) Reset() {
+	*x = ListRolloutsResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsResponse) ProtoMessage() {}
+
+func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
+func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
 var File_golive_v1_control_proto protoreflect.FileDescriptor
 
 const file_golive_v1_control_proto_rawDesc = "" +
@@ -1788,7 +2415,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
 	"\arelease\x18\x06 \x01(\tR\arelease\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xc2\x03\n" +
+	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\x95\x05\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1806,7 +2433,14 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	" \x01(\rR\vcurrentWave\x12-\n" +
 	"\x05hosts\x18\v \x03(\v2\x17.golive.v1.HostProgressR\x05hosts\x12#\n" +
 	"\rfencing_token\x18\f \x01(\x03R\ffencingToken\x12\x12\n" +
-	"\x04kind\x18\r \x01(\tR\x04kind\">\n" +
+	"\x04kind\x18\r \x01(\tR\x04kind\x122\n" +
+	"\arequest\x18\x0e \x01(\v2\x18.golive.v1.DeployRequestR\arequest\x12\x16\n" +
+	"\x06paused\x18\x0f \x01(\bR\x06paused\x12)\n" +
+	"\x04gate\x18\x10 \x01(\v2\x15.golive.v1.GateStatusR\x04gate\x12;\n" +
+	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x1d\n" +
+	"\n" +
+	"state_json\x18\x12 \x01(\tR\tstateJson\">\n" +
 	"\x0eDeployResponse\x12,\n" +
 	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"\x91\x01\n" +
 	"\x0fRollbackRequest\x12\x18\n" +
@@ -1820,7 +2454,42 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x12GetRolloutResponse\x12,\n" +
-	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout2\x86\x05\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"=\n" +
+	"\x13PauseRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"D\n" +
+	"\x14PauseRolloutResponse\x12,\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"&\n" +
+	"\x14ResumeRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
+	"\x15ResumeRolloutResponse\x12,\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"=\n" +
+	"\x13AbortRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"D\n" +
+	"\x14AbortRolloutResponse\x12,\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"?\n" +
+	"\x13WatchRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"o\n" +
+	"\x14WatchRolloutResponse\x12,\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\x12)\n" +
+	"\x04gate\x18\x02 \x01(\v2\x15.golive.v1.GateStatusR\x04gate\"\xe3\x01\n" +
+	"\n" +
+	"GateStatus\x12\x12\n" +
+	"\x04wave\x18\x01 \x01(\rR\x04wave\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x02 \x01(\x01R\terrorRate\x12$\n" +
+	"\x0eavg_latency_ms\x18\x03 \x01(\x01R\favgLatencyMs\x12#\n" +
+	"\rbaked_seconds\x18\x04 \x01(\x01R\fbakedSeconds\x12%\n" +
+	"\x0ewindow_seconds\x18\x05 \x01(\x01R\rwindowSeconds\x12\x18\n" +
+	"\apassing\x18\x06 \x01(\bR\apassing\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"E\n" +
+	"\x13ListRolloutsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"F\n" +
+	"\x14ListRolloutsResponse\x12.\n" +
+	"\brollouts\x18\x01 \x03(\v2\x12.golive.v1.RolloutR\brollouts2\xa0\b\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
 	"\x06Revoke\x12\x18.golive.v1.RevokeRequest\x1a\x19.golive.v1.RevokeResponse\x12L\n" +
@@ -1832,7 +2501,12 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x06Deploy\x12\x18.golive.v1.DeployRequest\x1a\x19.golive.v1.DeployResponse\x12C\n" +
 	"\bRollback\x12\x1a.golive.v1.RollbackRequest\x1a\x1b.golive.v1.RollbackResponse\x12I\n" +
 	"\n" +
-	"GetRollout\x12\x1c.golive.v1.GetRolloutRequest\x1a\x1d.golive.v1.GetRolloutResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"GetRollout\x12\x1c.golive.v1.GetRolloutRequest\x1a\x1d.golive.v1.GetRolloutResponse\x12O\n" +
+	"\fPauseRollout\x12\x1e.golive.v1.PauseRolloutRequest\x1a\x1f.golive.v1.PauseRolloutResponse\x12R\n" +
+	"\rResumeRollout\x12\x1f.golive.v1.ResumeRolloutRequest\x1a .golive.v1.ResumeRolloutResponse\x12O\n" +
+	"\fAbortRollout\x12\x1e.golive.v1.AbortRolloutRequest\x1a\x1f.golive.v1.AbortRolloutResponse\x12Q\n" +
+	"\fWatchRollout\x12\x1e.golive.v1.WatchRolloutRequest\x1a\x1f.golive.v1.WatchRolloutResponse0\x01\x12O\n" +
+	"\fListRollouts\x12\x1e.golive.v1.ListRolloutsRequest\x1a\x1f.golive.v1.ListRolloutsResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -1846,7 +2520,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -1872,65 +2546,95 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*RollbackResponse)(nil),      // 21: golive.v1.RollbackResponse
 	(*GetRolloutRequest)(nil),     // 22: golive.v1.GetRolloutRequest
 	(*GetRolloutResponse)(nil),    // 23: golive.v1.GetRolloutResponse
-	nil,                           // 24: golive.v1.Agent.LabelsEntry
-	nil,                           // 25: golive.v1.DeployRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*ServiceState)(nil),          // 28: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 29: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 30: golive.v1.HealthWindow
+	(*PauseRolloutRequest)(nil),   // 24: golive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),  // 25: golive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),  // 26: golive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil), // 27: golive.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),   // 28: golive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),  // 29: golive.v1.AbortRolloutResponse
+	(*WatchRolloutRequest)(nil),   // 30: golive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),  // 31: golive.v1.WatchRolloutResponse
+	(*GateStatus)(nil),            // 32: golive.v1.GateStatus
+	(*ListRolloutsRequest)(nil),   // 33: golive.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),  // 34: golive.v1.ListRolloutsResponse
+	nil,                           // 35: golive.v1.Agent.LabelsEntry
+	nil,                           // 36: golive.v1.DeployRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*ServiceState)(nil),          // 39: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 40: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 41: golive.v1.HealthWindow
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	26, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	26, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	37, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	37, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	18, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	24, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	26, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	26, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	28, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	29, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	35, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	37, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	37, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	39, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	40, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	26, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	37, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	12, // 14: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	25, // 15: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	27, // 16: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	27, // 17: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	27, // 18: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	30, // 19: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	26, // 20: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	26, // 21: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 15: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	38, // 16: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	38, // 17: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	38, // 18: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	41, // 19: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	37, // 20: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	37, // 21: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	16, // 22: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
 	17, // 23: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	18, // 24: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 25: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 26: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	1,  // 27: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 28: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 29: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 30: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 31: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 32: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 33: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	20, // 34: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	22, // 35: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	2,  // 36: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 37: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 38: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 39: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 40: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 41: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	19, // 42: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	21, // 43: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	23, // 44: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	15, // 24: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	32, // 25: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	37, // 26: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 27: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 28: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 29: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 30: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 31: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 32: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 33: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	32, // 34: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	18, // 35: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	1,  // 36: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 37: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 38: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 39: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 40: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 41: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 42: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	20, // 43: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	22, // 44: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	24, // 45: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	26, // 46: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	28, // 47: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	30, // 48: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	33, // 49: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	2,  // 50: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 51: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 52: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 53: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 54: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 55: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	19, // 56: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	21, // 57: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	23, // 58: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	25, // 59: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	27, // 60: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	29, // 61: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	31, // 62: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	34, // 63: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	50, // [50:64] is the sub-list for method output_type
+	36, // [36:50] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -1945,7 +2649,7 @@ func file_golive_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
