@@ -123,7 +123,7 @@ func (c *agentConn) send(m any) bool {
 func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica string, m *metrics, heartbeat time.Duration) *hub {
 	h := &hub{
 		log: log, cli: cli, keys: keys, replica: replica, metrics: m,
-		heartbeat: heartbeat, timeout: 3 * heartbeat, flushEvery: 15 * time.Second,
+		heartbeat: heartbeat, timeout: 3 * heartbeat, flushEvery: 2 * time.Second,
 		conns:    map[string]*agentConn{},
 		flushReq: make(chan struct{}, 1),
 	}
@@ -376,11 +376,14 @@ func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		// operator or another replica cares about changed.
 		c.mu.Lock()
 		changed := servicesChanged(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
+		// Health figures move with every probe: they reach etcd with the
+		// next periodic flush (the leader's gates read them there).
+		healthMoved := healthChanged(c.record.Services, p.Heartbeat.Services)
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
-		c.dirty = c.dirty || changed
+		c.dirty = c.dirty || changed || healthMoved
 		c.mu.Unlock()
 		c.tokenHeld.Store(p.Heartbeat.FencingToken)
 		if changed {
@@ -428,6 +431,19 @@ func (h *hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	}
 	h.requestFlush()
 	c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
+}
+
+func healthChanged(a, b []*golivev1.ServiceState) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		ha, hb := a[i].GetHealth(), b[i].GetHealth()
+		if ha.GetRequests() != hb.GetRequests() || ha.GetErrors() != hb.GetErrors() {
+			return true
+		}
+	}
+	return false
 }
 
 func servicesChanged(a, b []*golivev1.ServiceState) bool {

@@ -6,19 +6,18 @@ import (
 
 // metrics are the controller's golive_controller_* series.
 type metrics struct {
-	agentsConnected   prometheus.Gauge
-	approvalActive    prometheus.Gauge
-	approvalExpiry    prometheus.Gauge
-	approvalToken     prometheus.Gauge
-	isLeader          prometheus.Gauge
-	rpcTotal          *prometheus.CounterVec
-	rpcDuration       *prometheus.HistogramVec
-	etcdErrors        *prometheus.CounterVec
-	broadcasts        *prometheus.CounterVec
-	slowDisconnects   prometheus.Counter
-	refusedConnects   *prometheus.CounterVec
-	deploysRefused    *prometheus.CounterVec
-	approvalAckTokens *prometheus.GaugeVec
+	agentsConnected prometheus.Gauge
+	approvalActive  prometheus.Gauge
+	approvalExpiry  prometheus.Gauge
+	approvalToken   prometheus.Gauge
+	isLeader        prometheus.Gauge
+	rpcTotal        *prometheus.CounterVec
+	rpcDuration     *prometheus.HistogramVec
+	etcdErrors      *prometheus.CounterVec
+	broadcasts      *prometheus.CounterVec
+	slowDisconnects prometheus.Counter
+	refusedConnects *prometheus.CounterVec
+	deploysRefused  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,14 +30,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rpcTotal:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_rpc_total", Help: "Control RPCs by method and status code."}, []string{"method", "code"}),
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "golive_controller_rpc_duration_seconds", Help: "Control RPC latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method"}),
-		etcdErrors:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_etcd_errors_total", Help: "Failed etcd operations by operation."}, []string{"op"}),
-		broadcasts:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_approval_broadcasts_total", Help: "Approval updates pushed to agents, by reason."}, []string{"reason"}),
-		slowDisconnects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_agent_slow_disconnects_total", Help: "Agent streams closed because their send queue was full."}),
-		refusedConnects:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_agent_refused_total", Help: "Agent connections refused, by reason."}, []string{"reason"}),
-		deploysRefused:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_deploys_refused_total", Help: "Deploys refused, by reason."}, []string{"reason"}),
-		approvalAckTokens: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_agents_holding_token", Help: "Connected agents by whether they acknowledged the live token."}, []string{"acked"}),
+		etcdErrors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_etcd_errors_total", Help: "Failed etcd operations by operation."}, []string{"op"}),
+		broadcasts:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_approval_broadcasts_total", Help: "Approval updates pushed to agents, by reason."}, []string{"reason"}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_agent_slow_disconnects_total", Help: "Agent streams closed because their send queue was full."}),
+		refusedConnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_agent_refused_total", Help: "Agent connections refused, by reason."}, []string{"reason"}),
+		deploysRefused:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_deploys_refused_total", Help: "Deploys refused, by reason."}, []string{"reason"}),
 	}
 	reg.MustRegister(m.agentsConnected, m.approvalActive, m.approvalExpiry, m.approvalToken, m.isLeader, m.rpcTotal, m.rpcDuration,
-		m.etcdErrors, m.broadcasts, m.slowDisconnects, m.refusedConnects, m.deploysRefused, m.approvalAckTokens)
+		m.etcdErrors, m.broadcasts, m.slowDisconnects, m.refusedConnects, m.deploysRefused)
 	return m
 }
