@@ -13,6 +13,7 @@ import (
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // ActorMetadataKey carries the operator's name until mTLS identities do.
@@ -198,4 +199,91 @@ func (c *control) GetRollout(ctx context.Context, req *golivev1.GetRolloutReques
 		return nil, toStatus(err)
 	}
 	return &golivev1.GetRolloutResponse{Rollout: r}, nil
+}
+
+func (c *control) ListRollouts(ctx context.Context, req *golivev1.ListRolloutsRequest) (*golivev1.ListRolloutsResponse, error) {
+	rs, err := c.s.listRollouts(ctx, req.Service, int(req.Limit))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.ListRolloutsResponse{Rollouts: rs}, nil
+}
+
+func (c *control) WatchRollout(req *golivev1.WatchRolloutRequest, stream golivev1.ControlService_WatchRolloutServer) error {
+	ctx := stream.Context()
+	id := req.Id
+	if id == "" {
+		rs, err := c.s.activeRollouts(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		for _, r := range rs {
+			if req.Service == "" || r.Service == req.Service {
+				id = r.Id
+				break
+			}
+		}
+		if id == "" {
+			return toStatus(fmt.Errorf("%w: no running rollout%s; name one (see `golive-controller history`)", errNotFound, forService(req.Service)))
+		}
+	}
+	return toStatus(c.s.watchRollout(ctx, id, func(r *golivev1.Rollout) error {
+		return stream.Send(&golivev1.WatchRolloutResponse{Rollout: r, Gate: r.Gate})
+	}))
+}
+
+func forService(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " of service " + s
+}
+
+// rolloutRequest records an operator's pause, resume or abort for the
+// leader's executor, audited in the same transaction.
+func (c *control) rolloutRequest(ctx context.Context, id, kind, reason string) (*golivev1.Rollout, error) {
+	actor, src := actorAndSource(ctx)
+	r, err := c.s.getRollout(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if terminal(r.State) {
+		return nil, fmt.Errorf("%w: rollout %s already ended (%s)", errConflict, id, r.State)
+	}
+	entry := audit.Entry{Actor: actor, Action: kind, Outcome: "requested", Reason: reason, Source: src,
+		Detail: fmt.Sprintf("rollout=%s service=%s release=%s", id, r.Service, r.Release)}
+	if _, _, err := c.s.audit.Append(ctx, entry, nil, []clientv3.Op{clientv3.OpPut(c.s.keys.RolloutRequest(id, kind), actor)}); err != nil {
+		return nil, err
+	}
+	r.StateJson = ""
+	return r, nil
+}
+
+func (c *control) PauseRollout(ctx context.Context, req *golivev1.PauseRolloutRequest) (*golivev1.PauseRolloutResponse, error) {
+	r, err := c.rolloutRequest(ctx, req.Id, "pause", req.Reason)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.PauseRolloutResponse{Rollout: r}, nil
+}
+
+// ResumeRollout needs a live approval: the rollout continues under it.
+func (c *control) ResumeRollout(ctx context.Context, req *golivev1.ResumeRolloutRequest) (*golivev1.ResumeRolloutResponse, error) {
+	if _, err := c.requireApproval(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := c.rolloutRequest(ctx, req.Id, "resume", "")
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.ResumeRolloutResponse{Rollout: r}, nil
+}
+
+// AbortRollout is a safety action: allowed without approval, audited.
+func (c *control) AbortRollout(ctx context.Context, req *golivev1.AbortRolloutRequest) (*golivev1.AbortRolloutResponse, error) {
+	r, err := c.rolloutRequest(ctx, req.Id, "abort", req.Reason)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &golivev1.AbortRolloutResponse{Rollout: r}, nil
 }

@@ -351,3 +351,73 @@ func (s *Server) getRollout(ctx context.Context, id string) (*golivev1.Rollout, 
 	}
 	return r, nil
 }
+
+// listRollouts returns rollouts, newest first, optionally of one service.
+func (s *Server) listRollouts(ctx context.Context, service string, limit int) ([]*golivev1.Rollout, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Rollouts(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+	if err != nil {
+		return nil, fmt.Errorf("read rollouts: %w", err)
+	}
+	var out []*golivev1.Rollout
+	for _, kv := range resp.Kvs {
+		r := &golivev1.Rollout{}
+		if err := protojson.Unmarshal(kv.Value, r); err != nil {
+			continue
+		}
+		if service != "" && r.Service != service {
+			continue
+		}
+		r.StateJson = ""
+		out = append(out, r)
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// terminal reports whether a rollout state is final.
+func terminal(state string) bool {
+	switch state {
+	case "succeeded", "failed", "rolled_back", "aborted":
+		return true
+	}
+	return false
+}
+
+// watchRollout sends the rollout now and on every change until it ends.
+func (s *Server) watchRollout(ctx context.Context, id string, send func(*golivev1.Rollout) error) error {
+	get, err := s.cli.Get(ctx, s.keys.Rollout(id))
+	if err != nil {
+		return fmt.Errorf("read rollout: %w", err)
+	}
+	if len(get.Kvs) == 0 {
+		return fmt.Errorf("%w: rollout %q", errNotFound, id)
+	}
+	emit := func(v []byte) (bool, error) {
+		r := &golivev1.Rollout{}
+		if err := protojson.Unmarshal(v, r); err != nil {
+			return false, fmt.Errorf("rollout %s is corrupt: %w", id, err)
+		}
+		r.StateJson = ""
+		return terminal(r.State), send(r)
+	}
+	if done, err := emit(get.Kvs[0].Value); done || err != nil {
+		return err
+	}
+	wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.keys.Rollout(id), clientv3.WithRev(get.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != clientv3.EventTypePut {
+				continue
+			}
+			if done, err := emit(ev.Kv.Value); done || err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}

@@ -11,7 +11,10 @@
 //	                          that replica's session lease: absent = lost
 //	commands/<host>/<id>      a command for a host, pending until its result
 //	results/<host>/<id>       a command's final result
-//	rollouts/<id>             a rollout record
+//	rollouts/<id>             a rollout record (its executor state inside)
+//	rollout_requests/<id>/<k> an operator's pause|resume|abort, consumed by
+//	                          the leader in the txn that acts on it
+//	service_rollout/<svc>     the one running rollout of a service
 //	audit/head, audit/<seq>   the hash-chained audit log
 //
 // Only the controller talks to etcd; agents never import this package.
@@ -40,22 +43,25 @@ func (k Keys) Approval() string { return k.Prefix + "approval" }
 func (k Keys) ApprovalEnded(token int64) string {
 	return fmt.Sprintf("%sapproval_ended/%020d", k.Prefix, token)
 }
-func (k Keys) Leader() string                  { return k.Prefix + "leader/" }
-func (k Keys) Agents() string                  { return k.Prefix + "agents/" }
-func (k Keys) Agent(host string) string        { return k.Agents() + host }
-func (k Keys) Presences() string               { return k.Prefix + "presence/" }
-func (k Keys) Presence(host string) string     { return k.Presences() + host }
-func (k Keys) Commands() string                { return k.Prefix + "commands/" }
-func (k Keys) HostCommands(host string) string { return k.Commands() + host + "/" }
-func (k Keys) Command(host, id string) string  { return k.HostCommands(host) + id }
-func (k Keys) Results() string                 { return k.Prefix + "results/" }
-func (k Keys) HostResults(host string) string  { return k.Results() + host + "/" }
-func (k Keys) Result(host, id string) string   { return k.HostResults(host) + id }
-func (k Keys) Rollouts() string                { return k.Prefix + "rollouts/" }
-func (k Keys) Rollout(id string) string        { return k.Rollouts() + id }
-func (k Keys) AuditHead() string               { return k.Prefix + "audit/head" }
-func (k Keys) AuditEntries() string            { return k.Prefix + "audit/e/" }
-func (k Keys) AuditEntry(seq uint64) string    { return fmt.Sprintf("%saudit/e/%020d", k.Prefix, seq) }
+func (k Keys) Leader() string                        { return k.Prefix + "leader/" }
+func (k Keys) Agents() string                        { return k.Prefix + "agents/" }
+func (k Keys) Agent(host string) string              { return k.Agents() + host }
+func (k Keys) Presences() string                     { return k.Prefix + "presence/" }
+func (k Keys) Presence(host string) string           { return k.Presences() + host }
+func (k Keys) Commands() string                      { return k.Prefix + "commands/" }
+func (k Keys) HostCommands(host string) string       { return k.Commands() + host + "/" }
+func (k Keys) Command(host, id string) string        { return k.HostCommands(host) + id }
+func (k Keys) Results() string                       { return k.Prefix + "results/" }
+func (k Keys) HostResults(host string) string        { return k.Results() + host + "/" }
+func (k Keys) Result(host, id string) string         { return k.HostResults(host) + id }
+func (k Keys) Rollouts() string                      { return k.Prefix + "rollouts/" }
+func (k Keys) Rollout(id string) string              { return k.Rollouts() + id }
+func (k Keys) RolloutRequests(id string) string      { return k.Prefix + "rollout_requests/" + id + "/" }
+func (k Keys) RolloutRequest(id, kind string) string { return k.RolloutRequests(id) + kind }
+func (k Keys) ServiceLock(service string) string     { return k.Prefix + "service_rollout/" + service }
+func (k Keys) AuditHead() string                     { return k.Prefix + "audit/head" }
+func (k Keys) AuditEntries() string                  { return k.Prefix + "audit/e/" }
+func (k Keys) AuditEntry(seq uint64) string          { return fmt.Sprintf("%saudit/e/%020d", k.Prefix, seq) }
 
 // HostFromKey returns the last path element after prefix p.
 func HostFromKey(p, key string) string { return strings.TrimPrefix(key, p) }

@@ -73,7 +73,8 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(stderr),
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
-		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co))
+		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
+		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co))
 	return root
 }
 
@@ -116,11 +117,19 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	return cmd
 }
 
-// call dials the controller and runs f with a deadline and the actor.
-func (co *clientOpts) call(ctx context.Context, f func(context.Context, golivev1.ControlServiceClient) error) error {
+func (co *clientOpts) dial() (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return fmt.Errorf("controller address %q: %w", co.addr, err)
+		return nil, fmt.Errorf("controller address %q: %w", co.addr, err)
+	}
+	return conn, nil
+}
+
+// call dials the controller and runs f with a deadline and the actor.
+func (co *clientOpts) call(ctx context.Context, f func(context.Context, golivev1.ControlServiceClient) error) error {
+	conn, err := co.dial()
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, co.timeout)
@@ -498,4 +507,210 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one)")
 	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome")
 	return cmd
+}
+
+func newHistoryCmd(co *clientOpts) *cobra.Command {
+	var service string
+	var limit uint32
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "past rollouts: who, release, outcome, duration, reason",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListRolloutsResponse, error) {
+				return c.ListRollouts(ctx, &golivev1.ListRolloutsRequest{Service: service, Limit: limit})
+			}, func(resp *golivev1.ListRolloutsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListRolloutsResponse) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ROLLOUT\tKIND\tSERVICE\tRELEASE\tBY\tSTATE\tHOSTS\tDURATION\tREASON")
+				for _, r := range resp.Rollouts {
+					dur := "-"
+					if r.FinishedAt != nil && r.CreatedAt != nil {
+						dur = r.FinishedAt.AsTime().Sub(r.CreatedAt.AsTime()).Round(100 * time.Millisecond).String()
+					} else if r.UpdatedAt != nil && r.CreatedAt != nil && terminalState(r.State) {
+						dur = r.UpdatedAt.AsTime().Sub(r.CreatedAt.AsTime()).Round(100 * time.Millisecond).String()
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, r.State, len(r.Hosts), dur, orDash(r.Reason))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVar(&service, "service", "", "only this service")
+	cmd.Flags().Uint32Var(&limit, "limit", 20, "at most this many (newest first)")
+	return cmd
+}
+
+func terminalState(s string) bool {
+	switch s {
+	case "succeeded", "failed", "rolled_back", "aborted":
+		return true
+	}
+	return false
+}
+
+func newWatchCmd(co *clientOpts) *cobra.Command {
+	var service string
+	cmd := &cobra.Command{
+		Use:   "watch [ROLLOUT_ID]",
+		Short: "follow a rollout live (streamed from the controller): waves, hosts, stages, the gate as it bakes",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return cli.Usagef("watch takes at most one ROLLOUT_ID")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &golivev1.WatchRolloutRequest{Service: service}
+			if len(args) == 1 {
+				req.Id = args[0]
+			}
+			conn, err := co.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx := metadata.AppendToOutgoingContext(cmd.Context(), controller.ActorMetadataKey, co.actor)
+			stream, err := golivev1.NewControlServiceClient(conn).WatchRollout(ctx, req)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			tty := isTerminal(w)
+			var last *golivev1.Rollout
+			for {
+				resp, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				last = resp.Rollout
+				switch {
+				case co.output == "json":
+					co.printJSON(w, resp)
+				case tty:
+					fmt.Fprint(w, "\033[H\033[2J")
+					printWatch(w, resp)
+				default:
+					printWatchLine(w, resp)
+				}
+			}
+			if last != nil && last.State != "succeeded" {
+				return fmt.Errorf("rollout %s ended %s: %s", last.Id, last.State, last.Reason)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&service, "service", "", "watch this service's running rollout")
+	return cmd
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func progressBar(done, total, width int) string {
+	if total == 0 {
+		return strings.Repeat("-", width)
+	}
+	n := done * width / total
+	return strings.Repeat("#", n) + strings.Repeat("-", width-n)
+}
+
+func hostsDone(r *golivev1.Rollout) int {
+	n := 0
+	for _, h := range r.Hosts {
+		if h.State != "pending" && h.State != "running" && h.State != "" {
+			n++
+		}
+	}
+	return n
+}
+
+func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse) {
+	r := resp.Rollout
+	fmt.Fprintf(w, "rollout %s  %s %s@%s by %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy)
+	fmt.Fprintf(w, "state: %s  %s\n", strings.ToUpper(r.State), r.Reason)
+	fmt.Fprintf(w, "[%s] %d/%d hosts\n\n", progressBar(hostsDone(r), len(r.Hosts), 40), hostsDone(r), len(r.Hosts))
+	for _, wv := range r.Waves {
+		mark := " "
+		if int(wv.Index) == int(r.CurrentWave) && !terminalState(r.State) {
+			mark = ">"
+		}
+		fmt.Fprintf(w, "%s wave %d %-8s %-10s %s\n", mark, wv.Index, wv.Name, wv.State, strings.Join(wv.Hosts, ","))
+	}
+	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
+		fmt.Fprintf(w, "\ngate (wave %d): baked %.0fs/%.0fs  error rate %.3f%%  avg latency %.1f ms  %s\n",
+			g.Wave, g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs, g.Detail)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tSTAGE\tHEALTH\tERROR")
+	for _, h := range r.Hosts {
+		health := "-"
+		if hw := h.Health; hw != nil && hw.Requests > 0 {
+			health = fmt.Sprintf("%d/%d err, %.1fms", hw.Errors, hw.Requests, hw.AvgLatencyMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Stage), health, orDash(h.Error))
+	}
+	tw.Flush()
+}
+
+func printWatchLine(w io.Writer, resp *golivev1.WatchRolloutResponse) {
+	r := resp.Rollout
+	line := fmt.Sprintf("%s %s %s@%s %s wave=%d hosts=%d/%d", time.Now().Format("15:04:05"), r.Id, r.Service, orDash(r.Release),
+		r.State, r.CurrentWave, hostsDone(r), len(r.Hosts))
+	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
+		line += fmt.Sprintf(" gate=%.0f/%.0fs err=%.3f%% lat=%.1fms", g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs)
+	}
+	if r.Reason != "" {
+		line += fmt.Sprintf(" reason=%q", r.Reason)
+	}
+	fmt.Fprintln(w, line)
+}
+
+func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error)) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   use + " ROLLOUT_ID",
+		Short: short,
+		Args:  cli.ExactArgs(1, "one ROLLOUT_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.Rollout, error) {
+				return call(ctx, c, args[0], reason)
+			}, func(r *golivev1.Rollout) proto.Message { return r }, func(w io.Writer, r *golivev1.Rollout) error {
+				fmt.Fprintf(w, "%s: rollout %s is %s\n", use, r.Id, r.State)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
+	return cmd
+}
+
+func newPauseCmd(co *clientOpts) *cobra.Command {
+	return rolloutActionCmd(co, "pause", "stop a rollout before its next wave", func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error) {
+		resp, err := c.PauseRollout(ctx, &golivev1.PauseRolloutRequest{Id: id, Reason: reason})
+		return resp.GetRollout(), err
+	})
+}
+
+func newResumeCmd(co *clientOpts) *cobra.Command {
+	return rolloutActionCmd(co, "resume", "continue a paused or halted rollout where it stopped (needs a live approval)", func(ctx context.Context, c golivev1.ControlServiceClient, id, _ string) (*golivev1.Rollout, error) {
+		resp, err := c.ResumeRollout(ctx, &golivev1.ResumeRolloutRequest{Id: id})
+		return resp.GetRollout(), err
+	})
+}
+
+func newAbortCmd(co *clientOpts) *cobra.Command {
+	return rolloutActionCmd(co, "abort", "stop a rollout and roll back every host it touched", func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error) {
+		resp, err := c.AbortRollout(ctx, &golivev1.AbortRolloutRequest{Id: id, Reason: reason})
+		return resp.GetRollout(), err
+	})
 }
