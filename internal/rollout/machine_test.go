@@ -350,7 +350,7 @@ func TestNext(t *testing.T) {
 		},
 		{
 			name: "bake 0 still needs one fresh sample", giveSpec: func(s *Spec) { s.Canary = 1; s.Batch = "25%"; s.Gate.MinHealthy = 0 },
-			give: func(x *sim) { x.runToEnd() },
+			give:      func(x *sim) { x.runToEnd() },
 			wantPhase: PhaseSucceeded, wantWaves: [][]string{{"h01"}, {"h02", "h03"}, {"h04", "h05"}},
 		},
 		{
