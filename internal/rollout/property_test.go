@@ -103,7 +103,7 @@ func TestNextInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 2))
 	outcomes := map[Phase]int{}
 	resumes := 0
-	for run := range 400 {
+	for run := range 250 {
 		n := 1 + rng.IntN(8)
 		sp := spec(func(s *Spec) {
 			s.Canary = rng.IntN(n + 1)
@@ -121,7 +121,11 @@ func TestNextInvariants(t *testing.T) {
 			health: map[string]Health{}, lost: map[string]bool{}}
 		s := New(fmt.Sprintf("r%d", run), plan, 1, t0)
 		c := &checker{t: t, run: run, plan: plan, lastCmd: map[string]string{}}
-		for range 400 {
+		for i := 0; i < 400; i++ {
+			if s.Phase.Terminal() && i%50 != 0 {
+				// Keep checking that the end is absorbing, at a lower rate.
+				i += 9
+			}
 			w.advance(s)
 			obs := w.observe(s)
 			next, acts := Next(s, obs, w.now)
@@ -162,7 +166,7 @@ func TestNextInvariants(t *testing.T) {
 		}
 		outcomes[s.Phase]++
 	}
-	t.Logf("outcomes after 400 steps: %v; resumes: %d", outcomes, resumes)
+	t.Logf("outcomes: %v; resumes: %d", outcomes, resumes)
 	// The generator must reach every end, or the invariants prove little.
 	for _, p := range []Phase{PhaseSucceeded, PhaseRolledBack, PhaseFailed, PhaseAborted} {
 		if outcomes[p] == 0 {
