@@ -621,6 +621,10 @@ func (a *Agent) start(cmd *golivev1.Command) {
 		})
 		log.Info("step finished", "outcome", res.Outcome, "failed_stage", res.FailedStage, "error", res.Error)
 		a.metrics.steps.WithLabelValues(svc, string(res.Outcome)).Inc()
+		if s.Prober != nil && (res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack) {
+			// Another release is live: its health window starts now.
+			s.Prober.Reset()
+		}
 		rp := resultProto(svc, res)
 		a.mu.Lock()
 		delete(a.inflight, cmd.Id)

@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestCommandsFlowThroughEtcdToTheAgentAndBack(t *testing.T) {
 		req  *golivev1.DeployRequest
 		want codes.Code
 	}{
-		{"unknown host", &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-9"}}, codes.NotFound},
+		{"unknown host", &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-9"}}, codes.InvalidArgument},
 		{"service not on host", &golivev1.DeployRequest{Service: "db", Release: "v2", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-1"}}, codes.InvalidArgument},
 		{"release with ..", &golivev1.DeployRequest{Service: "app", Release: "..", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-1"}}, codes.InvalidArgument},
 		{"release with /", &golivev1.DeployRequest{Service: "app", Release: "a/b", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-1"}}, codes.InvalidArgument},
@@ -65,14 +66,27 @@ func TestCommandsFlowThroughEtcdToTheAgentAndBack(t *testing.T) {
 	if dep.Rollout.FencingToken != ap.Approval.FencingToken || len(dep.Rollout.Hosts) != 1 {
 		t.Fatalf("rollout = %v", dep.Rollout)
 	}
-	cmdID := dep.Rollout.Hosts[0].CommandId
-	testenv.WaitFor(t, 10*time.Second, "the agent's answer stored", func() bool {
+	// A second deploy of the service while one runs is refused, naming it.
+	if _, err := ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v3", ArtifactUrl: "file:///x", Sha256: sha, Hosts: []string{"web-1"}}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), dep.Rollout.Id) {
+		t.Fatalf("second deploy: %v", err)
+	}
+	// This in-process agent has no release engine: it refuses the command,
+	// and its answer ends the rollout.
+	var final *golivev1.Rollout
+	testenv.WaitFor(t, 15*time.Second, "the agent's answer ends the rollout", func() bool {
 		r, err := ctl.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: dep.Rollout.Id})
-		return err == nil && r.Rollout.State != "running" && r.Rollout.Hosts[0].State != "pending"
+		if err != nil {
+			return false
+		}
+		final = r.Rollout
+		return final.State == "failed" || final.State == "rolled_back" || final.State == "succeeded"
 	})
-	res, err := c.Client().Get(t.Context(), c.Keys().Result("web-1", cmdID))
-	if err != nil || len(res.Kvs) != 1 {
-		t.Fatalf("result for %s: %v %v", cmdID, res, err)
+	if final.State == "succeeded" {
+		t.Fatalf("rollout succeeded on an agent that cannot deploy: %v", final)
+	}
+	res, err := c.Client().Get(t.Context(), c.Keys().HostResults("web-1"), clientv3.WithPrefix())
+	if err != nil || len(res.Kvs) == 0 {
+		t.Fatalf("no result stored for web-1: %v", err)
 	}
 	if pending, _ := c.Client().Get(t.Context(), c.Keys().HostCommands("web-1"), clientv3.WithPrefix(), clientv3.WithCountOnly()); pending.Count != 0 {
 		t.Fatalf("%d commands still pending", pending.Count)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
+	"github.com/golive/golive/internal/notify"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -63,6 +64,8 @@ func (c *control) Authorize(ctx context.Context, req *golivev1.AuthorizeRequest)
 		return nil, toStatus(err)
 	}
 	c.s.log.Info("automation authorized", "actor", actor, "fencing_token", a.Token, "expires_at", a.ExpiresAt)
+	c.s.notifier.Notify(notify.Event{Kind: notify.KindApprovalGranted, Actor: actor, Reason: req.Reason, FencingToken: a.Token,
+		Details: map[string]string{"expires_at": a.ExpiresAt.UTC().Format(time.RFC3339)}})
 	c.s.hub.Broadcast(approvalUpdate(a, a.Token, "granted"))
 	return &golivev1.AuthorizeResponse{Approval: approvalProto(a)}, nil
 }
@@ -75,6 +78,7 @@ func (c *control) Revoke(ctx context.Context, req *golivev1.RevokeRequest) (*gol
 	}
 	if tok != 0 {
 		c.s.log.Info("automation revoked", "actor", actor, "fencing_token", tok)
+		c.s.notifier.Notify(notify.Event{Kind: notify.KindApprovalRevoked, Actor: actor, Reason: req.Reason, FencingToken: tok})
 		c.s.hub.Broadcast(&golivev1.ApprovalUpdate{Revision: rev, Reason: "revoked"})
 	}
 	return &golivev1.RevokeResponse{Revoked: tok != 0, FencingToken: tok}, nil
@@ -153,28 +157,35 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 	if req.Service == "" || req.Release == "" {
 		return nil, toStatus(fmt.Errorf("%w: --service and --release are required", errInvalid))
 	}
+	if !req.DryRun {
+		// The approval gate comes first: without it nothing is planned,
+		// nothing is written.
+		if _, err := c.requireApproval(ctx); err != nil {
+			c.s.metrics.deploysRefused.WithLabelValues("no_approval").Inc()
+			c.s.log.Warn("deploy refused: no approval", "actor", actor, "service", req.Service, "release", req.Release)
+			return nil, toStatus(err)
+		}
+		if req.ArtifactUrl == "" || len(req.Sha256) != 64 {
+			return nil, toStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", errInvalid))
+		}
+	}
+	sched, err := c.s.plan(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	if req.DryRun {
-		hosts := append([]string(nil), req.Hosts...)
-		return &golivev1.DeployResponse{Rollout: &golivev1.Rollout{Service: req.Service, Release: req.Release, State: "plan", Kind: "deploy",
-			Waves: []*golivev1.Wave{{Index: 0, Name: "all", Hosts: hosts, State: "planned"}}}}, nil
+		return &golivev1.DeployResponse{Rollout: planProto(sched)}, nil
 	}
 	a, err := c.requireApproval(ctx)
 	if err != nil {
-		c.s.metrics.deploysRefused.WithLabelValues("no_approval").Inc()
-		c.s.log.Warn("deploy refused: no approval", "actor", actor, "service", req.Service, "release", req.Release)
 		return nil, toStatus(err)
 	}
-	if req.ArtifactUrl == "" || len(req.Sha256) != 64 {
-		return nil, toStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", errInvalid))
-	}
-	r, err := c.s.startCommands(ctx, actor, src, "deploy", req.Service, req.Release, req.Hosts, a.Token, func(string) *golivev1.Command {
-		return &golivev1.Command{Action: &golivev1.Command_Deploy{Deploy: &golivev1.DeployAction{
-			Service: req.Service, Release: req.Release, ArtifactUrl: req.ArtifactUrl, Sha256: req.Sha256, Signature: req.Signature, AutoRollback: true,
-		}}}
-	})
+	r, err := c.s.startRollout(ctx, actor, src, a.Token, req, sched)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	c.s.notifier.Notify(notify.Event{Kind: notify.KindRolloutStarted, Actor: actor, RolloutID: r.Id, Service: req.Service, Release: req.Release, FencingToken: a.Token})
+	r.StateJson = ""
 	return &golivev1.DeployResponse{Rollout: r}, nil
 }
 
@@ -182,6 +193,10 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 // always audited.
 func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (*golivev1.RollbackResponse, error) {
 	actor, src := actorAndSource(ctx)
+	if running, err := c.s.cli.Get(ctx, c.s.keys.ServiceLock(req.Service)); err == nil && len(running.Kvs) == 1 {
+		id := string(running.Kvs[0].Value)
+		return nil, toStatus(fmt.Errorf("%w: rollout %s of %s is running: `golive-controller abort %s` stops it and rolls back every host it touched", errConflict, id, req.Service, id))
+	}
 	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
 		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
 			Service: req.Service, ToRelease: req.ToRelease, Operator: true, RestoreDbBackupId: req.RestoreDbBackupId,

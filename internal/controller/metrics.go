@@ -18,6 +18,9 @@ type metrics struct {
 	slowDisconnects prometheus.Counter
 	refusedConnects *prometheus.CounterVec
 	deploysRefused  *prometheus.CounterVec
+	rollouts        *prometheus.CounterVec
+	rolloutDuration prometheus.Histogram
+	gateFailures    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,6 +39,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refusedConnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_agent_refused_total", Help: "Agent connections refused, by reason."}, []string{"reason"}),
 		deploysRefused:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_deploys_refused_total", Help: "Deploys refused, by reason."}, []string{"reason"}),
 	}
+	m.rollouts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_rollouts_total", Help: "Rollouts ended, by outcome."}, []string{"outcome"})
+	m.rolloutDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "golive_controller_rollout_duration_seconds", Help: "Rollout duration from start to end.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
+	m.gateFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_gate_failures_total", Help: "Wave health gates that failed."})
+	reg.MustRegister(m.rollouts, m.rolloutDuration, m.gateFailures)
 	reg.MustRegister(m.agentsConnected, m.approvalActive, m.approvalExpiry, m.approvalToken, m.isLeader, m.rpcTotal, m.rpcDuration,
 		m.etcdErrors, m.broadcasts, m.slowDisconnects, m.refusedConnects, m.deploysRefused)
 	return m

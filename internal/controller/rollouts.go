@@ -238,8 +238,11 @@ func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, _ := marshal.Marshal(res)
-	s.updateRollout(ctx, rolloutOf(res.CommandId), "result", func(r *golivev1.Rollout) { applyResult(r, host, res) },
-		clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId)))
+	s.updateRollout(ctx, rolloutOf(res.CommandId), "result", func(r *golivev1.Rollout) {
+		if r.StateJson == "" { // the leader's executor owns fleet rollouts' records
+			applyResult(r, host, res)
+		}
+	}, clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId)))
 }
 
 // recordProgress shows a host's current stage in its rollout.
@@ -247,6 +250,9 @@ func (s *Server) recordProgress(host string, p *golivev1.CommandProgress) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.updateRollout(ctx, rolloutOf(p.CommandId), "progress", func(r *golivev1.Rollout) {
+		if r.StateJson != "" {
+			return
+		}
 		for _, h := range r.Hosts {
 			if h.HostId == host && h.CommandId == p.CommandId && (h.State == "pending" || h.State == "running") {
 				h.State, h.Stage = "running", p.Stage
@@ -330,7 +336,8 @@ func (s *Server) activeRollouts(ctx context.Context) ([]*golivev1.Rollout, error
 		if err := protojson.Unmarshal(kv.Value, r); err != nil {
 			continue
 		}
-		if r.State == "running" {
+		if !terminal(r.State) {
+			r.StateJson = ""
 			out = append(out, r)
 		}
 	}

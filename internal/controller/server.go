@@ -41,6 +41,7 @@ import (
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/embedetcd"
+	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -60,6 +61,8 @@ type Config struct {
 	PresenceTTL       time.Duration
 	HeartbeatInterval time.Duration
 	ArtifactsDir      string
+	// Webhooks receive approval and rollout notifications.
+	Webhooks []notify.Receiver
 	// Ready, when set, is called once the daemon serves (tests use it).
 	Ready func(*Server)
 }
@@ -118,6 +121,8 @@ type Server struct {
 	hub       *hub
 	metrics   *metrics
 	health    *health.Server
+	notifier  *notify.Notifier
+	kick      chan struct{}
 	isLeader  atomic.Bool
 	election  atomic.Pointer[concurrency.Election]
 
@@ -199,6 +204,16 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	if httpLis != nil {
 		s.metricsAddr = httpLis.Addr()
 	}
+	s.kick = make(chan struct{}, 1)
+	nm, err := notify.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	if s.notifier, err = notify.New(notify.Config{Receivers: cfg.Webhooks}, log.Named("webhooks"), nm); err != nil {
+		return fmt.Errorf("--webhook: %w", err)
+	}
+	s.notifier.Start()
+	defer s.notifier.Close()
 	s.hub = newHub(log.Named("agents"), cli, keys, cfg.ReplicaID, s.metrics, cfg.HeartbeatInterval)
 	s.hub.onHello = func(host string, _ *golivev1.Hello) { s.pendingFor(host) }
 	s.hub.onResult = s.recordResult
@@ -352,12 +367,17 @@ func (s *Server) runElection(ctx context.Context) {
 		s.log.Info("leading", "replica", s.cfg.ReplicaID)
 		s.isLeader.Store(true)
 		s.metrics.isLeader.Set(1)
-		// Leader-only loops (the rollout executor) run here, under sess.
+		// Leader-only loops (the rollout executor) run under sess.
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.runExecutor(lctx, e) }()
 		select {
 		case <-ctx.Done():
 		case <-sess.Done():
 			s.log.Warn("lost leadership: etcd session ended")
 		}
+		cancel()
+		<-done
 		s.isLeader.Store(false)
 		s.metrics.isLeader.Set(0)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -380,6 +400,9 @@ func (s *Server) watchApproval(ctx context.Context) {
 	s.approvals.Watch(ctx, func(ev approval.Event) {
 		if ev.Reason == "lost" {
 			s.log.Warn("etcd unreachable or without leader: treating automation as revoked until it is back")
+		}
+		if ev.Reason == "expired" && s.IsLeader() {
+			s.notifier.Notify(notify.Event{Kind: notify.KindApprovalExpired, Actor: "system", Reason: "ttl ran out"})
 		}
 		s.hub.Broadcast(approvalUpdate(ev.Approval, ev.Revision, ev.Reason))
 	})

@@ -71,7 +71,7 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 				v = "v3"
 			}
 			resp, err := ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: v, Hosts: []string{host},
-				ArtifactUrl: "http://" + httpAddr + "/artifacts/sampleapp-" + v + ".tar.gz", Sha256: sums[v]})
+				ArtifactUrl: "http://" + httpAddr + "/artifacts/sampleapp-" + v + ".tar.gz", Sha256: sums[v], MinHealthy: durationpb.New(time.Second)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +134,7 @@ func waitToken(t *testing.T, ctl golivev1.ControlServiceClient, host string) {
 func deployTo(t *testing.T, ctl golivev1.ControlServiceClient, httpAddr string, sums map[string]string, host, v string) *golivev1.Rollout {
 	t.Helper()
 	resp, err := ctl.Deploy(t.Context(), &golivev1.DeployRequest{Service: "app", Release: v, Hosts: []string{host},
-		ArtifactUrl: "http://" + httpAddr + "/artifacts/sampleapp-" + v + ".tar.gz", Sha256: sums[v]})
+		ArtifactUrl: "http://" + httpAddr + "/artifacts/sampleapp-" + v + ".tar.gz", Sha256: sums[v], MinHealthy: durationpb.New(time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}

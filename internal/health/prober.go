@@ -110,6 +110,9 @@ func (p *Prober) Observe(latency time.Duration, err error) {
 // Snapshot summarises the window now.
 func (p *Prober) Snapshot() Stats { return p.window.Snapshot() }
 
+// Reset empties the sliding window (see Window.Reset).
+func (p *Prober) Reset() { p.window.Reset() }
+
 func (p *Prober) loop(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(p.cfg.Interval)

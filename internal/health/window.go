@@ -72,6 +72,15 @@ func NewWindow(size time.Duration, maxSamples int, now func() time.Time) *Window
 	return &Window{size: size, now: now, maxSamples: maxSamples}
 }
 
+// Reset forgets every sample: the window then describes only what comes
+// after (the agent resets it when a new release goes live, so a gate never
+// judges a release by its predecessor's requests).
+func (w *Window) Reset() {
+	w.mu.Lock()
+	w.samples, w.head = nil, 0
+	w.mu.Unlock()
+}
+
 // Observe records one request that took latency and failed with err (nil on
 // success).
 func (w *Window) Observe(latency time.Duration, err error) {

@@ -426,7 +426,7 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 		if err != nil {
 			return err
 		}
-		if r.State != "running" {
+		if terminalState(r.State) {
 			if co.output == "json" {
 				co.printJSON(cmd.OutOrStdout(), r)
 			} else {
