@@ -89,15 +89,26 @@ ART=http://127.0.0.1:$((BASE+1))/artifacts
 sha() { awk -v f="sampleapp-$1.tar.gz" '$2==f {print $1}' dist/SHA256SUMS; }
 serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(curl -s --max-time 1 127.0.0.1:$((BASE+20+i))/version || echo DOWN)"; done; }
 
-step "deploy v1, then v2, to the three hosts (fetch, sha256, safe unpack, swap, restart, health)"
-run $C deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha v1)" --hosts web-1,web-2,web-3 --wait
-run $C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --hosts web-1,web-2,web-3 --wait
+rollout_id() { sed -n 's/^ *"id": "\(.*\)",$/\1/p' | head -1; }
+
+step "deploy v1 everywhere at once (fetch, sha256, safe unpack, swap, restart, health)"
+run $C deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha v1)" --min-healthy 1s --wait
 serving
 
-step "deploy broken v3: its health check fails, every host swaps back to v2 on its own"
-run $C deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz --sha256 "$(sha v3)" --hosts web-1,web-2,web-3 --wait || echo "(exit $? — v3 rolled back, as it must be)"
+step "plan v2 as a canary then one host per wave (dry run: nothing written, no approval needed)"
+run $C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --canary 1 --batch 1 --dry-run
+
+step "roll out v2: canary web-1, then a wave per host, each gated on 2s of measured health; followed live with watch"
+ID=$($C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
+run $C watch "$ID"
+serving
+
+step "roll out broken v3: the canary fails its health check, the gate fails, every touched host goes back to v2 on its own"
+ID=$($C deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz --sha256 "$(sha v3)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
+run $C watch "$ID" || echo "(exit $? — v3 rolled back, as it must be)"
 serving
 run $C agents
+run $C history --service app
 
 step "stop automation: every agent drops the token at once"
 run $C stop --reason "demo over"

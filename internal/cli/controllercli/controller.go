@@ -29,6 +29,7 @@ import (
 
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/controller"
+	"github.com/golive/golive/internal/rollout"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -364,8 +365,9 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 
 func newDeployCmd(co *clientOpts) *cobra.Command {
 	req := &golivev1.DeployRequest{}
-	var hosts string
+	var hosts, selector, maxErr string
 	var wait bool
+	var minHealthy, maxLat, deadline time.Duration
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
@@ -380,8 +382,21 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
 			}
+			if selector != "" {
+				sel, err := rollout.ParseSelector(selector)
+				if err != nil {
+					return cli.Usagef("--selector: %v", err)
+				}
+				req.Selector = sel
+			}
+			rate, err := rollout.ParseRate(maxErr)
+			if err != nil {
+				return cli.Usagef("--max-error-rate: %v", err)
+			}
+			req.MaxErrorRate = rate
+			req.MinHealthy, req.MaxAvgLatency, req.ProgressDeadline = durationpb.New(minHealthy), durationpb.New(maxLat), durationpb.New(deadline)
 			var id string
-			err := run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
+			err = run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
 				resp, err := c.Deploy(ctx, req)
 				if err == nil {
 					id = resp.Rollout.GetId()
@@ -389,10 +404,14 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 				return resp, err
 			}, func(resp *golivev1.DeployResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
 				if req.DryRun {
-					fmt.Fprintf(w, "plan: %s@%s on %s\n", req.Service, req.Release, strings.Join(resp.Rollout.Waves[0].Hosts, ","))
+					fmt.Fprintf(w, "plan for %s@%s (dry run: nothing written):\n", req.Service, req.Release)
+					for _, wv := range resp.Rollout.Waves {
+						fmt.Fprintf(w, "  wave %d %-7s %s\n", wv.Index, wv.Name, strings.Join(wv.Hosts, ","))
+					}
 					return nil
 				}
-				fmt.Fprintf(w, "rollout %s started: %s@%s on %d hosts\n", resp.Rollout.Id, req.Service, req.Release, len(resp.Rollout.Hosts))
+				fmt.Fprintf(w, "rollout %s started: %s@%s on %d hosts in %d waves (follow it: golive-controller watch %s)\n",
+					resp.Rollout.Id, req.Service, req.Release, len(resp.Rollout.Hosts), len(resp.Rollout.Waves), resp.Rollout.Id)
 				return nil
 			})
 			if err != nil || !wait || req.DryRun {
@@ -406,9 +425,17 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Release, "release", "", "release id")
 	f.StringVar(&req.ArtifactUrl, "artifact", "", "artifact URL (http, https, file)")
 	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
-	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
-	f.BoolVar(&req.DryRun, "dry-run", false, "print the plan only (needs no approval)")
-	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome (exit 1 unless all succeeded)")
+	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service, or --selector)")
+	f.StringVar(&selector, "selector", "", "agent labels key=value,... (all must match)")
+	f.Uint32Var(&req.Canary, "canary", 0, "hosts in the first wave (0: no canary)")
+	f.StringVar(&req.Batch, "batch", "", "hosts per later wave: N or P% (default: all the rest at once)")
+	f.DurationVar(&minHealthy, "min-healthy", rollout.DefaultMinHealthy, "bake time per wave: its hosts must stay within the limits this long")
+	f.StringVar(&maxErr, "max-error-rate", "0.1%", "highest error rate a wave's hosts may show (e.g. 0.1% or 0.001)")
+	f.DurationVar(&maxLat, "max-avg-latency", rollout.DefaultMaxAvgLatency, "highest average latency a wave's hosts may show")
+	f.BoolVar(&req.PauseAfterCanary, "pause-after-canary", false, "wait for `resume` after the canary passes")
+	f.DurationVar(&deadline, "progress-deadline", rollout.DefaultProgressDeadline, "longest a wave (or the fleet rollback) may take")
+	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
+	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
 	return cmd
 }
 
@@ -577,6 +604,7 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 			w := cmd.OutOrStdout()
 			tty := isTerminal(w)
 			var last *golivev1.Rollout
+			lastLine := ""
 			for {
 				resp, err := stream.Recv()
 				if err == io.EOF {
@@ -593,7 +621,11 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 					fmt.Fprint(w, "\033[H\033[2J")
 					printWatch(w, resp)
 				default:
-					printWatchLine(w, resp)
+					// One line per visible change.
+					if line := watchLine(resp); line != lastLine {
+						fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), line)
+						lastLine = line
+					}
 				}
 			}
 			if last != nil && last.State != "succeeded" {
@@ -626,7 +658,9 @@ func progressBar(done, total, width int) string {
 func hostsDone(r *golivev1.Rollout) int {
 	n := 0
 	for _, h := range r.Hosts {
-		if h.State != "pending" && h.State != "running" && h.State != "" {
+		switch h.State {
+		case "", "waiting", "pending", "running":
+		default:
 			n++
 		}
 	}
@@ -662,17 +696,16 @@ func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse) {
 	tw.Flush()
 }
 
-func printWatchLine(w io.Writer, resp *golivev1.WatchRolloutResponse) {
+func watchLine(resp *golivev1.WatchRolloutResponse) string {
 	r := resp.Rollout
-	line := fmt.Sprintf("%s %s %s@%s %s wave=%d hosts=%d/%d", time.Now().Format("15:04:05"), r.Id, r.Service, orDash(r.Release),
-		r.State, r.CurrentWave, hostsDone(r), len(r.Hosts))
+	line := fmt.Sprintf("%s %s@%s %s wave=%d hosts=%d/%d", r.Id, r.Service, orDash(r.Release), r.State, r.CurrentWave, hostsDone(r), len(r.Hosts))
 	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
 		line += fmt.Sprintf(" gate=%.0f/%.0fs err=%.3f%% lat=%.1fms", g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs)
 	}
 	if r.Reason != "" {
 		line += fmt.Sprintf(" reason=%q", r.Reason)
 	}
-	fmt.Fprintln(w, line)
+	return line
 }
 
 func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error)) *cobra.Command {
