@@ -101,7 +101,7 @@ func (s *Server) startRollout(ctx context.Context, actor, source string, token i
 	now := time.Now()
 	id := now.UTC().Format("20060102T150405") + "-" + newID()[:6]
 	st := rollout.New(id, sched, token, now)
-	rec, err := s.rolloutRecord(st, req, actor)
+	rec, err := s.rolloutRecord(st, req, actor, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -131,13 +131,13 @@ func (s *Server) startRollout(ctx context.Context, actor, source string, token i
 }
 
 // rolloutRecord renders the stored record of a state.
-func (s *Server) rolloutRecord(st rollout.State, req *golivev1.DeployRequest, createdBy string) (string, error) {
+func (s *Server) rolloutRecord(st rollout.State, req *golivev1.DeployRequest, createdBy string, gate *golivev1.GateStatus) (string, error) {
 	sj, err := st.Encode()
 	if err != nil {
 		return "", err
 	}
 	r := st.Proto()
-	r.Request, r.CreatedBy, r.StateJson = req, createdBy, string(sj)
+	r.Request, r.CreatedBy, r.StateJson, r.Gate = req, createdBy, string(sj), gate
 	if st.Phase.Terminal() {
 		r.FinishedAt = timestamppb.New(st.UpdatedAt)
 	}
@@ -310,9 +310,10 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
 	}
 	next, actions := rollout.Next(st, obs, now)
-	if len(actions) == 0 && len(ops) == 0 && next.Phase == st.Phase && next.UpdatedAt.Equal(st.UpdatedAt) {
-		// Nothing moved; refresh the gate figures shown by watch only.
-		return nil
+	gate := gateStatus(next, obs, now)
+	moved := len(actions) > 0 || len(ops) > 0 || next.Phase != st.Phase || !next.UpdatedAt.Equal(st.UpdatedAt)
+	if !moved && (gate == nil || rec.Gate != nil && int(gate.BakedSeconds) == int(rec.Gate.BakedSeconds)) {
+		return nil // nothing moved; the gate figures are refreshed once a second while baking
 	}
 	cmps := []clientv3.Cmp{fence, clientv3.Compare(clientv3.ModRevision(s.keys.Rollout(st.ID)), "=", modRev)}
 	req := rec.Request
@@ -355,7 +356,7 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 	if fenced {
 		cmps = append(cmps, s.approvals.Fence(next.Token))
 	}
-	recStr, err := s.rolloutRecord(next, req, rec.CreatedBy)
+	recStr, err := s.rolloutRecord(next, req, rec.CreatedBy, gate)
 	if err != nil {
 		return err
 	}
@@ -408,4 +409,40 @@ func eventKind(k rollout.EventKind) (notify.Kind, bool) {
 		return notify.KindRolloutHalted, true
 	}
 	return "", false
+}
+
+// gateStatus sums up the bake of the current wave for watch: the touched
+// hosts' error rate and average latency, and how much of the window passed.
+// The decision itself is rollout.Next's, host by host.
+func gateStatus(st rollout.State, obs rollout.Observation, now time.Time) *golivev1.GateStatus {
+	if st.Step != rollout.StepBaking || st.BakeStart.IsZero() {
+		return nil
+	}
+	g := &golivev1.GateStatus{Wave: uint32(st.Wave), WindowSeconds: st.Plan.Gate.MinHealthy.Seconds(),
+		BakedSeconds: min(now.Sub(st.BakeStart).Seconds(), st.Plan.Gate.MinHealthy.Seconds()), Passing: true}
+	var req, errs uint64
+	var lat time.Duration
+	n := 0
+	for _, id := range st.Touched() {
+		h := obs.Hosts[id]
+		if !h.Health.HasData || h.Lost {
+			g.Passing = false
+			g.Detail = "host " + id + " has no health data"
+			continue
+		}
+		req += h.Health.Requests
+		errs += h.Health.Errors
+		lat += h.Health.AvgLatency
+		n++
+	}
+	if req > 0 {
+		g.ErrorRate = float64(errs) / float64(req)
+	}
+	if n > 0 {
+		g.AvgLatencyMs = float64(lat) / float64(n) / float64(time.Millisecond)
+	}
+	if g.ErrorRate >= st.Plan.Gate.MaxErrorRate && st.Plan.Gate.MaxErrorRate > 0 || g.AvgLatencyMs >= float64(st.Plan.Gate.MaxAvgLatency)/float64(time.Millisecond) {
+		g.Passing = false
+	}
+	return g
 }
