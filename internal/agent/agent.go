@@ -164,6 +164,8 @@ type inflightCmd struct {
 	operator bool
 	stage    string
 	cancel   context.CancelFunc
+	// halted: cancelled because its approval ended.
+	halted bool
 }
 
 // MetricsAddr is the bound HTTP address (/metrics, /status).
@@ -371,7 +373,9 @@ func backoff(n int, max time.Duration) time.Duration {
 func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// A controller that stops answering (frozen, partitioned) is left
+		// within about 8 s, for another replica.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", addr, err)
@@ -506,8 +510,9 @@ func (a *Agent) setApproval(u *golivev1.ApprovalUpdate) {
 	// is cancelled (a swap in progress still completes or is undone).
 	a.mu.Lock()
 	for id, c := range a.inflight {
-		if !c.operator && c.token != u.GetFencingToken() {
+		if !c.operator && c.token != u.GetFencingToken() && !c.halted {
 			a.log.Warn("approval ended: halting step", "command_id", id, "service", c.service)
+			c.halted = true
 			c.cancel()
 		}
 	}
@@ -627,6 +632,12 @@ func (a *Agent) start(cmd *golivev1.Command) {
 		}
 		rp := resultProto(svc, res)
 		a.mu.Lock()
+		if ic.halted && res.Outcome != deploystep.OutcomeSucceeded {
+			// Stopped because its approval ended, and the host is back where
+			// it was: a rollout may command it again under a new approval.
+			rp.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED
+			rp.Error = "halted: the approval ended (" + rp.Error + ")"
+		}
 		delete(a.inflight, cmd.Id)
 		a.unacked[cmd.Id] = rp
 		send := a.send

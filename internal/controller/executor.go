@@ -30,6 +30,10 @@ import (
 //	                                    Then(record, commands, consumed requests)
 //	    after commit: webhooks, metrics
 
+// lostGrace is how long a host may be without a stream before a gate
+// counts it as lost: the 30 s in which a vanished agent is shown lost.
+const lostGrace = 30 * time.Second
+
 // planHosts converts known agents for the planner.
 func planHosts(agents []*golivev1.Agent) []rollout.Host {
 	var out []rollout.Host
@@ -279,7 +283,11 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 			ho.RollbackResult = resultOf(r.Outcome)
 		}
 		a := agents[host]
-		ho.Lost = a == nil || a.State != "connected"
+		// Lost for a gate: no stream for longer than the liveness contract
+		// (a host reconnecting to another replica after a failover is not
+		// lost). Until then the gate still needs fresh health data from it,
+		// so a silent host fails closed by the data timeout anyway.
+		ho.Lost = a == nil || a.State != "connected" && (a.LastHeartbeat == nil || now.Sub(a.LastHeartbeat.AsTime()) > lostGrace)
 		if a != nil {
 			for _, sv := range a.Services {
 				if sv.Name == st.Plan.Service && sv.Health != nil && sv.Health.Requests > 0 {

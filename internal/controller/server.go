@@ -226,7 +226,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		grpc.WriteBufferSize(4*1024), grpc.ReadBufferSize(4*1024), grpc.SharedWriteBuffer(true),
 		grpc.InitialWindowSize(64*1024), grpc.InitialConnWindowSize(64*1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(64),
 		grpc.ChainUnaryInterceptor(s.unaryMetrics),
 	)
