@@ -1,7 +1,10 @@
 package controller_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/golive/golive/internal/agent"
+	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/testenv"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -218,6 +222,44 @@ func TestFirstMessageMustBeHello(t *testing.T) {
 		stream.Send(m)
 		if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("got %v, want InvalidArgument", err)
+		}
+	}
+}
+
+func TestWebhooksReceiveApprovalEvents(t *testing.T) {
+	type hook struct {
+		Kind  string `json:"kind"`
+		Actor string `json:"actor"`
+	}
+	got := make(chan hook, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var h hook
+		json.NewDecoder(r.Body).Decode(&h)
+		got <- h
+	}))
+	defer recv.Close()
+	cfg := testenv.ControllerConfig(t)
+	rcv, err := notify.ParseReceiverFlag("json=" + recv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Webhooks = []notify.Receiver{rcv}
+	c := testenv.StartController(t, cfg)
+	ctl, ctx := testenv.Control(t, c.GRPCAddr(), "alice")
+	if _, err := ctl.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: "start automation now", Ttl: durationpb.New(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Revoke(ctx, &golivev1.RevokeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"approval_granted", "approval_revoked"} {
+		select {
+		case h := <-got:
+			if h.Kind != want || h.Actor != "alice" {
+				t.Fatalf("webhook = %+v, want %s by alice", h, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s webhook", want)
 		}
 	}
 }

@@ -204,10 +204,20 @@ func (s *Server) reconcileAll(ctx context.Context, fence clientv3.Cmp) {
 	var agents map[string]*golivev1.Agent
 	var ap approval.Approval
 	loaded := false
+	perState := map[string]int{}
+	defer func() {
+		s.metrics.hostsPerStage.Reset()
+		for st, n := range perState {
+			s.metrics.hostsPerStage.WithLabelValues(st).Set(float64(n))
+		}
+	}()
 	for _, kv := range resp.Kvs {
 		rec, err := s.decodeRecord(kv.Value)
 		if err != nil || rec.StateJson == "" || terminal(rec.State) {
 			continue
+		}
+		for _, h := range rec.Hosts {
+			perState[h.State]++
 		}
 		if !loaded {
 			list, err := s.hub.agents(ctx)
@@ -386,8 +396,11 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 		s.metrics.rolloutDuration.Observe(next.UpdatedAt.Sub(next.CreatedAt).Seconds())
 	}
 	for _, ev := range events {
-		if ev.Kind == rollout.EventGateFailed {
+		switch ev.Kind {
+		case rollout.EventGateFailed:
 			s.metrics.gateFailures.Inc()
+		case rollout.EventWavePassed:
+			s.metrics.waveDuration.Observe(now.Sub(st.PhaseStart).Seconds())
 		}
 		kind, ok := eventKind(ev.Kind)
 		if !ok {

@@ -21,6 +21,8 @@ type metrics struct {
 	rollouts        *prometheus.CounterVec
 	rolloutDuration prometheus.Histogram
 	gateFailures    prometheus.Counter
+	waveDuration    prometheus.Histogram
+	hostsPerStage   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,7 +45,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.rolloutDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "golive_controller_rollout_duration_seconds", Help: "Rollout duration from start to end.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
 	m.gateFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_gate_failures_total", Help: "Wave health gates that failed."})
-	reg.MustRegister(m.rollouts, m.rolloutDuration, m.gateFailures)
+	m.waveDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "golive_controller_wave_duration_seconds", Help: "Wave duration from start to gate passed.",
+		Buckets: prometheus.ExponentialBuckets(0.5, 2, 14)})
+	m.hostsPerStage = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_rollout_hosts", Help: "Hosts of running rollouts (led by this replica) by state."}, []string{"state"})
+	reg.MustRegister(m.rollouts, m.rolloutDuration, m.gateFailures, m.waveDuration, m.hostsPerStage)
 	reg.MustRegister(m.agentsConnected, m.approvalActive, m.approvalExpiry, m.approvalToken, m.isLeader, m.rpcTotal, m.rpcDuration,
 		m.etcdErrors, m.broadcasts, m.slowDisconnects, m.refusedConnects, m.deploysRefused)
 	return m

@@ -29,6 +29,7 @@ import (
 
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/controller"
+	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/rollout"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -83,6 +84,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	cfg := controller.DefaultConfig()
 	var lf cli.LogFlags
 	var endpoints string
+	var webhooks []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the controller daemon",
@@ -90,6 +92,13 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
+			}
+			for _, w := range webhooks {
+				r, err := notify.ParseReceiverFlag(w)
+				if err != nil {
+					return cli.Usagef("--webhook: %v", err)
+				}
+				cfg.Webhooks = append(cfg.Webhooks, r)
 			}
 			if err := cfg.Validate(); err != nil {
 				return cli.UsageError{Err: err}
@@ -114,6 +123,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.ArtifactsDir, "artifacts-dir", "", "serve this directory at http://METRICS-ADDR/artifacts/")
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
+	f.StringArrayVar(&webhooks, "webhook", nil, "send approval and rollout events to json=URL or slack=URL (repeatable)")
 	lf.Add(cmd)
 	return cmd
 }
