@@ -117,7 +117,7 @@ run $C agents
 run $C approval
 
 step "without approval, the operator's rollback still works (the safety path, audited): back to v1"
-run $C rollback --service app --hosts web-1,web-2,web-3 --wait
+run $C rollback --service app --wait
 serving
 
 step "the audit log"

@@ -197,6 +197,23 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 		id := string(running.Kvs[0].Value)
 		return nil, toStatus(fmt.Errorf("%w: rollout %s of %s is running: `golive-controller abort %s` stops it and rolls back every host it touched", errConflict, id, req.Service, id))
 	}
+	if len(req.Hosts) == 0 {
+		// The instant revert: every host that runs the service, at once.
+		agents, err := c.s.hub.agents(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, a := range agents {
+			for _, sv := range a.Services {
+				if sv.Name == req.Service {
+					req.Hosts = append(req.Hosts, a.HostId)
+				}
+			}
+		}
+		if len(req.Hosts) == 0 {
+			return nil, toStatus(fmt.Errorf("%w: no host runs service %q", errNotFound, req.Service))
+		}
+	}
 	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
 		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
 			Service: req.Service, ToRelease: req.ToRelease, Operator: true, RestoreDbBackupId: req.RestoreDbBackupId,

@@ -517,10 +517,12 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 		Short: "put the previous (or --to) release back on hosts: the safety path, allowed without approval, audited",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if req.Service == "" || hosts == "" {
-				return cli.Usagef("rollback needs --service and --hosts")
+			if req.Service == "" {
+				return cli.Usagef("rollback needs --service")
 			}
-			req.Hosts = strings.Split(hosts, ",")
+			if hosts != "" {
+				req.Hosts = strings.Split(hosts, ",")
+			}
 			var id string
 			err := run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RollbackResponse, error) {
 				resp, err := c.Rollback(ctx, req)
@@ -529,7 +531,7 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 				}
 				return resp, err
 			}, func(resp *golivev1.RollbackResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
-				fmt.Fprintf(w, "rollback %s started on %s\n", resp.Rollout.GetId(), hosts)
+				fmt.Fprintf(w, "rollback %s started on %d hosts\n", resp.Rollout.GetId(), len(resp.Rollout.GetHosts()))
 				return nil
 			})
 			if err != nil || !wait {
@@ -540,7 +542,7 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Service, "service", "", "service name")
-	f.StringVar(&hosts, "hosts", "", "comma-separated host ids")
+	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service)")
 	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one)")
 	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome")
 	return cmd

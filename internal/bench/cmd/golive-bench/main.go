@@ -10,9 +10,10 @@
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
+//	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
-// 20 MB; 2,000 swaps; swapload 1s steady and 1s after). The exit status is 1
+// 20 MB; 2,000 swaps; swapload 1s steady and 1s after; rollout 10 hosts). The exit status is 1
 // if any benchmark failed to run; a missed target is reported in its table,
 // not in the exit status.
 package main
@@ -34,6 +35,7 @@ import (
 
 	"github.com/golive/golive/internal/bench/fanout"
 	"github.com/golive/golive/internal/bench/releasebench"
+	"github.com/golive/golive/internal/bench/rolloutbench"
 	"github.com/golive/golive/internal/bench/swapload"
 )
 
@@ -56,6 +58,7 @@ var benches = []bench{
 	{"fetch-unpack", runFetchUnpack},
 	{"swaps", runSwaps},
 	{"swapload", runSwapload},
+	{"rollout", runRollout},
 }
 
 func main() {
@@ -215,6 +218,20 @@ func runSwapload(ctx context.Context, w io.Writer, cfg config) error {
 	res, err := swapload.Run(ctx, opts)
 	if res.Total.Requests > 0 {
 		if perr := swapload.PrintTable(w, res); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func runRollout(ctx context.Context, w io.Writer, cfg config) error {
+	opts := rolloutbench.Options{ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress}
+	if cfg.quick {
+		opts.Hosts = 10
+	}
+	res, err := rolloutbench.Run(ctx, opts)
+	if res.Rollout > 0 {
+		if perr := rolloutbench.PrintTable(w, res); perr != nil && err == nil {
 			err = perr
 		}
 	}
