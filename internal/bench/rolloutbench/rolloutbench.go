@@ -278,6 +278,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		for _, h := range hosts {
 			ps = append(ps, h.p)
 		}
+		ctlDied := ctl.exited()
 		logf("stopping %d agents", len(ps))
 		stopProcs(ps, 20*time.Second)
 		res.Leftovers = killUnder(dir)
@@ -288,7 +289,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		if res.Leftovers > 0 {
 			logf("killed %d processes left in %s", res.Leftovers, dir)
 		}
-		if err != nil && ctl.exited() {
+		if err != nil && ctlDied {
 			err = fmt.Errorf("%w; controller log:\n%s", err, tail(ctlLog, 15))
 		}
 	}()
