@@ -627,8 +627,15 @@ func (a *Agent) start(cmd *golivev1.Command) {
 		log.Info("step finished", "outcome", res.Outcome, "failed_stage", res.FailedStage, "error", res.Error)
 		a.metrics.steps.WithLabelValues(svc, string(res.Outcome)).Inc()
 		if s.Prober != nil && (res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack) {
-			// Another release is live: its health window starts now.
+			// Another release is live: its health window starts now, and
+			// its first figures go out without waiting for the next
+			// heartbeat (a rollout's gate is waiting for them).
 			s.Prober.Reset()
+			a.ops.Add(1)
+			go func() {
+				defer a.ops.Done()
+				a.heartbeatWhenHealthData(s)
+			}()
 		}
 		rp := resultProto(svc, res)
 		a.mu.Lock()
@@ -650,6 +657,34 @@ func (a *Agent) start(cmd *golivev1.Command) {
 			send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: rp}})
 		}
 	}()
+}
+
+// heartbeatWhenHealthData sends a heartbeat as soon as the service's fresh
+// health window has a sample (bounded: 5 s).
+func (a *Agent) heartbeatWhenHealthData(s *Service) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-a.opCtx.Done():
+			return
+		case <-deadline:
+			return
+		case <-t.C:
+			if s.Prober.Snapshot().Requests == 0 {
+				continue
+			}
+			a.mu.Lock()
+			send := a.send
+			a.mu.Unlock()
+			if send != nil {
+				send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
+					Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
+			}
+			return
+		}
+	}
 }
 
 func (a *Agent) unackedResults() []*golivev1.CommandResult {

@@ -123,7 +123,9 @@ func (c *agentConn) send(m any) bool {
 func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica string, m *metrics, heartbeat time.Duration) *hub {
 	h := &hub{
 		log: log, cli: cli, keys: keys, replica: replica, metrics: m,
-		heartbeat: heartbeat, timeout: 3 * heartbeat, flushEvery: 2 * time.Second,
+		// Lost after 3 missed heartbeats, but never sooner than 15 s: a
+		// loaded controller must not drop agents that are merely slow.
+		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: 2 * time.Second,
 		conns:    map[string]*agentConn{},
 		flushReq: make(chan struct{}, 1),
 	}
@@ -379,12 +381,17 @@ func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		// Health figures move with every probe: they reach etcd with the
 		// next periodic flush (the leader's gates read them there).
 		healthMoved := healthChanged(c.record.Services, p.Heartbeat.Services)
+		firstData := healthFirstData(c.record.Services, p.Heartbeat.Services)
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
 		c.dirty = c.dirty || changed || healthMoved
 		c.mu.Unlock()
+		if firstData {
+			// A new release's first health figures: a gate waits for them.
+			h.requestFlush()
+		}
 		c.tokenHeld.Store(p.Heartbeat.FencingToken)
 		if changed {
 			h.requestFlush()
@@ -426,11 +433,26 @@ func (h *hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	}
 	c.dirty = true
 	c.mu.Unlock()
-	if h.onResult != nil {
-		h.onResult(c.host, r)
-	}
 	h.requestFlush()
-	c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
+	// Storing the result takes etcd round trips: not on the receive path,
+	// where it would hold up heartbeats. The agent resends until acked.
+	go func() {
+		if h.onResult != nil {
+			h.onResult(c.host, r)
+		}
+		c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
+	}()
+}
+
+// healthFirstData reports whether a service went from no health samples
+// to some (a fresh window after a release went live).
+func healthFirstData(a, b []*golivev1.ServiceState) bool {
+	for i := range b {
+		if i < len(a) && a[i].GetHealth().GetRequests() == 0 && b[i].GetHealth().GetRequests() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func healthChanged(a, b []*golivev1.ServiceState) bool {

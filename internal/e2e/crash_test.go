@@ -115,16 +115,19 @@ func TestKill9AtEveryStageBoundary(t *testing.T) {
 	t.Logf("kill -9 at stage boundaries: %d crashes, %d torn hosts", total, torn)
 }
 
+// waitToken waits until host's agent, started at or after now, is
+// connected and holds the approval token (not a previous agent's stream).
 func waitToken(t *testing.T, ctl golivev1.ControlServiceClient, host string) {
 	t.Helper()
-	testenv.WaitFor(t, 20*time.Second, host+" connected with the token", func() bool {
+	since := time.Now().Add(-100 * time.Millisecond)
+	testenv.WaitFor(t, 30*time.Second, host+" connected with the token", func() bool {
 		la, err := ctl.ListAgents(t.Context(), &golivev1.ListAgentsRequest{})
 		if err != nil {
 			return false
 		}
 		for _, a := range la.Agents {
 			if a.HostId == host {
-				return a.State == "connected" && a.FencingToken != 0
+				return a.State == "connected" && a.FencingToken != 0 && a.ConnectedAt.AsTime().After(since)
 			}
 		}
 		return false

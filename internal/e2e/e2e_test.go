@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,26 @@ import (
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's output copier and
+// the test reading it at the same time.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func start(t *testing.T, name string, bin string, args ...string) *proc {
@@ -34,7 +54,7 @@ func start(t *testing.T, name string, bin string, args ...string) *proc {
 
 func startEnv(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &bytes.Buffer{}}
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}}
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
