@@ -659,12 +659,15 @@ func (a *Agent) start(cmd *golivev1.Command) {
 	}()
 }
 
-// heartbeatWhenHealthData sends a heartbeat as soon as the service's fresh
-// health window has a sample (bounded: 5 s).
+// heartbeatWhenHealthData reports a service whose release just went live
+// closely for a few seconds: a heartbeat as soon as its fresh health window
+// has a sample, then every 500 ms for 5 s, so a rollout's gate (which wants
+// samples newer than its bake window) need not wait for the regular beat.
 func (a *Agent) heartbeatWhenHealthData(s *Service) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.After(5 * time.Second)
+	var last time.Time
 	for {
 		select {
 		case <-a.opCtx.Done():
@@ -672,9 +675,10 @@ func (a *Agent) heartbeatWhenHealthData(s *Service) {
 		case <-deadline:
 			return
 		case <-t.C:
-			if s.Prober.Snapshot().Requests == 0 {
+			if s.Prober.Snapshot().Requests == 0 || time.Since(last) < 500*time.Millisecond {
 				continue
 			}
+			last = time.Now()
 			a.mu.Lock()
 			send := a.send
 			a.mu.Unlock()
@@ -682,7 +686,6 @@ func (a *Agent) heartbeatWhenHealthData(s *Service) {
 				send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
 					Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
 			}
-			return
 		}
 	}
 }

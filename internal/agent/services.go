@@ -90,7 +90,9 @@ func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.
 		}
 		mgr = m
 	default:
-		ec := execmgr.Config{Name: sc.Name, Command: sc.Command(sc.Port), LogFile: cfg.LogFile(sc), Logger: log}
+		// A start is judged by the deploy's health check (K successes); the
+		// manager only needs to catch an immediate exit.
+		ec := execmgr.Config{Name: sc.Name, Command: sc.Command(sc.Port), LogFile: cfg.LogFile(sc), Logger: log, StartGrace: 300 * time.Millisecond}
 		if sc.Exec != nil {
 			ec.EnvFile, ec.StopTimeout = sc.Exec.EnvFile, sc.Exec.StopTimeout
 		}

@@ -125,7 +125,7 @@ func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica str
 		log: log, cli: cli, keys: keys, replica: replica, metrics: m,
 		// Lost after 3 missed heartbeats, but never sooner than 15 s: a
 		// loaded controller must not drop agents that are merely slow.
-		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: 2 * time.Second,
+		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: 500 * time.Millisecond,
 		conns:    map[string]*agentConn{},
 		flushReq: make(chan struct{}, 1),
 	}
