@@ -336,6 +336,8 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 	cmps := []clientv3.Cmp{fence, clientv3.Compare(clientv3.ModRevision(s.keys.Rollout(st.ID)), "=", modRev)}
 	req := rec.Request
 	var events []rollout.EmitEvent
+	var started []rollout.StartWave
+	var rollbacks []rollout.RollBack
 	fenced := false
 	for _, a := range actions {
 		switch a := a.(type) {
@@ -348,7 +350,7 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 				b, _ := marshal.Marshal(cmd)
 				ops = append(ops, clientv3.OpPut(s.keys.Command(c.Host, c.ID), string(b)))
 			}
-			s.log.Info("wave started", "rollout_id", st.ID, "wave", a.Wave, "name", a.Name, "hosts", a.Hosts())
+			started = append(started, a)
 		case rollout.RollBack:
 			token := next.Token
 			if a.Operator {
@@ -362,7 +364,7 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 				b, _ := marshal.Marshal(cmd)
 				ops = append(ops, clientv3.OpPut(s.keys.Command(t.Host, t.ID), string(b)))
 			}
-			s.log.Warn("rolling back every touched host", "rollout_id", st.ID, "reason", a.Reason, "hosts", len(a.Targets))
+			rollbacks = append(rollbacks, a)
 		case rollout.Finish:
 			lock := s.keys.ServiceLock(req.Service)
 			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(lock), "=", st.ID)}, []clientv3.Op{clientv3.OpDelete(lock)}, nil))
@@ -387,6 +389,14 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 	if !tr.Succeeded {
 		// Deposed, raced, or the approval ended: the next pass sees why.
 		return nil
+	}
+	// Logged only once committed: a deposed leader's attempts leave no trace
+	// but "lost leadership".
+	for _, a := range started {
+		s.log.Info("wave started", "rollout_id", st.ID, "wave", a.Wave, "name", a.Name, "hosts", a.Hosts())
+	}
+	for _, a := range rollbacks {
+		s.log.Warn("rolling back every touched host", "rollout_id", st.ID, "reason", a.Reason, "hosts", len(a.Targets))
 	}
 	if next.Phase != st.Phase {
 		s.log.Info("rollout state", "rollout_id", st.ID, "from", st.Phase, "to", next.Phase, "reason", next.Reason)

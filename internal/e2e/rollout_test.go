@@ -317,10 +317,19 @@ func TestRolloutSurvivesLeaderKill9AndStaleLeaderIsFenced(t *testing.T) {
 	}
 	took := testenv.WaitFor(t, 15*time.Second, other+" leads", func() bool { return leader(other) == other })
 	t.Logf("%s took over %s after %s was stopped", other, took, lead)
+	contAt := len(reps[lead].out.String())
 	reps[lead].cmd.Process.Signal(syscall.SIGCONT)
 	r := finish(t, f.ctl, f.ctx, id)
 	if r.State != "succeeded" {
 		t.Fatalf("rollout after failover: %s %q", r.State, r.Reason)
+	}
+	// The stale leader, woken up, committed nothing: no wave, no rollback,
+	// no state change of the rollout came from it.
+	after := reps[lead].out.String()[contAt:]
+	for _, committed := range []string{"wave started", "rolling back", "rollout state"} {
+		if strings.Contains(after, committed) {
+			t.Fatalf("the stale leader %s logged %q after SIGCONT:\n%s", lead, committed, after)
+		}
 	}
 	f.allServe("v2")
 	for h, n := range f.deploysStarted("v2") {
