@@ -42,6 +42,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/golive/golive/internal/bench/benchkit"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -200,50 +201,51 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctrl, err := startController(ctx, opts, dir)
+	ctrl, err := benchkit.StartController(benchkit.ControllerSpec{Bin: opts.ControllerBin, Dir: dir,
+		Args: opts.ControllerArgs, Env: opts.ControllerEnv, Log: opts.ControllerLog})
 	if err != nil {
 		return res, err
 	}
-	defer ctrl.stop()
+	defer ctrl.Stop(15 * time.Second)
 	// The controller exiting early ends the run.
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
-	stopWatch := context.AfterFunc(ctrl.ctx, func() { cancelCause(ctrl.exitErr()) })
+	stopWatch := context.AfterFunc(ctrl.Context(), func() { cancelCause(ctrl.Err()) })
 	defer stopWatch()
 
 	fail := func(err error) (Result, error) {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(cause, context.Canceled) {
 			err = fmt.Errorf("%w (%v)", err, cause)
 		}
-		if tail := ctrl.logTail(); tail != "" {
+		if tail := ctrl.LogTail(15); tail != "" {
 			err = fmt.Errorf("%w\ncontroller log (last lines):\n%s", err, tail)
 		}
 		res.Err = err
 		return res, err
 	}
 
-	if err := ctrl.waitReady(ctx, opts.PhaseTimeout); err != nil {
+	if err := ctrl.WaitReady(ctx, opts.PhaseTimeout); err != nil {
 		return fail(err)
 	}
-	if res.RSSBefore, err = rss(ctrl.pid()); err != nil {
+	if res.RSSBefore, err = ctrl.RSS(); err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(opts.Log, "fanout N=%d: controller pid %d ready on %s, RSS %.1f MB\n", opts.N, ctrl.pid(), ctrl.grpcAddr, mb(res.RSSBefore))
+	fmt.Fprintf(opts.Log, "fanout N=%d: controller pid %d ready on %s, RSS %.1f MB\n", opts.N, ctrl.PID(), ctrl.GRPCAddr, mb(res.RSSBefore))
 
-	fleet := newFleet(opts, ctrl.grpcAddr)
+	fleet := newFleet(opts, ctrl.GRPCAddr)
 	defer fleet.stop()
 	start := time.Now()
 	if err := fleet.connect(ctx); err != nil {
 		return fail(err)
 	}
 	res.ConnectTime = time.Since(start)
-	if res.RSSAfter, err = rss(ctrl.pid()); err != nil {
+	if res.RSSAfter, err = ctrl.RSS(); err != nil {
 		return fail(err)
 	}
 	fmt.Fprintf(opts.Log, "fanout N=%d: %d agents connected in %s, controller RSS %.1f MB\n",
 		opts.N, opts.N, res.ConnectTime.Round(time.Millisecond), mb(res.RSSAfter))
 
-	op, err := grpc.NewClient("passthrough:///"+ctrl.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	op, err := grpc.NewClient("passthrough:///"+ctrl.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fail(err)
 	}
@@ -261,7 +263,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 			d := time.Duration(res.RoundsDone)
 			res.ControllerCPU, res.AgentsCPU, res.Wall = ctrlCPU/d, selfCPUSum/d, wall/d
 		}
-		res.RSSEnd, _ = rss(ctrl.pid())
+		res.RSSEnd, _ = ctrl.RSS()
 	}
 	res.Acked = opts.N
 	for r := range opts.Rounds {
@@ -283,8 +285,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		// Revoke, and time every agent's receipt and ack.
 		ph = fleet.begin(false)
 		cctx, ccancel = context.WithTimeout(octx, opts.PhaseTimeout)
-		cpu0, _ := procCPU(ctrl.pid())
-		self0 := selfCPU()
+		cpu0, _ := ctrl.CPU()
+		self0 := benchkit.SelfCPU()
 		called := fleet.now()
 		_, err = control.Revoke(cctx, &golivev1.RevokeRequest{Reason: fmt.Sprintf("fan-out bench round %d", r+1)})
 		returned := fleet.now()
@@ -295,9 +297,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		rpc = append(rpc, time.Duration(returned-called))
 		n := ph.wait(ctx, opts.PhaseTimeout)
 		wall += time.Duration(fleet.now() - called)
-		cpu1, _ := procCPU(ctrl.pid())
+		cpu1, _ := ctrl.CPU()
 		ctrlCPU += cpu1 - cpu0
-		selfCPUSum += selfCPU() - self0
+		selfCPUSum += benchkit.SelfCPU() - self0
 		res.Acked = min(res.Acked, n)
 		var roundMax, roundMaxCall time.Duration
 		roundMinCall := time.Duration(1<<63 - 1)

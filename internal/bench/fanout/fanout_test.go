@@ -3,32 +3,27 @@ package fanout
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/golive/golive/internal/bench/benchkit"
 )
 
 // buildController builds ./cmd/controller from the module root into a
 // temporary directory.
 func buildController(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := benchkit.ModuleRoot(t.Context())
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == "/dev/null" {
-		t.Fatal("not inside the golive module")
+		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "golive-controller")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/controller")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/controller: %v\n%s", err, out)
+	if err := benchkit.BuildBinary(t.Context(), root, bin, "./cmd/controller", nil); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

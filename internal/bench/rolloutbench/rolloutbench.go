@@ -48,7 +48,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,6 +57,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/golive/golive/internal/bench/benchkit"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -202,7 +202,7 @@ type sampleHost struct {
 	id   string
 	port int
 	dir  string
-	p    *proc
+	p    *benchkit.Proc
 }
 
 // Run starts the fleet, deploys v1, and measures the v2 and v3 rollouts.
@@ -241,7 +241,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	logf("building sampleapp %s, %s, %s", relSetup, relRollout, relFailing)
-	tarballs, err := buildReleases(ctx, dir, relSetup, relRollout, relFailing)
+	tarballs, err := benchkit.SampleReleases(ctx, dir, "-s -w", relSetup, relRollout, relFailing)
 	if err != nil {
 		return res, err
 	}
@@ -255,34 +255,30 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}))
 	defer arts.Close()
 
-	ports, err := freePorts(4 + o.Hosts)
+	ports, err := benchkit.FreePorts(4 + o.Hosts)
 	if err != nil {
 		return res, err
 	}
-	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
-	ctlAddr := addr(ports[0])
-	args := []string{"serve", "--listen", ctlAddr, "--metrics-addr", addr(ports[1]),
-		"--data-dir", filepath.Join(dir, "data"),
-		"--embedded-etcd-client", addr(ports[2]), "--embedded-etcd-peer", addr(ports[3])}
+	ctlAddr := benchkit.LoopbackAddr(ports[0])
+	var args []string
 	if o.HeartbeatInterval > 0 {
 		args = append(args, "--heartbeat-interval", o.HeartbeatInterval.String())
 	}
-	ctlLog := filepath.Join(dir, "controller.log")
-	ctl, err := startProc("controller", dir, ctlLog, o.ControllerEnv, ctlBin, args...)
+	ctl, err := benchkit.StartController(benchkit.ControllerSpec{Bin: ctlBin, Dir: dir, Args: args, Env: o.ControllerEnv, Ports: ports[:4]})
 	if err != nil {
 		return res, err
 	}
 	var hosts []*sampleHost
 	defer func() {
-		var ps []*proc
+		var ps []*benchkit.Proc
 		for _, h := range hosts {
 			ps = append(ps, h.p)
 		}
-		ctlDied := ctl.exited()
+		ctlDied := ctl.Exited()
 		logf("stopping %d agents", len(ps))
-		stopProcs(ps, 20*time.Second)
+		benchkit.StopAll(ps, 20*time.Second)
 		res.Leftovers = killUnder(dir)
-		stopProcs([]*proc{ctl}, 15*time.Second)
+		ctl.Stop(15 * time.Second)
 		if n := killUnder(dir); n > 0 {
 			res.Leftovers += n
 		}
@@ -290,10 +286,10 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			logf("killed %d processes left in %s", res.Leftovers, dir)
 		}
 		if err != nil && ctlDied {
-			err = fmt.Errorf("%w; controller log:\n%s", err, tail(ctlLog, 15))
+			err = fmt.Errorf("%w; controller log:\n%s", err, ctl.LogTail(15))
 		}
 	}()
-	if err := waitServing(ctx, ctlAddr, o.Timeout); err != nil {
+	if err := ctl.WaitReady(ctx, o.Timeout); err != nil {
 		return res, err
 	}
 
@@ -317,8 +313,8 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			return res, err
 		}
 		// One at a time: starting is quick; the agents then connect at once.
-		h.p, err = startProc(h.id, h.dir, filepath.Join(h.dir, "agent.log"), nil, agentBin,
-			"run", "--controller", ctlAddr, "--config", conf, "--metrics-addr", "", "--grpc-addr", "")
+		h.p, err = benchkit.Start(benchkit.ProcSpec{Name: h.id, Bin: agentBin, Dir: h.dir, LogPath: filepath.Join(h.dir, "agent.log"),
+			Args: []string{"run", "--controller", ctlAddr, "--config", conf, "--metrics-addr", "", "--grpc-addr", ""}})
 		if err != nil {
 			return res, err
 		}
@@ -382,7 +378,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	logf("deploying %s: canary 1, batches of 25%%, bake 0", relRollout)
 	rctx2, cancel2 := context.WithTimeout(actx, o.Timeout)
 	defer cancel2()
-	cpu0, err := procCPU(ctl.pid())
+	cpu0, err := ctl.CPU()
 	if err != nil {
 		return res, err
 	}
@@ -392,7 +388,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("rollout of %s: %w", relRollout, err)
 	}
-	cpu1, cerr := procCPU(ctl.pid())
+	cpu1, cerr := ctl.CPU()
 	res.Rollout, res.RolloutState, res.ControllerCPU = endAt.Sub(called), final.State, cpu1-cpu0
 	res.Waves = len(final.Waves)
 	res.RolloutWaves = tl.waves(final, called)
@@ -413,7 +409,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	defer rb.wait() // after cancel3: the pollers end with rctx3
 	rctx3, cancel3 := context.WithTimeout(actx, o.Timeout)
 	defer cancel3()
-	if cpu0, err = procCPU(ctl.pid()); err != nil {
+	if cpu0, err = ctl.CPU(); err != nil {
 		return res, err
 	}
 	tl = newTimeline()
@@ -427,7 +423,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("rollout of %s: %w", relFailing, err)
 	}
-	cpu1, cerr = procCPU(ctl.pid())
+	cpu1, cerr = ctl.CPU()
 	res.RollbackCPU = cpu1 - cpu0
 	res.FailState, res.FailReason = final.State, final.Reason
 	res.FailWaves = tl.waves(final, called)

@@ -3,20 +3,21 @@ package rolloutbench
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/golive/golive/internal/bench/benchkit"
 )
 
 // buildBinaries builds the controller and the agent from the module root
 // into a temporary directory.
 func buildBinaries(t *testing.T) (controller, agent string) {
 	t.Helper()
-	root, err := moduleRoot(t.Context())
+	root, err := benchkit.ModuleRoot(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,10 +26,8 @@ func buildBinaries(t *testing.T) (controller, agent string) {
 		{"golive-controller", "./cmd/controller"},
 		{"golive-agent", "./cmd/agent"},
 	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		if err := benchkit.BuildBinary(t.Context(), root, filepath.Join(dir, b.out), b.pkg, nil); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return filepath.Join(dir, "golive-controller"), filepath.Join(dir, "golive-agent")

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"text/tabwriter"
 	"time"
+
+	"github.com/golive/golive/internal/bench/benchkit"
 )
 
 // PrintTable prints one row per result with the goals and whether each run
@@ -16,21 +17,21 @@ func PrintTable(w io.Writer, results ...Result) error {
 	fmt.Fprintln(w, "rollout from the Deploy call to its terminal record, and the controller's CPU (utime+stime) in it.")
 	fmt.Fprintln(w, "Rollback: v3 fails health on the last host (last wave), so every host is touched when the gate")
 	fmt.Fprintln(w, "fails; time from the first rolling_back record until every touched host answers v2 at /version.")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := benchkit.NewTable(w)
 	fmt.Fprintln(tw, "hosts\twaves\theartbeat\trollout s\tctl CPU s\tCPU ms/host\tgate failed s\ttouched\tserve old s\trolled_back s\trollout <= 10 s\trollback <= 5 s\t")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n",
-			r.Hosts, r.Waves, heartbeat(r.Heartbeat), sec(r.Rollout), sec(r.ControllerCPU), msec(r.CPUPerHost()),
-			sec(r.GateFailed), r.Touched, sec(r.ServeOld), sec(r.Terminal),
-			metWord(r.RolloutMet()), metWord(r.RollbackMet()))
+			r.Hosts, r.Waves, heartbeat(r.Heartbeat), benchkit.Sec(r.Rollout), benchkit.Sec(r.ControllerCPU), benchkit.Ms(r.CPUPerHost()),
+			benchkit.Sec(r.GateFailed), r.Touched, benchkit.Sec(r.ServeOld), benchkit.Sec(r.Terminal),
+			benchkit.MetWord(r.RolloutMet()), benchkit.MetWord(r.RollbackMet()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, r := range results {
-		fmt.Fprintf(w, "  %d hosts on %d CPUs: setup (start, connect, deploy v1) %s s; v2 %s", r.Hosts, runtime.NumCPU(), sec(r.Setup), r.RolloutState)
+		fmt.Fprintf(w, "  %d hosts on %d CPUs: setup (start, connect, deploy v1) %s s; v2 %s", r.Hosts, runtime.NumCPU(), benchkit.Sec(r.Setup), r.RolloutState)
 		if r.FailState != "" {
-			fmt.Fprintf(w, "; v3 %s (%s), controller CPU %s s; last host back: %s", r.FailState, r.FailReason, sec(r.RollbackCPU), r.SlowestHost)
+			fmt.Fprintf(w, "; v3 %s (%s), controller CPU %s s; last host back: %s", r.FailState, r.FailReason, benchkit.Sec(r.RollbackCPU), r.SlowestHost)
 		}
 		if r.Leftovers > 0 {
 			fmt.Fprintf(w, "; %d processes left behind and killed", r.Leftovers)
@@ -50,7 +51,7 @@ func printWaves(w io.Writer, name string, waves []WaveTime) {
 	}
 	fmt.Fprintf(w, "    %s waves (start / steps / gate, s):", name)
 	for _, wt := range waves {
-		fmt.Fprintf(w, " %s[%d] %s/%s/%s;", wt.Name, wt.Hosts, sec(wt.Start), sec(wt.Deploy), sec(wt.Gate))
+		fmt.Fprintf(w, " %s[%d] %s/%s/%s;", wt.Name, wt.Hosts, benchkit.Sec(wt.Start), benchkit.Sec(wt.Deploy), benchkit.Sec(wt.Gate))
 	}
 	fmt.Fprintln(w)
 }
@@ -60,15 +61,4 @@ func heartbeat(d time.Duration) string {
 		return "default"
 	}
 	return d.String()
-}
-
-func sec(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
-
-func msec(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
-
-func metWord(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
 }

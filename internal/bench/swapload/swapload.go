@@ -20,29 +20,24 @@
 package swapload
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/bench/benchkit"
 	"github.com/golive/golive/internal/deploystep"
 	"github.com/golive/golive/internal/loadgen"
 	"github.com/golive/golive/internal/svcmgr/execmgr"
@@ -152,12 +147,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	defer os.RemoveAll(tmp)
 
 	logf("building sampleapp v1 and v2")
-	tarballs, err := buildReleases(ctx, tmp, "v1", "v2")
+	tarballs, err := benchkit.SampleReleases(ctx, tmp, "", "v1", "v2")
 	if err != nil {
 		return res, err
 	}
 	arts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, ok := tarballs[strings.TrimPrefix(r.URL.Path, "/")]
+		b, ok := tarballs[strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".tar.gz")]
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -166,15 +161,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}))
 	defer arts.Close()
 	deploy := func(v string) deploystep.Command {
-		sum := sha256.Sum256(tarballs[v+".tar.gz"])
+		sum := sha256.Sum256(tarballs[v])
 		return deploystep.Command{ID: "deploy-" + v, Kind: deploystep.KindDeploy, Release: v,
 			ArtifactURL: arts.URL + "/" + v + ".tar.gz", SHA256: hex.EncodeToString(sum[:])}
 	}
 
-	port, err := freePort()
+	ports, err := benchkit.FreePorts(1)
 	if err != nil {
 		return res, err
 	}
+	port := ports[0]
 	svc := agentconfig.DefaultService("sampleapp")
 	svc.Port = port
 	svc.Exec = &agentconfig.Exec{Command: []string{"bin/sampleapp", "--port", "{port}"}, StopTimeout: 10 * time.Second}
@@ -338,94 +334,4 @@ func errorKind(s string) string {
 		return s[i+3:]
 	}
 	return s
-}
-
-// buildReleases builds cmd/sampleapp once per version into dir and returns
-// each release as a tarball (bin/sampleapp, VERSION), keyed "<v>.tar.gz".
-func buildReleases(ctx context.Context, dir string, versions ...string) (map[string][]byte, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return nil, fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return nil, errors.New("swapload: not inside the golive module (go env GOMOD is empty)")
-	}
-	tarballs := make(map[string][]byte, len(versions))
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, v := range versions {
-		wg.Go(func() {
-			bin := filepath.Join(dir, "sampleapp-"+v)
-			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X main.version="+v, "-o", bin, "./cmd/sampleapp")
-			cmd.Dir = filepath.Dir(gomod)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			out, err := cmd.CombinedOutput()
-			var tgz []byte
-			if err == nil {
-				tgz, err = tarball(bin, v)
-			} else {
-				err = fmt.Errorf("go build ./cmd/sampleapp %s: %w\n%s", v, err, out)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			tarballs[v+".tar.gz"] = tgz
-		})
-	}
-	wg.Wait()
-	return tarballs, errors.Join(errs...)
-}
-
-// tarball packs bin as bin/sampleapp with a VERSION file.
-func tarball(bin, version string) ([]byte, error) {
-	exe, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	files := []struct {
-		name string
-		mode int64
-		body []byte
-	}{
-		{"bin/sampleapp", 0o755, exe},
-		{"VERSION", 0o644, []byte(version + "\n")},
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/", Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
-		return nil, err
-	}
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(f.body); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

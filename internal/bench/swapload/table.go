@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/golive/golive/internal/bench/benchkit"
 	"github.com/golive/golive/internal/loadgen"
 )
 
@@ -20,7 +20,7 @@ func PrintTable(w io.Writer, r Result) error {
 	fmt.Fprintf(w, "Requests failed during one restart-mode swap (v1 -> v2, real deploy step and execmgr) at %.0f rps,\n", r.Rate)
 	fmt.Fprintln(w, "open loop on GET /version over loopback. Latency from the due time, over requests that got an answer;")
 	fmt.Fprintln(w, "before the swap v1 is expected, after the step succeeded v2 (anything else is wrong_body).")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := benchkit.NewTable(w)
 	head := []string{"phase", "seconds", "requests", "ok", "failed"}
 	for _, c := range tableClasses {
 		head = append(head, string(c))
@@ -36,19 +36,19 @@ func PrintTable(w io.Writer, r Result) error {
 		for _, c := range tableClasses {
 			cells = append(cells, fmt.Sprint(row.s.ByClass[c]))
 		}
-		cells = append(cells, ms(row.s.Latency.P50), ms(row.s.Latency.P99), ms(row.s.Latency.Max))
+		cells = append(cells, benchkit.Ms(row.s.Latency.P50), benchkit.Ms(row.s.Latency.P99), benchkit.Ms(row.s.Latency.Max))
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "  deploy v2: %s in %s; restart stage began %s ms into the swap and took %s ms\n",
-		r.Outcome, r.Deploy.Round(time.Millisecond), ms(r.RestartAt), ms(r.Restart))
+		r.Outcome, r.Deploy.Round(time.Millisecond), benchkit.Ms(r.RestartAt), benchkit.Ms(r.Restart))
 	if r.Total.Failed == 0 {
 		fmt.Fprintln(w, "  failures: none")
 	} else {
 		fmt.Fprintf(w, "  failures: %d, due from %s to %s ms into the swap: window %s ms (one request due every %.1f ms)\n",
-			r.Total.Failed, ms(r.FirstFailure), ms(r.LastFailure), ms(r.FailureWindow), 1000/r.Rate)
+			r.Total.Failed, benchkit.Ms(r.FirstFailure), benchkit.Ms(r.LastFailure), benchkit.Ms(r.FailureWindow), 1000/r.Rate)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)
@@ -58,5 +58,3 @@ func PrintTable(w io.Writer, r Result) error {
 	}
 	return nil
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
