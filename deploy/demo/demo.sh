@@ -27,6 +27,14 @@ done
 
 export GOLIVE_ADDR=127.0.0.1:$BASE
 C="$BIN/golive-controller --as demo-operator"
+# http_get PORT PATH: the body of a GET on loopback (bash's /dev/tcp, so the
+# demo needs no curl).
+http_get() {
+  exec 3<>/dev/tcp/127.0.0.1/$1 || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+  timeout 2 cat <&3 | sed '1,/^\r\{0,1\}$/d'
+  exec 3<&-
+}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
@@ -83,11 +91,11 @@ TOKEN=$($C approval -o json | sed -n 's/.*"fencing_token": "\([0-9]*\)".*/\1/p')
 wait_for 5 "token on every agent" bash -c "$C agents -o json | grep -c '\"fencing_token\": \"$TOKEN\"' | grep -q 3"
 run $C agents
 echo "each agent's own view (its /status):"
-for i in 1 2 3; do printf '  web-%s: ' $i; curl -s 127.0.0.1:$((BASE+10+i))/status | sed 's/.*"fencing_token":\([0-9]*\).*/fencing_token=\1/'; done
+for i in 1 2 3; do printf '  web-%s: ' $i; http_get $((BASE+10+i)) /status | sed 's/.*"fencing_token":\([0-9]*\).*/fencing_token=\1/'; done
 
 ART=http://127.0.0.1:$((BASE+1))/artifacts
 sha() { awk -v f="sampleapp-$1.tar.gz" '$2==f {print $1}' dist/SHA256SUMS; }
-serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(curl -s --max-time 1 127.0.0.1:$((BASE+20+i))/version || echo DOWN)"; done; }
+serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(http_get $((BASE+20+i)) /version 2>/dev/null || echo DOWN)"; done; }
 
 rollout_id() { sed -n 's/^ *"id": "\(.*\)",$/\1/p' | head -1; }
 
