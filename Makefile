@@ -46,7 +46,7 @@ releases: ## build dist/sampleapp-v{1,2,3}.tar.gz (v3 fails health) and dist/SHA
 
 soak: ## kill -9 the agent at every deploy stage boundary ROUNDS times (default 48: about 1,000 kills); prints torn hosts
 	GOLIVE_CRASH_ROUNDS=$${ROUNDS:-48} $(GO) test -count=1 -timeout 4h -run 'TestKill9AtEveryStageBoundary' -v ./internal/e2e/ \
-	  | grep --line-buffered -E 'kill -9 at stage boundaries|serves|^(--- |ok|FAIL)'
+	  | grep --line-buffered -E 'kill -9 at stage boundaries|serves|_test.go:[0-9]+:|^(--- |ok|FAIL)'
 
 clean: ## remove build output
 	rm -rf $(BIN) dist
