@@ -1,0 +1,509 @@
+// Package dbbackup owns the agent's PostgreSQL backups: a pg_dump taken
+// before every migration, proven restorable before the migration may run,
+// restored only on an explicit rollback, and pruned by count and age.
+//
+//	Backup ──► Verify ──► (migration runs) ... Restore (rollback --restore-db)
+//	  │           │
+//	  │           └─ scratch database golive_verify_<random>: pg_restore,
+//	  │              compare every table's row count, always dropped
+//	  └─ <dir>/<UTC time>-<release>.dump via .tmp + fsync + rename
+//
+// Invariants:
+//   - The DSN is read from a key of the service's env file and reaches the
+//     PostgreSQL tools only through their environment (PGPASSWORD and
+//     friends), never argv. It never appears in an error, a log line or a
+//     Record: every error is passed through a redactor that replaces the DSN
+//     and the password.
+//   - A dump file under its final name is complete and fsynced; a failed or
+//     cancelled pg_dump leaves no file behind.
+//   - Row counts in the Record are those of the dump's own snapshot: a
+//     REPEATABLE READ transaction exports its snapshot, counts every table,
+//     and stays open while pg_dump --snapshot dumps exactly that state.
+//   - Verify restores the dump into a scratch database and compares counts;
+//     `pg_restore --list` alone is never taken as proof.
+//
+// The DSN's role needs CREATEDB (for the scratch database) and must own the
+// objects that Restore drops and recreates.
+package dbbackup
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/golive/golive/internal/svcmgr"
+)
+
+// timeLayout is the UTC timestamp that starts every dump's file name; it
+// sorts lexically in time order.
+const timeLayout = "20060102T150405Z"
+
+// Options says where the database and the backups are.
+type Options struct {
+	EnvFile       string // the service's env file
+	DSNKey        string // key in EnvFile holding the PostgreSQL DSN
+	Dir           string // backup directory, e.g. backups/<service>
+	Service       string
+	Host          string
+	ReleaseBefore string // release running when the backup is taken
+	ReleaseAfter  string // release about to be migrated to; names the file
+	BinDir        string // directory of pg_dump, pg_restore, psql; "" = PATH
+	Logger        hclog.Logger
+	Now           func() time.Time // for tests; time.Now when nil
+}
+
+// TableCount is one table's row count at dump time.
+type TableCount struct {
+	Name string `json:"name"` // schema.table, quoted as needed
+	Rows int64  `json:"rows"`
+}
+
+// Record describes one backup. It never contains the DSN.
+type Record struct {
+	ID            string       `json:"id"` // file name without .dump
+	Service       string       `json:"service"`
+	Host          string       `json:"host"`
+	Path          string       `json:"path"`
+	Size          int64        `json:"size"`
+	SHA256        string       `json:"sha256"`
+	Database      string       `json:"database"`
+	Tables        []TableCount `json:"tables"`
+	ReleaseBefore string       `json:"release_before"`
+	ReleaseAfter  string       `json:"release_after"`
+	CreatedAt     time.Time    `json:"created_at"`
+	VerifiedAt    time.Time    `json:"verified_at,omitzero"`
+}
+
+var releaseRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func (o Options) validate() error {
+	switch {
+	case o.EnvFile == "":
+		return errors.New("dbbackup: EnvFile is required")
+	case o.DSNKey == "":
+		return errors.New("dbbackup: DSNKey is required")
+	case o.Dir == "":
+		return errors.New("dbbackup: Dir is required")
+	case o.ReleaseAfter != "" && !releaseRE.MatchString(o.ReleaseAfter):
+		return fmt.Errorf("dbbackup: ReleaseAfter %q may hold only letters, digits, '.', '_' and '-'", o.ReleaseAfter)
+	}
+	return nil
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (o Options) logger() hclog.Logger {
+	l := o.Logger
+	if l == nil {
+		l = hclog.NewNullLogger()
+	}
+	return l.Named("dbbackup").With("service", o.Service)
+}
+
+func (o Options) bin(name string) string {
+	if o.BinDir == "" {
+		return name
+	}
+	return filepath.Join(o.BinDir, name)
+}
+
+// connect reads the DSN from the env file.
+func (o Options) connect() (conn, redactor, error) {
+	env, err := svcmgr.ReadEnvFile(o.EnvFile)
+	if err != nil {
+		return conn{}, redactor{}, fmt.Errorf("read database DSN: %w", err)
+	}
+	dsn, ok := env[o.DSNKey]
+	if !ok {
+		return conn{}, redactor{}, fmt.Errorf("env file %s has no key %s (the database DSN)", o.EnvFile, o.DSNKey)
+	}
+	c, err := parseDSN(dsn)
+	r := newRedactor(dsn, c)
+	if err != nil {
+		return conn{}, r, fmt.Errorf("env file %s key %s: %w", o.EnvFile, o.DSNKey, err)
+	}
+	return c, r, nil
+}
+
+// Backup dumps the database with pg_dump -Fc into
+// <Dir>/<UTC time>-<ReleaseAfter>.dump and records its size, sha256 and
+// every table's row count in the dump's snapshot. It does not verify.
+func Backup(ctx context.Context, opts Options) (Record, error) {
+	if err := opts.validate(); err != nil {
+		return Record{}, err
+	}
+	c, red, err := opts.connect()
+	if err != nil {
+		return Record{}, red.err(err)
+	}
+	rec, err := backup(ctx, opts, c)
+	if err != nil {
+		return Record{}, red.err(fmt.Errorf("backup database %s: %w", c.database(), err))
+	}
+	opts.logger().Info("database backed up", "backup_id", rec.ID, "size", rec.Size, "tables", len(rec.Tables))
+	return rec, nil
+}
+
+func backup(ctx context.Context, opts Options, c conn) (Record, error) {
+	release := opts.ReleaseAfter
+	if release == "" {
+		release = "snapshot"
+	}
+	now := opts.now()
+	id := now.Format(timeLayout) + "-" + release
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return Record{}, err
+	}
+	final := filepath.Join(opts.Dir, id+".dump")
+	if _, err := os.Lstat(final); err == nil {
+		return Record{}, fmt.Errorf("%s already exists", final)
+	}
+	tmp := final + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return Record{}, err
+	}
+	f.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(tmp)
+		}
+	}()
+
+	// Hold a REPEATABLE READ transaction open: its exported snapshot is what
+	// both the row counts and pg_dump see.
+	s, err := startSession(ctx, opts.bin("psql"), c)
+	if err != nil {
+		return Record{}, err
+	}
+	defer s.close()
+	if _, err := s.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"); err != nil {
+		return Record{}, fmt.Errorf("connect to the database: %w", err)
+	}
+	lines, err := s.query("SELECT pg_export_snapshot();")
+	if err != nil || len(lines) != 1 {
+		return Record{}, fmt.Errorf("export snapshot: %v", err)
+	}
+	snapshot := strings.TrimSpace(lines[0])
+	lines, err = s.query(countSQL)
+	if err != nil {
+		return Record{}, fmt.Errorf("count rows: %w", err)
+	}
+	tables, err := parseCounts(strings.Join(lines, "\n"))
+	if err != nil {
+		return Record{}, err
+	}
+
+	cmd := exec.CommandContext(ctx, opts.bin("pg_dump"), "-Fc", "--no-password", "--snapshot="+snapshot, "-f", tmp)
+	cmd.Env = c.env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return Record{}, fmt.Errorf("pg_dump stopped: %w", ctx.Err())
+		}
+		return Record{}, fmt.Errorf("pg_dump: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := s.close(); err != nil {
+		return Record{}, err
+	}
+
+	size, sum, err := fsyncAndHash(tmp)
+	if err != nil {
+		return Record{}, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return Record{}, err
+	}
+	ok = true
+	if err := syncDir(opts.Dir); err != nil {
+		return Record{}, err
+	}
+	return Record{
+		ID:            id,
+		Service:       opts.Service,
+		Host:          opts.Host,
+		Path:          final,
+		Size:          size,
+		SHA256:        sum,
+		Database:      c.database(),
+		Tables:        tables,
+		ReleaseBefore: opts.ReleaseBefore,
+		ReleaseAfter:  opts.ReleaseAfter,
+		CreatedAt:     now,
+	}, nil
+}
+
+func fsyncAndHash(path string) (int64, string, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return 0, "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), f.Close()
+}
+
+func hashFile(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// checkFile makes sure the dump on disk is the one the record describes.
+func checkFile(rec *Record) error {
+	size, sum, err := hashFile(rec.Path)
+	if err != nil {
+		return err
+	}
+	if size != rec.Size || sum != rec.SHA256 {
+		return fmt.Errorf("%s changed since the backup: sha256 %s (%d bytes), recorded %s (%d bytes)", rec.Path, sum, size, rec.SHA256, rec.Size)
+	}
+	return nil
+}
+
+// Verify proves rec restorable: it checks the file's sha256, restores it into
+// a scratch database golive_verify_<random> on the same server, and compares
+// every table's row count with the counts taken at dump time. The scratch
+// database is always dropped. On success rec.VerifiedAt is set.
+func Verify(ctx context.Context, rec *Record, opts Options) (err error) {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	c, red, err := opts.connect()
+	if err != nil {
+		return red.err(err)
+	}
+	defer func() {
+		if err != nil {
+			err = red.err(fmt.Errorf("verify backup %s: %w", rec.ID, err))
+		}
+	}()
+	if err := checkFile(rec); err != nil {
+		return err
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	scratch := "golive_verify_" + hex.EncodeToString(b[:])
+	if _, err := runPSQL(ctx, opts.bin("psql"), c, fmt.Sprintf(`CREATE DATABASE %q TEMPLATE template0`, scratch)); err != nil {
+		return fmt.Errorf("create scratch database: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, derr := runPSQL(dctx, opts.bin("psql"), c, fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, scratch)); derr != nil {
+			err = errors.Join(err, fmt.Errorf("drop scratch database %s: %w", scratch, derr))
+		}
+	}()
+	sc := c.withDatabase(scratch)
+	if err := pgRestore(ctx, opts, sc, rec.Path, "--exit-on-error", "--no-owner", "--no-privileges"); err != nil {
+		return err
+	}
+	out, err := runPSQL(ctx, opts.bin("psql"), sc, countSQL)
+	if err != nil {
+		return fmt.Errorf("count restored rows: %w", err)
+	}
+	got, err := parseCounts(out)
+	if err != nil {
+		return err
+	}
+	if diff := compareCounts(rec.Tables, got); diff != "" {
+		return fmt.Errorf("restored copy differs from the source at dump time: %s", diff)
+	}
+	rec.VerifiedAt = opts.now()
+	opts.logger().Info("backup verified", "backup_id", rec.ID, "tables", len(got))
+	return nil
+}
+
+func compareCounts(want, got []TableCount) string {
+	g := map[string]int64{}
+	for _, t := range got {
+		g[t.Name] = t.Rows
+	}
+	var diffs []string
+	for _, t := range want {
+		n, ok := g[t.Name]
+		switch {
+		case !ok:
+			diffs = append(diffs, fmt.Sprintf("table %s missing", t.Name))
+		case n != t.Rows:
+			diffs = append(diffs, fmt.Sprintf("table %s has %d rows, want %d", t.Name, n, t.Rows))
+		}
+		delete(g, t.Name)
+	}
+	for name := range g {
+		diffs = append(diffs, fmt.Sprintf("unexpected table %s", name))
+	}
+	sort.Strings(diffs)
+	return strings.Join(diffs, "; ")
+}
+
+func pgRestore(ctx context.Context, opts Options, c conn, path string, args ...string) error {
+	db := c.database()
+	if strings.ContainsAny(db, "= ") || strings.Contains(db, "://") {
+		return fmt.Errorf("database name %q is not a plain name", db)
+	}
+	args = append([]string{"--no-password", "-d", db}, args...)
+	cmd := exec.CommandContext(ctx, opts.bin("pg_restore"), append(args, path)...)
+	cmd.Env = c.env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("pg_restore stopped: %w", ctx.Err())
+		}
+		return fmt.Errorf("pg_restore: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Restore replaces the service database's contents with rec's dump:
+// pg_restore --clean --if-exists in a single transaction, so a failure
+// leaves the database as it was. Objects created after the backup (a table a
+// migration added) are not in the dump and stay. The caller takes a safety
+// backup first; SafetyBackupAndRestore does both.
+func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	c, red, err := opts.connect()
+	if err != nil {
+		return red.err(err)
+	}
+	defer func() {
+		if err != nil {
+			err = red.err(fmt.Errorf("restore backup %s into %s: %w", rec.ID, c.database(), err))
+		}
+	}()
+	if err := checkFile(rec); err != nil {
+		return err
+	}
+	if err := pgRestore(ctx, opts, c, rec.Path, "--clean", "--if-exists", "--single-transaction", "--exit-on-error"); err != nil {
+		return err
+	}
+	opts.logger().Info("database restored", "backup_id", rec.ID)
+	return nil
+}
+
+// SafetyBackupAndRestore takes and verifies a backup of the database as it is
+// now (release name "pre-restore"), then restores rec. It returns the safety
+// backup's record, also when the restore fails, so the operator can go back.
+func SafetyBackupAndRestore(ctx context.Context, rec *Record, opts Options) (Record, error) {
+	if err := checkFile(rec); err != nil {
+		return Record{}, fmt.Errorf("restore backup %s: %w", rec.ID, err)
+	}
+	so := opts
+	so.ReleaseAfter = "pre-restore"
+	safety, err := Backup(ctx, so)
+	if err != nil {
+		return Record{}, fmt.Errorf("safety backup before restore: %w", err)
+	}
+	if err := Verify(ctx, &safety, so); err != nil {
+		return safety, fmt.Errorf("safety backup before restore: %w", err)
+	}
+	return safety, Restore(ctx, rec, opts)
+}
+
+// Prune removes old dumps from dir: those beyond the newest keepCount and
+// those older than maxAge (0 turns either limit off). The newest dump is
+// never removed. Leftover .tmp files older than a day (a crash mid-dump) go
+// too. It returns the removed file names.
+func Prune(dir string, keepCount int, maxAge time.Duration) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("prune backups: %w", err)
+	}
+	type dump struct {
+		name string
+		at   time.Time
+	}
+	var dumps []dump
+	var removed []string
+	now := time.Now()
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(e.Name(), ".dump"):
+			at := info.ModTime()
+			if len(e.Name()) > len(timeLayout) {
+				if t, err := time.Parse(timeLayout, e.Name()[:len(timeLayout)]); err == nil {
+					at = t
+				}
+			}
+			dumps = append(dumps, dump{e.Name(), at})
+		case strings.HasSuffix(e.Name(), ".dump.tmp") && now.Sub(info.ModTime()) > 24*time.Hour:
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return removed, fmt.Errorf("prune backups: %w", err)
+			}
+			removed = append(removed, e.Name())
+		}
+	}
+	sort.Slice(dumps, func(i, j int) bool {
+		if !dumps[i].at.Equal(dumps[j].at) {
+			return dumps[i].at.After(dumps[j].at)
+		}
+		return dumps[i].name > dumps[j].name
+	})
+	for i, d := range dumps {
+		if i == 0 {
+			continue
+		}
+		if (keepCount > 0 && i >= keepCount) || (maxAge > 0 && now.Sub(d.at) > maxAge) {
+			if err := os.Remove(filepath.Join(dir, d.name)); err != nil {
+				return removed, fmt.Errorf("prune backups: %w", err)
+			}
+			removed = append(removed, d.name)
+		}
+	}
+	if len(removed) > 0 {
+		if err := syncDir(dir); err != nil {
+			return removed, fmt.Errorf("prune backups: %w", err)
+		}
+	}
+	return removed, nil
+}
