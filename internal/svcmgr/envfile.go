@@ -58,7 +58,7 @@ func ParseEnvFile(r io.Reader) (map[string]string, error) {
 		key, raw, ok := strings.Cut(line, "=")
 		key = strings.TrimSpace(key)
 		if !ok {
-			return nil, fmt.Errorf("env file line %d: missing '=' after %q", n, truncate(key))
+			return nil, fmt.Errorf("env file line %d: missing '=' (its text is not shown in errors)", n)
 		}
 		if !ValidEnvKey(key) {
 			return nil, fmt.Errorf("env file line %d: invalid key %q", n, truncate(key))
