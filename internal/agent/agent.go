@@ -448,6 +448,12 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 			case *golivev1.ConnectResponse_Approval:
 				a.applyApproval(p.Approval, enqueue)
 			case *golivev1.ConnectResponse_Command:
+				if p.Command.GetPreflight() != nil {
+					// Checking is always allowed: no approval token needed.
+					// runPreflight acknowledges and answers with a result.
+					a.runPreflight(p.Command, enqueue)
+					continue
+				}
 				ack := a.admit(p.Command)
 				enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandAck{CommandAck: ack}})
 				if ack.Accepted && ack.Reason == "" {
@@ -600,7 +606,7 @@ func (a *Agent) start(cmd *golivev1.Command) {
 	} else {
 		r := cmd.GetRollback()
 		svc = r.Service
-		dc.Kind, dc.Release = deploystep.KindRollback, r.ToRelease
+		dc.Kind, dc.Release, dc.RestoreBackupID = deploystep.KindRollback, r.ToRelease, r.RestoreDbBackupId
 	}
 	s := a.service(svc)
 	ctx, cancel := context.WithCancel(a.opCtx)

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/dbbackup"
 	"github.com/golive/golive/internal/releasedir"
 	"github.com/golive/golive/internal/svcmgr"
 )
@@ -113,6 +114,9 @@ type Command struct {
 	ArtifactURL string
 	SHA256      string
 	Signature   string
+	// RestoreBackupID, with KindRollback, restores that database backup
+	// (after a safety backup) before the binary goes back.
+	RestoreBackupID string
 }
 
 // Config configures a Runner for one service.
@@ -177,6 +181,9 @@ type Result struct {
 	// Replayed: this is the stored result of an earlier run of the same id.
 	Replayed bool      `json:"replayed,omitempty"`
 	Finished time.Time `json:"finished"`
+	// Backup is the verified database backup taken before a migration (or,
+	// on a restore, the safety backup), nil when none was taken.
+	Backup *dbbackup.Record `json:"backup,omitempty"`
 }
 
 // Runner runs the steps of one service, one at a time.

@@ -76,7 +76,8 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newServeCmd(stderr),
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
 		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
-		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co))
+		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
+		newPreflightCmd(co), newBackupsCmd(co))
 	return root
 }
 

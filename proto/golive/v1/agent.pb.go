@@ -1237,10 +1237,12 @@ func (x *RollbackAction) GetRestoreDbBackupId() string {
 
 // PreflightAction runs the pre-live checks for a service.
 type PreflightAction struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Release       string                 `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
-	SkipChecks    []string               `protobuf:"bytes,3,rep,name=skip_checks,json=skipChecks,proto3" json:"skip_checks,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Service    string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Release    string                 `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
+	SkipChecks []string               `protobuf:"bytes,3,rep,name=skip_checks,json=skipChecks,proto3" json:"skip_checks,omitempty"`
+	// artifact_url, when set, sizes the release for the disk check (HEAD).
+	ArtifactUrl   string `protobuf:"bytes,4,opt,name=artifact_url,json=artifactUrl,proto3" json:"artifact_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1296,13 @@ func (x *PreflightAction) GetSkipChecks() []string {
 		return x.SkipChecks
 	}
 	return nil
+}
+
+func (x *PreflightAction) GetArtifactUrl() string {
+	if x != nil {
+		return x.ArtifactUrl
+	}
+	return ""
 }
 
 // CancelAction asks the agent to stop a command before its next stage.
@@ -1881,12 +1890,13 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"to_release\x18\x02 \x01(\tR\ttoRelease\x12\x1a\n" +
 	"\boperator\x18\x03 \x01(\bR\boperator\x12/\n" +
-	"\x14restore_db_backup_id\x18\x04 \x01(\tR\x11restoreDbBackupId\"f\n" +
+	"\x14restore_db_backup_id\x18\x04 \x01(\tR\x11restoreDbBackupId\"\x89\x01\n" +
 	"\x0fPreflightAction\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12\x1f\n" +
 	"\vskip_checks\x18\x03 \x03(\tR\n" +
-	"skipChecks\"-\n" +
+	"skipChecks\x12!\n" +
+	"\fartifact_url\x18\x04 \x01(\tR\vartifactUrl\"-\n" +
 	"\fCancelAction\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\"_\n" +

@@ -1307,7 +1307,11 @@ type Rollout struct {
 	Gate       *GateStatus            `protobuf:"bytes,16,opt,name=gate,proto3" json:"gate,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// state_json is the executor's state (internal/rollout), opaque to clients.
-	StateJson     string `protobuf:"bytes,18,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	StateJson string `protobuf:"bytes,18,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	// preflight is the pre-live checks run before the first wave.
+	Preflight []*HostChecks `protobuf:"bytes,19,rep,name=preflight,proto3" json:"preflight,omitempty"`
+	// skipped_checks are the checks the deployer chose to skip (audited).
+	SkippedChecks []string `protobuf:"bytes,20,rep,name=skipped_checks,json=skippedChecks,proto3" json:"skipped_checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1468,6 +1472,20 @@ func (x *Rollout) GetStateJson() string {
 	return ""
 }
 
+func (x *Rollout) GetPreflight() []*HostChecks {
+	if x != nil {
+		return x.Preflight
+	}
+	return nil
+}
+
+func (x *Rollout) GetSkippedChecks() []string {
+	if x != nil {
+		return x.SkippedChecks
+	}
+	return nil
+}
+
 // DeployResponse returns the rollout (or the plan for a dry run).
 type DeployResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1515,11 +1533,14 @@ func (x *DeployResponse) GetRollout() *Rollout {
 
 // RollbackRequest asks to put back a previous release.
 type RollbackRequest struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Service           string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Hosts             []string               `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
-	ToRelease         string                 `protobuf:"bytes,3,opt,name=to_release,json=toRelease,proto3" json:"to_release,omitempty"`
-	RestoreDbBackupId string                 `protobuf:"bytes,4,opt,name=restore_db_backup_id,json=restoreDbBackupId,proto3" json:"restore_db_backup_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Hosts     []string               `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	ToRelease string                 `protobuf:"bytes,3,opt,name=to_release,json=toRelease,proto3" json:"to_release,omitempty"`
+	// restore_db_backup_id restores that backup on the host that made it
+	// (a safety backup is taken first); it needs confirm_restore.
+	RestoreDbBackupId string `protobuf:"bytes,4,opt,name=restore_db_backup_id,json=restoreDbBackupId,proto3" json:"restore_db_backup_id,omitempty"`
+	ConfirmRestore    bool   `protobuf:"varint,5,opt,name=confirm_restore,json=confirmRestore,proto3" json:"confirm_restore,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -1582,10 +1603,19 @@ func (x *RollbackRequest) GetRestoreDbBackupId() string {
 	return ""
 }
 
+func (x *RollbackRequest) GetConfirmRestore() bool {
+	if x != nil {
+		return x.ConfirmRestore
+	}
+	return false
+}
+
 // RollbackResponse returns the rollback rollout.
 type RollbackResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rollout *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// warnings, e.g. that a migration's schema stays after a binary rollback.
+	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1623,6 +1653,13 @@ func (*RollbackResponse) Descriptor() ([]byte, []int) {
 func (x *RollbackResponse) GetRollout() *Rollout {
 	if x != nil {
 		return x.Rollout
+	}
+	return nil
+}
+
+func (x *RollbackResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -2302,6 +2339,545 @@ func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
 	return nil
 }
 
+// PreflightRequest asks for the pre-live checks of a service.
+type PreflightRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// release, artifact_url and sha256 describe the release about to go live
+	// (optional: without them the disk check uses the live release's size).
+	Release     string `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
+	ArtifactUrl string `protobuf:"bytes,3,opt,name=artifact_url,json=artifactUrl,proto3" json:"artifact_url,omitempty"`
+	Sha256      string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// hosts, or selector, narrow the hosts (default: every host with the service).
+	Hosts      []string          `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Selector   map[string]string `protobuf:"bytes,6,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SkipChecks []string          `protobuf:"bytes,7,rep,name=skip_checks,json=skipChecks,proto3" json:"skip_checks,omitempty"`
+	// timeout bounds the whole run (default 30s).
+	Timeout       *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightRequest) Reset() {
+	*x = PreflightRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightRequest) ProtoMessage() {}
+
+func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
+func (*PreflightRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PreflightRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetArtifactUrl() string {
+	if x != nil {
+		return x.ArtifactUrl
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetSkipChecks() []string {
+	if x != nil {
+		return x.SkipChecks
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// HostChecks is one host's pre-live checks.
+type HostChecks struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	HostId string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Checks []*CheckResult         `protobuf:"bytes,2,rep,name=checks,proto3" json:"checks,omitempty"`
+	// error: the host could not run its checks (offline, refused, timed out).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostChecks) Reset() {
+	*x = HostChecks{}
+	mi := &file_golive_v1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostChecks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostChecks) ProtoMessage() {}
+
+func (x *HostChecks) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostChecks.ProtoReflect.Descriptor instead.
+func (*HostChecks) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *HostChecks) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *HostChecks) GetChecks() []*CheckResult {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *HostChecks) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// PreflightResponse sums up the checks: ok when no host has a failed check
+// or an error.
+type PreflightResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Release       string                 `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
+	Hosts         []*HostChecks          `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Ok            bool                   `protobuf:"varint,4,opt,name=ok,proto3" json:"ok,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightResponse) Reset() {
+	*x = PreflightResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightResponse) ProtoMessage() {}
+
+func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightResponse.ProtoReflect.Descriptor instead.
+func (*PreflightResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PreflightResponse) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *PreflightResponse) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *PreflightResponse) GetHosts() []*HostChecks {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *PreflightResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+// BackupRecord is one database backup an agent made and verified before a
+// migration. It never contains the database's DSN.
+type BackupRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	HostId        string                 `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Database      string                 `protobuf:"bytes,7,opt,name=database,proto3" json:"database,omitempty"`
+	Tables        []*TableRows           `protobuf:"bytes,8,rep,name=tables,proto3" json:"tables,omitempty"`
+	ReleaseBefore string                 `protobuf:"bytes,9,opt,name=release_before,json=releaseBefore,proto3" json:"release_before,omitempty"`
+	ReleaseAfter  string                 `protobuf:"bytes,10,opt,name=release_after,json=releaseAfter,proto3" json:"release_after,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	VerifiedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=verified_at,json=verifiedAt,proto3" json:"verified_at,omitempty"`
+	// command_id is the deploy command that made it.
+	CommandId     string `protobuf:"bytes,13,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRecord) Reset() {
+	*x = BackupRecord{}
+	mi := &file_golive_v1_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRecord) ProtoMessage() {}
+
+func (x *BackupRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRecord.ProtoReflect.Descriptor instead.
+func (*BackupRecord) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BackupRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupRecord) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetTables() []*TableRows {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+func (x *BackupRecord) GetReleaseBefore() string {
+	if x != nil {
+		return x.ReleaseBefore
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetReleaseAfter() string {
+	if x != nil {
+		return x.ReleaseAfter
+	}
+	return ""
+}
+
+func (x *BackupRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *BackupRecord) GetVerifiedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VerifiedAt
+	}
+	return nil
+}
+
+func (x *BackupRecord) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+// TableRows is one table's row count at dump time.
+type TableRows struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rows          int64                  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableRows) Reset() {
+	*x = TableRows{}
+	mi := &file_golive_v1_control_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableRows) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableRows) ProtoMessage() {}
+
+func (x *TableRows) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableRows.ProtoReflect.Descriptor instead.
+func (*TableRows) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TableRows) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TableRows) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// ListBackupsRequest filters backups.
+type ListBackupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	HostId        string                 `protobuf:"bytes,2,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsRequest) Reset() {
+	*x = ListBackupsRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsRequest) ProtoMessage() {}
+
+func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
+func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListBackupsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ListBackupsRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *ListBackupsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListBackupsResponse lists backups, newest first.
+type ListBackupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backups       []*BackupRecord        `protobuf:"bytes,1,rep,name=backups,proto3" json:"backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsResponse) Reset() {
+	*x = ListBackupsResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsResponse) ProtoMessage() {}
+
+func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
+func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListBackupsResponse) GetBackups() []*BackupRecord {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
 var File_golive_v1_control_proto protoreflect.FileDescriptor
 
 const file_golive_v1_control_proto_rawDesc = "" +
@@ -2415,7 +2991,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
 	"\arelease\x18\x06 \x01(\tR\arelease\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\x95\x05\n" +
+	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xf1\x05\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -2440,17 +3016,21 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x1d\n" +
 	"\n" +
-	"state_json\x18\x12 \x01(\tR\tstateJson\">\n" +
+	"state_json\x18\x12 \x01(\tR\tstateJson\x123\n" +
+	"\tpreflight\x18\x13 \x03(\v2\x15.golive.v1.HostChecksR\tpreflight\x12%\n" +
+	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecks\">\n" +
 	"\x0eDeployResponse\x12,\n" +
-	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"\x91\x01\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"\xba\x01\n" +
 	"\x0fRollbackRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x1d\n" +
 	"\n" +
 	"to_release\x18\x03 \x01(\tR\ttoRelease\x12/\n" +
-	"\x14restore_db_backup_id\x18\x04 \x01(\tR\x11restoreDbBackupId\"@\n" +
+	"\x14restore_db_backup_id\x18\x04 \x01(\tR\x11restoreDbBackupId\x12'\n" +
+	"\x0fconfirm_restore\x18\x05 \x01(\bR\x0econfirmRestore\"\\\n" +
 	"\x10RollbackResponse\x12,\n" +
-	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"#\n" +
+	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"#\n" +
 	"\x11GetRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x12GetRolloutResponse\x12,\n" +
@@ -2489,7 +3069,57 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"F\n" +
 	"\x14ListRolloutsResponse\x12.\n" +
-	"\brollouts\x18\x01 \x03(\v2\x12.golive.v1.RolloutR\brollouts2\xa0\b\n" +
+	"\brollouts\x18\x01 \x03(\v2\x12.golive.v1.RolloutR\brollouts\"\xf1\x02\n" +
+	"\x10PreflightRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
+	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
+	"\fartifact_url\x18\x03 \x01(\tR\vartifactUrl\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05hosts\x18\x05 \x03(\tR\x05hosts\x12E\n" +
+	"\bselector\x18\x06 \x03(\v2).golive.v1.PreflightRequest.SelectorEntryR\bselector\x12\x1f\n" +
+	"\vskip_checks\x18\a \x03(\tR\n" +
+	"skipChecks\x123\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\n" +
+	"HostChecks\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12.\n" +
+	"\x06checks\x18\x02 \x03(\v2\x16.golive.v1.CheckResultR\x06checks\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x84\x01\n" +
+	"\x11PreflightResponse\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
+	"\arelease\x18\x02 \x01(\tR\arelease\x12+\n" +
+	"\x05hosts\x18\x03 \x03(\v2\x15.golive.v1.HostChecksR\x05hosts\x12\x0e\n" +
+	"\x02ok\x18\x04 \x01(\bR\x02ok\"\xbe\x03\n" +
+	"\fBackupRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x17\n" +
+	"\ahost_id\x18\x03 \x01(\tR\x06hostId\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\tR\x06sha256\x12\x1a\n" +
+	"\bdatabase\x18\a \x01(\tR\bdatabase\x12,\n" +
+	"\x06tables\x18\b \x03(\v2\x14.golive.v1.TableRowsR\x06tables\x12%\n" +
+	"\x0erelease_before\x18\t \x01(\tR\rreleaseBefore\x12#\n" +
+	"\rrelease_after\x18\n" +
+	" \x01(\tR\freleaseAfter\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
+	"\vverified_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"verifiedAt\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\r \x01(\tR\tcommandId\"3\n" +
+	"\tTableRows\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\"]\n" +
+	"\x12ListBackupsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x17\n" +
+	"\ahost_id\x18\x02 \x01(\tR\x06hostId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"H\n" +
+	"\x13ListBackupsResponse\x121\n" +
+	"\abackups\x18\x01 \x03(\v2\x17.golive.v1.BackupRecordR\abackups2\xb6\t\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
 	"\x06Revoke\x12\x18.golive.v1.RevokeRequest\x1a\x19.golive.v1.RevokeResponse\x12L\n" +
@@ -2506,7 +3136,9 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\rResumeRollout\x12\x1f.golive.v1.ResumeRolloutRequest\x1a .golive.v1.ResumeRolloutResponse\x12O\n" +
 	"\fAbortRollout\x12\x1e.golive.v1.AbortRolloutRequest\x1a\x1f.golive.v1.AbortRolloutResponse\x12Q\n" +
 	"\fWatchRollout\x12\x1e.golive.v1.WatchRolloutRequest\x1a\x1f.golive.v1.WatchRolloutResponse0\x01\x12O\n" +
-	"\fListRollouts\x12\x1e.golive.v1.ListRolloutsRequest\x1a\x1f.golive.v1.ListRolloutsResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"\fListRollouts\x12\x1e.golive.v1.ListRolloutsRequest\x1a\x1f.golive.v1.ListRolloutsResponse\x12F\n" +
+	"\tPreflight\x12\x1b.golive.v1.PreflightRequest\x1a\x1c.golive.v1.PreflightResponse\x12L\n" +
+	"\vListBackups\x12\x1d.golive.v1.ListBackupsRequest\x1a\x1e.golive.v1.ListBackupsResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -2520,7 +3152,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -2557,84 +3189,106 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*GateStatus)(nil),            // 32: golive.v1.GateStatus
 	(*ListRolloutsRequest)(nil),   // 33: golive.v1.ListRolloutsRequest
 	(*ListRolloutsResponse)(nil),  // 34: golive.v1.ListRolloutsResponse
-	nil,                           // 35: golive.v1.Agent.LabelsEntry
-	nil,                           // 36: golive.v1.DeployRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*ServiceState)(nil),          // 39: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 40: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 41: golive.v1.HealthWindow
+	(*PreflightRequest)(nil),      // 35: golive.v1.PreflightRequest
+	(*HostChecks)(nil),            // 36: golive.v1.HostChecks
+	(*PreflightResponse)(nil),     // 37: golive.v1.PreflightResponse
+	(*BackupRecord)(nil),          // 38: golive.v1.BackupRecord
+	(*TableRows)(nil),             // 39: golive.v1.TableRows
+	(*ListBackupsRequest)(nil),    // 40: golive.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),   // 41: golive.v1.ListBackupsResponse
+	nil,                           // 42: golive.v1.Agent.LabelsEntry
+	nil,                           // 43: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 44: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
+	(*ServiceState)(nil),          // 47: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 48: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 49: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 50: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	37, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	37, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	45, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	46, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	18, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	35, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	37, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	37, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	39, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	40, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	42, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	45, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	45, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	47, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	48, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	37, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	45, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	12, // 14: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	36, // 15: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	38, // 16: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	38, // 17: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	38, // 18: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	41, // 19: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	37, // 20: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	37, // 21: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	43, // 15: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	46, // 16: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	46, // 17: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	46, // 18: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	49, // 19: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	45, // 20: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	45, // 21: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	16, // 22: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
 	17, // 23: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
 	15, // 24: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
 	32, // 25: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	37, // 26: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 27: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 28: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 29: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 30: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 31: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 32: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 33: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	32, // 34: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	18, // 35: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	1,  // 36: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 37: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 38: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 39: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 40: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 41: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 42: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	20, // 43: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	22, // 44: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	24, // 45: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	26, // 46: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	28, // 47: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	30, // 48: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	33, // 49: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	2,  // 50: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 51: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 52: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 53: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 54: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 55: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	19, // 56: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	21, // 57: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	23, // 58: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	25, // 59: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	27, // 60: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	29, // 61: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	31, // 62: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	34, // 63: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	50, // [50:64] is the sub-list for method output_type
-	36, // [36:50] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	45, // 26: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 27: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	18, // 28: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 29: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 30: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 31: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 32: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 33: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 34: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	32, // 35: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	18, // 36: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	44, // 37: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	46, // 38: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	50, // 39: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	36, // 40: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	39, // 41: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	45, // 42: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	45, // 43: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	38, // 44: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	1,  // 45: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 46: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 47: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 48: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 49: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 50: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 51: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	20, // 52: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	22, // 53: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	24, // 54: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	26, // 55: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	28, // 56: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	30, // 57: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	33, // 58: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	35, // 59: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	40, // 60: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	2,  // 61: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 62: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 63: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 64: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 65: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 66: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	19, // 67: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	21, // 68: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	23, // 69: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	25, // 70: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	27, // 71: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	29, // 72: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	31, // 73: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	34, // 74: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	37, // 75: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	41, // 76: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	61, // [61:77] is the sub-list for method output_type
+	45, // [45:61] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -2649,7 +3303,7 @@ func file_golive_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

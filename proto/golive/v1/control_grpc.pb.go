@@ -33,6 +33,8 @@ const (
 	ControlService_AbortRollout_FullMethodName  = "/golive.v1.ControlService/AbortRollout"
 	ControlService_WatchRollout_FullMethodName  = "/golive.v1.ControlService/WatchRollout"
 	ControlService_ListRollouts_FullMethodName  = "/golive.v1.ControlService/ListRollouts"
+	ControlService_Preflight_FullMethodName     = "/golive.v1.ControlService/Preflight"
+	ControlService_ListBackups_FullMethodName   = "/golive.v1.ControlService/ListBackups"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -71,6 +73,11 @@ type ControlServiceClient interface {
 	WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error)
 	// ListRollouts lists rollouts, newest first (history).
 	ListRollouts(ctx context.Context, in *ListRolloutsRequest, opts ...grpc.CallOption) (*ListRolloutsResponse, error)
+	// Preflight runs the pre-live checks of a service on its hosts (no
+	// approval needed: checking is always allowed).
+	Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResponse, error)
+	// ListBackups lists the database backups agents made before migrations.
+	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
 }
 
 type controlServiceClient struct {
@@ -230,6 +237,26 @@ func (c *controlServiceClient) ListRollouts(ctx context.Context, in *ListRollout
 	return out, nil
 }
 
+func (c *controlServiceClient) Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreflightResponse)
+	err := c.cc.Invoke(ctx, ControlService_Preflight_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBackupsResponse)
+	err := c.cc.Invoke(ctx, ControlService_ListBackups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -266,6 +293,11 @@ type ControlServiceServer interface {
 	WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error
 	// ListRollouts lists rollouts, newest first (history).
 	ListRollouts(context.Context, *ListRolloutsRequest) (*ListRolloutsResponse, error)
+	// Preflight runs the pre-live checks of a service on its hosts (no
+	// approval needed: checking is always allowed).
+	Preflight(context.Context, *PreflightRequest) (*PreflightResponse, error)
+	// ListBackups lists the database backups agents made before migrations.
+	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -317,6 +349,12 @@ func (UnimplementedControlServiceServer) WatchRollout(*WatchRolloutRequest, grpc
 }
 func (UnimplementedControlServiceServer) ListRollouts(context.Context, *ListRolloutsRequest) (*ListRolloutsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRollouts not implemented")
+}
+func (UnimplementedControlServiceServer) Preflight(context.Context, *PreflightRequest) (*PreflightResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Preflight not implemented")
+}
+func (UnimplementedControlServiceServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBackups not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -584,6 +622,42 @@ func _ControlService_ListRollouts_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_Preflight_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreflightRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).Preflight(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_Preflight_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).Preflight(ctx, req.(*PreflightRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ListBackups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBackupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ListBackups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ListBackups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ListBackups(ctx, req.(*ListBackupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -642,6 +716,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRollouts",
 			Handler:    _ControlService_ListRollouts_Handler,
+		},
+		{
+			MethodName: "Preflight",
+			Handler:    _ControlService_Preflight_Handler,
+		},
+		{
+			MethodName: "ListBackups",
+			Handler:    _ControlService_ListBackups_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,20 @@
+package controllercli
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"github.com/golive/golive/internal/cli"
+)
+
+// TODO(issue 5): the backups command.
+func newBackupsCmd(co *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:    "backups",
+		Short:  "not implemented yet",
+		Hidden: true,
+		Args:   cli.NoArgs,
+		RunE:   func(*cobra.Command, []string) error { return errors.New("not implemented yet") },
+	}
+}
