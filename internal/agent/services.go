@@ -50,6 +50,12 @@ type Service struct {
 	// Recovered is the result of a step a crash interrupted, reported once
 	// the agent connects.
 	Recovered *deploystep.Result
+	// Config is the service's configuration (nil for services built by
+	// hand in tests); StateDir is the agent's state_dir and BackupDir where
+	// the service's database backups go.
+	Config    *agentconfig.Service
+	StateDir  string
+	BackupDir string
 }
 
 // ServicesFromConfig builds every configured service: its supervisor, its
@@ -77,7 +83,7 @@ func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.
 }
 
 func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.Service, keys []ed25519.PublicKey, hm *health.Metrics, log hclog.Logger) (Service, error) {
-	s := Service{Name: sc.Name, SwapMode: string(sc.SwapMode), Port: sc.Port}
+	s := Service{Name: sc.Name, SwapMode: string(sc.SwapMode), Port: sc.Port, Config: sc, StateDir: cfg.StateDir, BackupDir: cfg.BackupDir(sc)}
 	var mgr interface {
 		Manager
 		deploystep.ServiceManager
