@@ -7,11 +7,13 @@
 // created outside t.TempDir (which is 0700 and owned by root).
 //
 // A missing PostgreSQL skips the test, except under CI=true where it fails.
+// Launch starts the same server outside a test, for benchmarks.
 package pgtest
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -33,6 +35,8 @@ type Server struct {
 	Port     int
 	User     string // superuser name
 	Password string // superuser password (scram-sha-256 on TCP and socket)
+
+	cred *syscall.Credential // the user the server runs as; nil = us
 }
 
 // BinDir finds the PostgreSQL binaries: the directory of initdb on PATH
@@ -62,47 +66,90 @@ func versionOf(binDir string) int {
 	return v
 }
 
+// ErrNotInstalled is returned by Launch when PostgreSQL is not installed.
+var ErrNotInstalled = errors.New("PostgreSQL not installed")
+
+// Config tunes a server Launch starts.
+type Config struct {
+	// Settings are extra server settings, "name=value" each (passed as
+	// -c name=value), e.g. "max_wal_size=4GB".
+	Settings []string
+}
+
 // Start starts a server for the test and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := BinDir()
-	if err != nil {
+	s, err := Launch(Config{})
+	if errors.Is(err, ErrNotInstalled) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("PostgreSQL is required under CI=true: %v", err)
 		}
-		t.Skipf("PostgreSQL not installed: %v", err)
+		t.Skipf("%v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Logf("%v", err)
+		}
+	})
+	return s
+}
+
+// Launch starts a server outside a test (benchmarks use it): initdb in a
+// fresh temporary directory, pg_ctl start on a free loopback port. The
+// caller must Stop it. A missing PostgreSQL is ErrNotInstalled.
+func Launch(cfg Config) (_ *Server, err error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotInstalled, err)
+	}
+	cred, err := credential()
+	if err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "golive-pg-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	cred, err := credential()
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	s := &Server{BinDir: bin, Dir: dir, User: "golive", Password: "pgtest-secret-pw"}
+	s := &Server{BinDir: bin, Dir: dir, User: "golive", Password: "pgtest-secret-pw", cred: cred}
 	pwfile := filepath.Join(dir, "pwfile")
 	if err := os.WriteFile(pwfile, []byte(s.Password+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	s.run(t, cred, "initdb", "-D", filepath.Join(dir, "data"), "-U", s.User,
+	out, err := s.exec("initdb", "-D", filepath.Join(dir, "data"), "-U", s.User,
 		"--pwfile="+pwfile, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
 	os.Remove(pwfile)
+	if err != nil {
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
 
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		s.Port = freePort(t)
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Port = port
 		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", s.Port, dir)
-		_, lastErr = s.exec(t, cred, "pg_ctl", "start", "-w", "-t", "60", "-D", filepath.Join(dir, "data"),
+		for _, kv := range cfg.Settings {
+			opts += " -c " + kv
+		}
+		_, lastErr = s.exec("pg_ctl", "start", "-w", "-t", "60", "-D", filepath.Join(dir, "data"),
 			"-l", filepath.Join(dir, "log"), "-o", opts)
 		if lastErr == nil {
 			break
@@ -110,14 +157,21 @@ func Start(t testing.TB) *Server {
 	}
 	if lastErr != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		t.Fatalf("pg_ctl start: %v\n%s", lastErr, log)
+		return nil, fmt.Errorf("pg_ctl start: %w\n%s", lastErr, log)
 	}
-	t.Cleanup(func() {
-		if _, err := s.exec(t, cred, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", filepath.Join(dir, "data")); err != nil {
-			t.Logf("pg_ctl stop: %v", err)
-		}
-	})
-	return s
+	return s, nil
+}
+
+// Stop stops the server (immediate shutdown) and removes its directory.
+func (s *Server) Stop() error {
+	_, err := s.exec("pg_ctl", "stop", "-w", "-m", "immediate", "-D", filepath.Join(s.Dir, "data"))
+	if rerr := os.RemoveAll(s.Dir); err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop: %w", err)
+	}
+	return nil
 }
 
 // DSN is a URL DSN for database db over TCP.
@@ -167,21 +221,14 @@ func (s *Server) Query(ctx context.Context, db, sql string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-func (s *Server) run(t testing.TB, cred *syscall.Credential, name string, args ...string) {
-	t.Helper()
-	if out, err := s.exec(t, cred, name, args...); err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
-	}
-}
-
-func (s *Server) exec(t testing.TB, cred *syscall.Credential, name string, args ...string) ([]byte, error) {
+func (s *Server) exec(name string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, name), args...)
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	}
 	// pg_ctl start leaves postgres running with our pipes unless they are
 	// files; a temp file keeps Wait from blocking on the daemon.
@@ -214,12 +261,11 @@ func credential() (*syscall.Credential, error) {
 	return nil, fmt.Errorf("running as root and no postgres or nobody user to run PostgreSQL as")
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
