@@ -270,26 +270,40 @@ func BackupFresh(lastBackupTime time.Time, verified bool, maxAge time.Duration, 
 	return pass(NameBackup, "The last backup is %s old and verified; nothing to do.", age.Round(time.Minute))
 }
 
-// PreviousReleasePresent checks that the release recorded as previous is
-// still committed, so there is a release to roll back to. A directory with no
-// previous release yet (a first deploy) is a warning.
-func PreviousReleasePresent(dir *releasedir.Dir) Result {
+// PreviousReleasePresent checks that the release a deploy of release would
+// roll back to is on disk and committed (complete: releasedir only shows a
+// release under its final name once it is whole). Before a deploy that
+// target is the release current points at now; when release is already
+// current (a redeploy), it is the previous one. No current release yet (a
+// first deploy) is a warning: there is nothing to roll back to.
+func PreviousReleasePresent(dir *releasedir.Dir, release string) Result {
 	if dir == nil {
 		return fail(NamePreviousRelease, "No release directory was given to this check; report this as a golive bug.")
 	}
-	prev, err := dir.Previous()
+	cur, err := dir.Current()
 	if err != nil {
-		return fail(NamePreviousRelease, "Cannot read the previous release (%v); repair the previous link in %s.", err, dir.Path())
+		return fail(NamePreviousRelease, "Cannot read the current release (%v); repair the current link in %s.", err, dir.Path())
 	}
-	if prev == "" {
-		return warn(NamePreviousRelease, "No previous release in %s, so there is nothing to roll back to; expect this only on a first deploy.", dir.Path())
+	if cur == "" {
+		return warn(NamePreviousRelease, "No release is live in %s yet, so there is nothing to roll back to; expect this only on a first deploy.", dir.Path())
 	}
-	ok, err := dir.Exists(prev)
+	target, what := cur, "Live release"
+	if release != "" && release == cur {
+		prev, err := dir.Previous()
+		if err != nil {
+			return fail(NamePreviousRelease, "Cannot read the previous release (%v); repair the previous link in %s.", err, dir.Path())
+		}
+		if prev == "" {
+			return warn(NamePreviousRelease, "Release %s is already live and there is no previous release in %s to roll back to; expect this only right after a first deploy.", cur, dir.Path())
+		}
+		target, what = prev, "Previous release"
+	}
+	ok, err := dir.Exists(target)
 	if err != nil {
-		return fail(NamePreviousRelease, "Cannot check previous release %s (%v); fix the release directory %s.", prev, err, dir.Path())
+		return fail(NamePreviousRelease, "Cannot check rollback target %s (%v); fix the release directory %s.", target, err, dir.Path())
 	}
 	if !ok {
-		return fail(NamePreviousRelease, "Previous release %s is gone from %s; redeploy it or accept a deploy without rollback by skipping this check.", prev, dir.Path())
+		return fail(NamePreviousRelease, "%s %s, the rollback target, is gone from %s; redeploy it or accept a deploy without rollback by skipping this check.", what, target, dir.Path())
 	}
-	return pass(NamePreviousRelease, "Previous release %s is present for rollback; nothing to do.", prev)
+	return pass(NamePreviousRelease, "%s %s is present for rollback; nothing to do.", what, target)
 }

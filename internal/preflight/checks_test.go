@@ -281,10 +281,11 @@ func TestPreviousReleasePresent(t *testing.T) {
 		}
 	}
 	tests := []struct {
-		name   string
-		give   func(t *testing.T, d *releasedir.Dir)
-		want   Status
-		wantIn string
+		name    string
+		give    func(t *testing.T, d *releasedir.Dir)
+		release string
+		want    Status
+		wantIn  string
 	}{
 		{
 			name: "first deploy",
@@ -292,20 +293,20 @@ func TestPreviousReleasePresent(t *testing.T) {
 			want: StatusWarn, wantIn: "nothing to roll back to",
 		},
 		{
-			name: "previous present",
+			// Before deploying r2 the rollback target is r1, the live
+			// release, even though there is no previous link yet.
+			name: "live release present, no previous",
 			give: func(t *testing.T, d *releasedir.Dir) {
 				commit(t, d, "r1")
-				commit(t, d, "r2")
-				for _, r := range []string{"r1", "r2"} {
-					if err := d.Swap(r); err != nil {
-						t.Fatal(err)
-					}
+				if err := d.Swap("r1"); err != nil {
+					t.Fatal(err)
 				}
 			},
-			want: StatusPass, wantIn: "Previous release r1 is present",
+			release: "r2",
+			want:    StatusPass, wantIn: "Live release r1 is present",
 		},
 		{
-			name: "previous removed",
+			name: "live release present, previous removed",
 			give: func(t *testing.T, d *releasedir.Dir) {
 				commit(t, d, "r1")
 				commit(t, d, "r2")
@@ -314,15 +315,62 @@ func TestPreviousReleasePresent(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				p, err := d.ReleasePath("r1")
-				if err != nil {
+				removeRelease(t, d, "r1")
+			},
+			release: "r3",
+			want:    StatusPass, wantIn: "Live release r2 is present",
+		},
+		{
+			name: "live release removed",
+			give: func(t *testing.T, d *releasedir.Dir) {
+				commit(t, d, "r1")
+				if err := d.Swap("r1"); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.RemoveAll(p); err != nil {
+				removeRelease(t, d, "r1")
+			},
+			release: "r2",
+			want:    StatusFail, wantIn: "Live release r1, the rollback target, is gone",
+		},
+		{
+			name: "redeploy of the live release rolls back to previous",
+			give: func(t *testing.T, d *releasedir.Dir) {
+				commit(t, d, "r1")
+				commit(t, d, "r2")
+				for _, r := range []string{"r1", "r2"} {
+					if err := d.Swap(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			release: "r2",
+			want:    StatusPass, wantIn: "Previous release r1 is present",
+		},
+		{
+			name: "redeploy, previous removed",
+			give: func(t *testing.T, d *releasedir.Dir) {
+				commit(t, d, "r1")
+				commit(t, d, "r2")
+				for _, r := range []string{"r1", "r2"} {
+					if err := d.Swap(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+				removeRelease(t, d, "r1")
+			},
+			release: "r2",
+			want:    StatusFail, wantIn: "Previous release r1, the rollback target, is gone",
+		},
+		{
+			name: "redeploy right after a first deploy",
+			give: func(t *testing.T, d *releasedir.Dir) {
+				commit(t, d, "r1")
+				if err := d.Swap("r1"); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: StatusFail, wantIn: "Previous release r1 is gone",
+			release: "r1",
+			want:    StatusWarn, wantIn: "no previous release",
 		},
 	}
 	for _, tt := range tests {
@@ -332,10 +380,21 @@ func TestPreviousReleasePresent(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.give(t, d)
-			checkResult(t, PreviousReleasePresent(d), NamePreviousRelease, tt.want, tt.wantIn)
+			checkResult(t, PreviousReleasePresent(d, tt.release), NamePreviousRelease, tt.want, tt.wantIn)
 		})
 	}
 	t.Run("nil dir", func(t *testing.T) {
-		checkResult(t, PreviousReleasePresent(nil), NamePreviousRelease, StatusFail, "No release directory")
+		checkResult(t, PreviousReleasePresent(nil, "r1"), NamePreviousRelease, StatusFail, "No release directory")
 	})
+}
+
+func removeRelease(t *testing.T, d *releasedir.Dir, release string) {
+	t.Helper()
+	p, err := d.ReleasePath(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(p); err != nil {
+		t.Fatal(err)
+	}
 }
