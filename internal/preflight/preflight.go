@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,6 +49,20 @@ const (
 	NameBackup          = "backup"
 	NamePreviousRelease = "previous-release"
 )
+
+// Names lists every check name, in the order an agent reports them.
+var Names = []string{NameDNS, NameTLS, NameDatabase, NameBackup, NameSecrets, NameDisk, NamePreviousRelease}
+
+// ValidateSkips checks that every name in skip is a check name, so that a
+// mistyped --skip-check does not silently skip nothing.
+func ValidateSkips(skip []string) error {
+	for _, n := range skip {
+		if !slices.Contains(Names, n) {
+			return fmt.Errorf("unknown check %q (checks: %s)", n, strings.Join(Names, ", "))
+		}
+	}
+	return nil
+}
 
 // DefaultTimeout bounds a check whose Timeout is zero.
 const DefaultTimeout = 10 * time.Second

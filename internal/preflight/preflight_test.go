@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,15 @@ func TestSummary(t *testing.T) {
 				t.Errorf("Summary = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestValidateSkips(t *testing.T) {
+	if err := ValidateSkips([]string{NameTLS, NamePreviousRelease}); err != nil {
+		t.Fatal(err)
+	}
+	err := ValidateSkips([]string{NameTLS, "tsl"})
+	if err == nil || !strings.Contains(err.Error(), `unknown check "tsl"`) || !strings.Contains(err.Error(), "previous-release") {
+		t.Fatalf("ValidateSkips(tsl) = %v, want an error naming it and the known checks", err)
 	}
 }
