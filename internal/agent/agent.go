@@ -722,10 +722,33 @@ func resultProto(service string, r deploystep.Result) *golivev1.CommandResult {
 	default:
 		out.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED
 	}
+	if r.Outcome != deploystep.OutcomeSucceeded && len(r.Warnings) > 0 {
+		// A failure's warnings (e.g. the schema stays migrated) belong in
+		// the one line the operator reads.
+		w := "warning: " + strings.Join(r.Warnings, "; warning: ")
+		if out.Error == "" {
+			out.Error = w
+		} else {
+			out.Error += "; " + w
+		}
+	}
+	if r.Backup != nil {
+		if b, err := json.Marshal(r.Backup); err == nil {
+			out.BackupJson = string(b)
+		}
+	}
 	for _, s := range r.Stages {
+		// A stage's warning (a success with something to know) is reported
+		// as ok with the text "warning: ..." in error.
 		e := s.Error
 		if e == "" && s.UndoError != "" {
 			e = "undo: " + s.UndoError
+		}
+		if s.Warning != "" {
+			if e != "" {
+				e += "; "
+			}
+			e += "warning: " + s.Warning
 		}
 		out.Stages = append(out.Stages, &golivev1.StageReport{Stage: s.Name, Ok: s.Error == "", Error: e, Seconds: s.Seconds, Output: s.HookOutput})
 	}

@@ -112,7 +112,7 @@ func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.
 	s.Manager = mgr
 	r, err := deploystep.New(deploystep.Config{
 		StateDir: filepath.Join(cfg.StateDir, "services"), Service: sc, Manager: mgr, Artifacts: cfg.Artifacts,
-		TrustedKeys: keys, Logger: log,
+		TrustedKeys: keys, Logger: log, BackupDir: s.BackupDir, HostID: cfg.HostID,
 	})
 	if err != nil {
 		return s, err

@@ -62,11 +62,17 @@ const (
 	StageVerify   = "verify"
 	StageUnpack   = "unpack"
 	StagePreSwap  = "pre_swap"
+	StageBackup   = "backup"
+	StageMigrate  = "migrate"
 	StageSwap     = "swap"
 	StageRestart  = "restart"
 	StageHealth   = "health"
+	StageSmoke    = "smoke"
 	StagePostSwap = "post_swap"
 	StageCleanup  = "cleanup"
+	// StageRestoreDB is the first stage of a rollback with a database
+	// restore (Command.RestoreBackupID): stop, safety backup, restore.
+	StageRestoreDB = "restore_db"
 	// StageOnRollback is reported for the on_rollback hook, and
 	// StageRollbackHealth for the health check of the previous release
 	// after an undo.
@@ -144,6 +150,13 @@ type Config struct {
 	DoneRecords int
 	// Logger is the parent logger (default: null).
 	Logger hclog.Logger
+	// BackupDir is where the service's database backups and their records
+	// live (agentconfig.Config.BackupDir; default <service dir>/backups).
+	BackupDir string
+	// HostID names this host in backup records.
+	HostID string
+	// PGBinDir is the directory of pg_dump, pg_restore and psql ("": PATH).
+	PGBinDir string
 }
 
 // StageReport is what one stage did.
@@ -156,7 +169,9 @@ type StageReport struct {
 	// step (post_swap, cleanup, on_rollback).
 	Error   string `json:"error,omitempty"`
 	Warning string `json:"warning,omitempty"`
-	// HookOutput is the hook's combined output, for hook stages.
+	// HookOutput is the hook's combined output, for hook stages and
+	// migrate (with the database DSN and password redacted); for smoke,
+	// one line per check.
 	HookOutput string `json:"hook_output,omitempty"`
 	// Undone reports that the stage's undo ran; UndoError why it failed.
 	Undone    bool   `json:"undone,omitempty"`
@@ -184,6 +199,11 @@ type Result struct {
 	// Backup is the verified database backup taken before a migration (or,
 	// on a restore, the safety backup), nil when none was taken.
 	Backup *dbbackup.Record `json:"backup,omitempty"`
+	// Warnings are things the operator must know that did not decide the
+	// outcome, each prefixed with its stage: e.g. that a binary rollback
+	// after a migration left the schema migrated. Each is also in its
+	// stage's report (Warning).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Runner runs the steps of one service, one at a time.
@@ -211,6 +231,9 @@ func New(cfg Config) (*Runner, error) {
 	dir, err := releasedir.Open(cfg.StateDir, cfg.Service.Name)
 	if err != nil {
 		return nil, fmt.Errorf("deploystep: %w", err)
+	}
+	if cfg.BackupDir == "" {
+		cfg.BackupDir = filepath.Join(dir.Path(), "backups")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -272,6 +295,10 @@ type step struct {
 	download string // fetched artifact path
 	sha      string // sha256 measured by fetch
 	report   *StageReport
+	// restore is the backup a rollback restores (Command.RestoreBackupID).
+	restore *dbbackup.Record
+	// dbRestored: restore_db replaced the database's contents.
+	dbRestored bool
 }
 
 func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Result {
@@ -282,7 +309,10 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		return res
 	}
 	res.Previous = prev
-	var stages []stage
+	var (
+		stages     []stage
+		restoreRec *dbbackup.Record
+	)
 	switch cmd.Kind {
 	case KindDeploy:
 		if err := releasedir.ValidateRelease(cmd.Release); err != nil {
@@ -295,6 +325,16 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		}
 		stages = deployStages
 	case KindRollback:
+		var rec *dbbackup.Record
+		if cmd.RestoreBackupID != "" {
+			if rec, err = r.loadRestore(cmd); err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			if cmd.Release == "" {
+				cmd.Release, res.Release = rec.ReleaseBefore, rec.ReleaseBefore
+			}
+		}
 		if cmd.Release == "" {
 			p, err := r.dir.Previous()
 			if err != nil {
@@ -317,6 +357,10 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 			return res
 		}
 		stages = rollbackStages
+		if rec != nil {
+			stages = restoreStages
+			restoreRec = rec
+		}
 	default:
 		res.Error = fmt.Sprintf("unknown command kind %q", cmd.Kind)
 		return res
@@ -331,9 +375,9 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		res.Error = err.Error()
 		return res
 	}
-	s := &step{r: r, cmd: cmd, res: &res, exists: exists, j: &Journal{
+	s := &step{r: r, cmd: cmd, res: &res, exists: exists, restore: restoreRec, j: &Journal{
 		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev, PreviousLink: prevLink,
-		Completed: []string{}, Started: time.Now().UTC(),
+		RestoreBackupID: cmd.RestoreBackupID, Completed: []string{}, Started: time.Now().UTC(),
 	}}
 	log := r.log.With("command_id", cmd.ID, "release", cmd.Release, "previous", prev)
 	log.Info("step starting", "kind", cmd.Kind)
@@ -429,6 +473,13 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 			s.r.log.Error("undo failed", "stage", st.name, "error", err)
 			outcome = OutcomeFailed
 		}
+	}
+	s.databaseWarnings()
+	if s.dbRestored {
+		// The database holds the restored backup while the binary went back
+		// to the release before the command: neither state the operator
+		// knew. Reported as a failure, with the safety backup's id.
+		outcome = OutcomeFailed
 	}
 	if !touched {
 		return OutcomeFailed

@@ -5,11 +5,12 @@
 //
 // A deploy:
 //
-//	fetch ──▶ verify ──▶ unpack ──▶ pre_swap ──▶ swap ──▶ restart ──▶ health ──▶ post_swap ──▶ cleanup ──▶ SUCCEEDED
-//	  │         │          │           │           │         │           │
-//	  │ (fetch, verify and unpack are skipped when the release is already committed)
-//	  ▼         ▼          ▼           ▼           ▼         ▼           ▼
-//	  └─────────┴──── failure: undo the failing and the completed stages, newest first ────┘
+//	fetch ─▶ verify ─▶ unpack ─▶ pre_swap ─▶ backup ─▶ migrate ─▶ swap ─▶ restart ─▶ health ─▶ smoke ─▶ post_swap ─▶ cleanup ─▶ SUCCEEDED
+//	  │        │         │          │          │          │         │        │          │         │
+//	  │ (fetch, verify and unpack are skipped when the release is already committed;
+//	  │  backup and migrate when the service has no migrate command; smoke without smoke checks)
+//	  ▼        ▼         ▼          ▼          ▼          ▼         ▼        ▼          ▼         ▼
+//	  └────────┴─── failure: undo the failing and the completed stages, newest first ───┘
 //	                 swap.undo    = point current back at the previous release, and
 //	                                previous back at what it named (SwapBack)
 //	                 restart.undo = restart the service on the previous release
@@ -19,8 +20,53 @@
 //	                 failure before pre_swap (nothing live touched)  ─▶ FAILED
 //
 // A rollback (to the previous release, or to a named committed release) is
-// swap ──▶ restart ──▶ health, with the same undo.
+// swap ──▶ restart ──▶ health, with the same undo (no smoke checks: a
+// rollback is the way back, it does not fail on them).
 //
+// The database (a service with a database block and a migrate command):
+//
+//   - backup takes a pg_dump and proves it restorable by restoring it into a
+//     scratch database (dbbackup.BackupAndVerify), records it (Result.Backup,
+//     <backup dir>/<id>.json), then prunes by keep_backups and
+//     max_backup_age (a prune failure is a warning). A backup or verify
+//     failure fails the step before the migration: current is untouched.
+//   - migrate runs the release's migrate.command from the new release's
+//     directory with the service's env files (the DSN reaches it only by
+//     its environment; its output and errors are redacted of the DSN and
+//     password), bounded by migrate.timeout and not cut short by a
+//     cancelled operation. The journal says "started" before it runs.
+//   - Neither has an undo. A failure after migrate (health, smoke) swaps the
+//     binary back but the schema stays migrated: Result.Warnings says so and
+//     names the backup (golive-controller rollback --restore-db <id>).
+//   - A rollback with Command.RestoreBackupID runs
+//     restore_db ──▶ swap ──▶ restart ──▶ health: restore_db stops the
+//     service, takes a verified and recorded safety backup (Result.Backup),
+//     then restores (pg_restore --clean --if-exists, one transaction). The
+//     release defaults to the backup's ReleaseBefore. An unknown backup id
+//     fails before anything is changed. If a later stage fails, the binary
+//     goes back and the service restarts on it, but the database is not
+//     restored again: FAILED, with a warning naming the safety backup.
+//
+// Crashes and the database (Recover never changes the database):
+//
+//   - during backup: the unverified dump and .tmp files are removed (a
+//     scratch database golive_verify_* may be left on the server); the
+//     step is undone like any failure before the swap.
+//   - after backup, before migrate started: undone; the verified backup stays.
+//   - during migrate (journal says "started"): the migration is NOT rerun;
+//     the binary stays on the previous release; the step is FAILED, the
+//     error says the migration may have run partly and names the backup.
+//   - after migrate: as a crash after pre_swap (finish forward if swapped,
+//     else back to the previous release, with the schema-stays-migrated
+//     warning).
+//   - during restore_db: before the restore began, the database is
+//     unchanged and the service is started again (FAILED); once it began,
+//     the database is as before or restored (one transaction): FAILED, the
+//     error says to check it and names the safety backup.
+//   - after restore_db: finish forward if current already names the target
+//     release; otherwise back to the release before the command with a
+//     warning that the database stays restored (FAILED).
+
 // On disk, beside the release directory of package releasedir
 // (<state-dir>/<service>/):
 //

@@ -35,7 +35,26 @@ type Journal struct {
 	Reason      string    `json:"reason,omitempty"`
 	Download    string    `json:"download,omitempty"`
 	Started     time.Time `json:"started"`
+	// RestoreBackupID is the backup a rollback restores (restore_db).
+	RestoreBackupID string `json:"restore_backup_id,omitempty"`
+	// BackupID is the verified backup this step took: before the
+	// migration (backup), or the safety backup (restore_db). Written as
+	// soon as the backup is recorded.
+	BackupID string `json:"backup_id,omitempty"`
+	// Migration is "started" once the migration command is about to run
+	// (written before it starts) and "done" once it exited successfully;
+	// "" when no migration ran. Recover never reruns a migration.
+	Migration string `json:"migration,omitempty"`
+	// Restoring is set (and written) just before restore_db replaces the
+	// database's contents.
+	Restoring bool `json:"restoring,omitempty"`
 }
+
+// Journal.Migration values.
+const (
+	migrationStarted = "started"
+	migrationDone    = "done"
+)
 
 const (
 	journalName  = "journal.json"

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/golive/golive/internal/dbbackup"
 )
 
 // Recover brings the host to a complete state after a crash in the middle of
@@ -42,7 +44,32 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 
 	res := &Result{CommandID: j.CommandID, Kind: j.Kind, Release: j.Release, Previous: j.Previous,
 		Recovered: true, Outcome: OutcomeFailed, Stages: []StageReport{}}
-	s := &step{r: r, cmd: Command{ID: j.CommandID, Kind: j.Kind, Release: j.Release}, j: j, res: res}
+	s := &step{r: r, cmd: Command{ID: j.CommandID, Kind: j.Kind, Release: j.Release, RestoreBackupID: j.RestoreBackupID}, j: j, res: res}
+	if j.BackupID != "" {
+		if rec, err := dbbackup.LoadRecord(r.cfg.BackupDir, j.BackupID); err == nil {
+			res.Backup = rec
+		} else {
+			log.Warn("the step's backup record is unreadable", "backup_id", j.BackupID, "error", err)
+		}
+	}
+	// A backup the crash interrupted is not verified: it goes.
+	if (j.Stage == StageBackup || j.Stage == StageRestoreDB) && !slices.Contains(j.Completed, j.Stage) {
+		if err := r.cleanBackupLeftovers(); err != nil {
+			log.Warn("remove unverified backups", "error", err)
+		}
+	}
+	// The database is never changed by Recover: a migration is not rerun, a
+	// restore is not redone or undone. What the crash left is reported.
+	s.dbRestored = slices.Contains(j.Completed, StageRestoreDB)
+	dbUnknown := ""
+	switch {
+	case j.Migration == migrationStarted:
+		dbUnknown = fmt.Sprintf("agent restarted during the migration of release %s: it may have run partly or completely, and is not run again; backup %s holds the database as it was before",
+			j.Release, orNone(j.BackupID))
+	case j.Restoring && !s.dbRestored:
+		dbUnknown = fmt.Sprintf("agent restarted during the restore of backup %s: the restore is one transaction, so the database is either as it was or fully restored (check it); safety backup %s holds it as it was before",
+			j.RestoreBackupID, orNone(j.BackupID))
+	}
 	// Recovery is itself critical work: it runs to the end even if ctx ends.
 	cctx := context.WithoutCancel(ctx)
 	timed := func(name string, f func(ctx context.Context) error) error {
@@ -92,6 +119,9 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 		if !j.RollingBack && j.Previous == "" {
 			target = cur // a first deploy interrupted before its swap
 		}
+		if dbUnknown != "" {
+			res.FailedStage, res.Error = j.Stage, dbUnknown
+		}
 		res.Outcome = r.restore(s, timed, target, cur, touched, restarted)
 		if !touched && res.Outcome == OutcomeRolledBack {
 			res.Outcome = OutcomeFailed // nothing live was touched: the deploy just failed
@@ -104,6 +134,13 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 		if err == nil {
 			err = timed(StageHealth, r.waitHealthy)
 		}
+		if err == nil && j.Kind == KindDeploy {
+			err = timed(StageSmoke, func(c context.Context) error {
+				out, err := r.runSmoke(c)
+				s.report.HookOutput, s.report.Skipped = out, out == ""
+				return err
+			})
+		}
 		if err == nil {
 			res.Outcome = OutcomeSucceeded
 			_ = timed(StageCleanup, func(context.Context) error { return s.cleanup(cctx) })
@@ -111,6 +148,12 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 		}
 		res.FailedStage, res.Error = s.report.Name, s.report.Error
 		res.Outcome = r.restore(s, timed, j.Previous, cur, true, true)
+	}
+	if res.Outcome != OutcomeSucceeded {
+		s.databaseWarnings()
+		if s.dbRestored || dbUnknown != "" {
+			res.Outcome = OutcomeFailed // the database needs the operator: see the warnings
+		}
 	}
 	res.Finished = time.Now().UTC()
 	if err := r.finish(res); err != nil {
@@ -161,7 +204,7 @@ func (r *Runner) restore(s *step, timed func(string, func(context.Context) error
 
 // touchesLive reports whether stage name touches the live service.
 func touchesLive(name string) bool {
-	for _, st := range deployStages {
+	for _, st := range slices.Concat(deployStages, restoreStages) {
 		if st.name == name {
 			return st.touchesLive
 		}

@@ -30,18 +30,28 @@ type stage struct {
 }
 
 var (
-	stFetch    = stage{name: StageFetch, do: (*step).fetch, undo: (*step).unfetch}
-	stVerify   = stage{name: StageVerify, do: (*step).verify}
-	stUnpack   = stage{name: StageUnpack, do: (*step).unpack, undo: (*step).unstage}
-	stPreSwap  = stage{name: StagePreSwap, touchesLive: true, do: (*step).preSwap}
+	stFetch   = stage{name: StageFetch, do: (*step).fetch, undo: (*step).unfetch}
+	stVerify  = stage{name: StageVerify, do: (*step).verify}
+	stUnpack  = stage{name: StageUnpack, do: (*step).unpack, undo: (*step).unstage}
+	stPreSwap = stage{name: StagePreSwap, touchesLive: true, do: (*step).preSwap}
+	// backup has no undo: a verified backup is kept (it is what a restore
+	// needs), and a failed one leaves no file (dbbackup).
+	stBackup = stage{name: StageBackup, touchesLive: true, do: (*step).backup}
+	// migrate has no undo: a migration is never reversed automatically;
+	// undo reports that the schema stays migrated (databaseWarnings).
+	stMigrate  = stage{name: StageMigrate, touchesLive: true, do: (*step).migrate}
 	stSwap     = stage{name: StageSwap, critical: true, touchesLive: true, do: (*step).swap, undo: (*step).unswap}
 	stRestart  = stage{name: StageRestart, critical: true, touchesLive: true, do: (*step).restart, undo: (*step).unrestart}
 	stHealth   = stage{name: StageHealth, touchesLive: true, do: (*step).health}
+	stSmoke    = stage{name: StageSmoke, touchesLive: true, do: (*step).smoke}
 	stPostSwap = stage{name: StagePostSwap, do: (*step).postSwap}
 	stCleanup  = stage{name: StageCleanup, do: (*step).cleanup}
+	stRestore  = stage{name: StageRestoreDB, touchesLive: true, do: (*step).restoreDB, undo: (*step).unrestoreDB}
 
-	deployStages   = []stage{stFetch, stVerify, stUnpack, stPreSwap, stSwap, stRestart, stHealth, stPostSwap, stCleanup}
+	deployStages = []stage{stFetch, stVerify, stUnpack, stPreSwap, stBackup, stMigrate, stSwap, stRestart, stHealth, stSmoke,
+		stPostSwap, stCleanup}
 	rollbackStages = []stage{stSwap, stRestart, stHealth}
+	restoreStages  = []stage{stRestore, stSwap, stRestart, stHealth}
 )
 
 func (s *step) fetch(ctx context.Context) error {

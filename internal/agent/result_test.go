@@ -1,0 +1,53 @@
+package agent
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golive/golive/internal/dbbackup"
+	"github.com/golive/golive/internal/deploystep"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+func TestResultProtoBackupAndWarnings(t *testing.T) {
+	rec := &dbbackup.Record{ID: "20261130T220000Z-v2", Service: "app", Host: "h1", SHA256: "ab", Size: 42,
+		Tables: []dbbackup.TableCount{{Name: "public.users", Rows: 3}}, ReleaseBefore: "v1", ReleaseAfter: "v2",
+		VerifiedAt: time.Date(2026, 11, 30, 22, 0, 1, 0, time.UTC)}
+	migrated := "the schema stays migrated by release v2"
+	failed := resultProto("app", deploystep.Result{CommandID: "c1", Outcome: deploystep.OutcomeRolledBack, Release: "v2",
+		FailedStage: deploystep.StageHealth, Error: "health: unhealthy", Backup: rec,
+		Warnings: []string{"migrate: " + migrated},
+		Stages: []deploystep.StageReport{
+			{Name: deploystep.StageMigrate, Warning: migrated},
+			{Name: deploystep.StageHealth, Error: "health: unhealthy"},
+		}})
+	if failed.Outcome != golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK {
+		t.Fatalf("outcome %s", failed.Outcome)
+	}
+	if !strings.HasPrefix(failed.Error, "health: unhealthy; warning: migrate: "+migrated) {
+		t.Fatalf("error %q", failed.Error)
+	}
+	var got dbbackup.Record
+	if err := json.Unmarshal([]byte(failed.BackupJson), &got); err != nil || got.ID != rec.ID || got.Tables[0].Rows != 3 || !got.VerifiedAt.Equal(rec.VerifiedAt) {
+		t.Fatalf("backup_json %q: %+v, %v", failed.BackupJson, got, err)
+	}
+	if st := failed.Stages[0]; !st.Ok || st.Error != "warning: "+migrated {
+		t.Fatalf("migrate stage %+v", st)
+	}
+	if st := failed.Stages[1]; st.Ok || st.Error != "health: unhealthy" {
+		t.Fatalf("health stage %+v", st)
+	}
+
+	// A success keeps its error empty: warnings are in the stage reports.
+	ok := resultProto("app", deploystep.Result{CommandID: "c2", Outcome: deploystep.OutcomeSucceeded, Release: "v2",
+		Warnings: []string{"backup: prune backups: permission denied"},
+		Stages:   []deploystep.StageReport{{Name: deploystep.StageBackup, Warning: "prune backups: permission denied"}}})
+	if ok.Error != "" || ok.BackupJson != "" {
+		t.Fatalf("success: error %q backup %q", ok.Error, ok.BackupJson)
+	}
+	if st := ok.Stages[0]; !st.Ok || st.Error != "warning: prune backups: permission denied" {
+		t.Fatalf("backup stage %+v", st)
+	}
+}
