@@ -1,22 +1,465 @@
 package agent
 
 import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/dbbackup"
+	"github.com/golive/golive/internal/preflight"
+	"github.com/golive/golive/internal/svcmgr"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
+// PreflightCAFileEnv names an environment variable of the agent: a PEM file
+// whose certificates the TLS pre-live check trusts in addition to the
+// system roots. It is meant for a private CA (and for tests, whose
+// certificates are made on the fly); unset, only the system roots count.
+const PreflightCAFileEnv = "GOLIVE_PREFLIGHT_CA_FILE"
+
+// preflightTimeout bounds a whole preflight run on the agent; each check
+// has its own, shorter timeout (preflight.DefaultTimeout).
+const preflightTimeout = 25 * time.Second
+
 // runPreflight runs a service's pre-live checks for a PreflightAction and
 // sends the ack and the result (outcome SUCCEEDED with the checks, FAILED
-// when the checks could not run).
-//
-// TODO(issue 5): run the checks (internal/preflight) from the service's config.
+// with an error when the checks could not run). It returns at once: the
+// checks run off the stream's receive goroutine. No approval is needed:
+// the checks only read.
 func (a *Agent) runPreflight(cmd *golivev1.Command, enqueue func(*golivev1.ConnectRequest)) {
-	pf := cmd.GetPreflight()
 	enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandAck{CommandAck: &golivev1.CommandAck{CommandId: cmd.Id, Accepted: true}}})
-	enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: &golivev1.CommandResult{
-		CommandId: cmd.Id, Service: pf.Service, Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED,
-		Error: "preflight is not implemented on this agent yet", FinishedAt: timestamppb.New(time.Now())}}})
+	a.ops.Add(1)
+	go func() {
+		defer a.ops.Done()
+		ctx := a.opCtx
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		res := a.preflightResult(ctx, cmd)
+		enqueue(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: res}})
+	}()
+}
+
+// preflightResult runs the checks a PreflightAction asks for and returns
+// the command's result.
+func (a *Agent) preflightResult(ctx context.Context, cmd *golivev1.Command) *golivev1.CommandResult {
+	pf := cmd.GetPreflight()
+	res := &golivev1.CommandResult{CommandId: cmd.Id, Service: pf.GetService(), Release: pf.GetRelease()}
+	log := a.log.With("command_id", cmd.Id, "service", pf.GetService())
+	s := a.service(pf.GetService())
+	if s == nil {
+		res.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED
+		res.Error = fmt.Sprintf("service %q is not configured on host %s", pf.GetService(), a.cfg.HostID)
+		res.FinishedAt = timestamppb.Now()
+		log.Warn("preflight refused", "error", res.Error)
+		return res
+	}
+	ctx, cancel := context.WithTimeout(ctx, preflightTimeout)
+	defer cancel()
+	start := time.Now()
+	results := preflight.Run(ctx, preflightChecks(s, pf, log), pf.GetSkipChecks())
+	res.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED
+	counts := map[preflight.Status]int{}
+	for _, r := range results {
+		counts[r.Status]++
+		res.Checks = append(res.Checks, &golivev1.CheckResult{Name: r.Name, Status: string(r.Status), Detail: r.Detail})
+	}
+	res.FinishedAt = timestamppb.Now()
+	log.Info("preflight finished", "ok", preflight.Summary(results), "pass", counts[preflight.StatusPass],
+		"warn", counts[preflight.StatusWarn], "fail", counts[preflight.StatusFail], "skip", counts[preflight.StatusSkip],
+		"duration", time.Since(start).Round(time.Millisecond))
+	return res
+}
+
+// logger is the little of hclog.Logger the checks use.
+type logger interface {
+	Warn(msg string, args ...any)
+}
+
+// preflightChecks builds a service's checks from its configuration:
+//
+//	dns, tls          when preflight.domain is set
+//	database, backup  when the service has a database block (backup also
+//	                  needs preflight.max_backup_age > 0)
+//	secrets           when preflight.required_secrets is not empty
+//	disk              always: free space >= factor x the release's size
+//	previous-release  always: the rollback target is on disk
+//
+// A service built without a config (tests) gets disk and previous-release.
+func preflightChecks(s *Service, pf *golivev1.PreflightAction, log logger) []preflight.Check {
+	cfg := s.Config
+	if cfg == nil {
+		cfg = agentconfig.DefaultService(s.Name)
+	}
+	p := cfg.Preflight
+	var checks []preflight.Check
+	if p.Domain != "" {
+		checks = append(checks,
+			preflight.Check{Name: preflight.NameDNS, Fn: func(ctx context.Context) preflight.Result {
+				return preflight.DNS(ctx, p.Domain)
+			}},
+			preflight.Check{Name: preflight.NameTLS, Fn: func(ctx context.Context) preflight.Result {
+				roots, err := preflightRoots()
+				if err != nil {
+					return preflight.Result{Status: preflight.StatusFail, Detail: err.Error()}
+				}
+				return preflight.TLS(ctx, p.Domain, p.TLSPort, roots, p.CertExpiryDays, time.Time{})
+			}})
+	}
+	if cfg.Database != nil {
+		db := cfg.Database
+		checks = append(checks, preflight.Check{Name: preflight.NameDatabase, Fn: func(ctx context.Context) preflight.Result {
+			return databaseCheck(ctx, cfg.DatabaseEnvFile(), db.DSNEnvKey)
+		}})
+		if p.MaxBackupAge > 0 {
+			checks = append(checks, preflight.Check{Name: preflight.NameBackup, Fn: func(context.Context) preflight.Result {
+				return backupCheck(s.BackupDir, p.MaxBackupAge)
+			}})
+		}
+	}
+	if len(p.RequiredSecrets) > 0 {
+		checks = append(checks, preflight.Check{Name: preflight.NameSecrets, Fn: func(context.Context) preflight.Result {
+			if f := cfg.SecretsEnvFile(); f != "" {
+				return preflight.SecretsPresent(f, p.RequiredSecrets)
+			}
+			return preflight.Result{Status: preflight.StatusFail,
+				Detail: fmt.Sprintf("Required secrets (%s) are configured but the service has no env file; set preflight.env_file or exec.env_file.", strings.Join(p.RequiredSecrets, ", "))}
+		}})
+	}
+	checks = append(checks,
+		preflight.Check{Name: preflight.NameDisk, Fn: func(ctx context.Context) preflight.Result {
+			return diskCheck(ctx, s, pf.GetArtifactUrl(), p.MinFreeDiskFactor, log)
+		}},
+		preflight.Check{Name: preflight.NamePreviousRelease, Fn: func(context.Context) preflight.Result {
+			return preflight.PreviousReleasePresent(s.Dir, pf.GetRelease())
+		}})
+	return checks
+}
+
+// preflightRoots is the system pool plus the certificates of the file
+// named by PreflightCAFileEnv, if set.
+func preflightRoots() (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	f := os.Getenv(PreflightCAFileEnv)
+	if f == "" {
+		return pool, nil
+	}
+	pem, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("Cannot read the extra CA file %s named by %s (%v); fix the path or unset it.", f, PreflightCAFileEnv, errors.Unwrap(err))
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("The extra CA file %s named by %s holds no PEM certificate; fix it or unset it.", f, PreflightCAFileEnv)
+	}
+	return pool, nil
+}
+
+// databaseCheck reads the DSN from the env file and runs SELECT 1 through
+// psql. The DSN reaches psql only through PG* environment variables, and
+// neither it nor its password appears in the Result.
+func databaseCheck(ctx context.Context, envFile, key string) preflight.Result {
+	failf := func(format string, args ...any) preflight.Result {
+		return preflight.Result{Status: preflight.StatusFail, Detail: fmt.Sprintf(format, args...)}
+	}
+	if envFile == "" {
+		return failf("The database block has no env file to read its DSN from; set database.env_file or exec.env_file.")
+	}
+	env, err := svcmgr.ReadEnvFile(envFile)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return failf("Cannot read env file %s for the database DSN (%v); create it with key %s.", envFile, pe.Err, key)
+		}
+		return failf("Env file %s does not parse; fix it to KEY=VALUE syntax so the database DSN (key %s) can be read.", envFile, key)
+	}
+	dsn, ok := env[key]
+	if !ok || strings.TrimSpace(dsn) == "" {
+		return failf("Env file %s has no value for key %s (the database DSN); set it before going live.", envFile, key)
+	}
+	pgEnv, err := libpqEnv(dsn)
+	if err != nil {
+		return failf("Database DSN at key %s of %s is not usable (%v); fix it.", key, envFile, err)
+	}
+	return preflight.DatabaseReachable(ctx, dsn, psqlPinger{env: pgEnv})
+}
+
+// psqlPinger runs SELECT 1 with psql, the connection given in env.
+type psqlPinger struct{ env []string }
+
+func (p psqlPinger) Ping(ctx context.Context) error {
+	bin, err := exec.LookPath("psql")
+	if err != nil {
+		return errors.New("psql is not installed on this host (install the PostgreSQL client)")
+	}
+	cmd := exec.CommandContext(ctx, bin, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1")
+	cmd.Env = p.env
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			return fmt.Errorf("psql: %s", strings.Join(strings.Fields(string(ee.Stderr)), " "))
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer: %w", ctx.Err())
+		}
+		return fmt.Errorf("psql: %w", err)
+	}
+	if strings.TrimSpace(string(out)) != "1" {
+		return errors.New("SELECT 1 returned an unexpected answer")
+	}
+	return nil
+}
+
+// pgEnvNames maps libpq connection keywords onto the environment variables
+// that carry them, so nothing secret goes on psql's command line.
+var pgEnvNames = map[string]string{
+	"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
+	"user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS",
+	"application_name": "PGAPPNAME", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+	"sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "requiressl": "PGREQUIRESSL",
+	"connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
+	"channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE", "service": "PGSERVICE",
+	"client_encoding": "PGCLIENTENCODING",
+}
+
+// libpqEnv turns a URL or keyword/value DSN into psql's environment: ours
+// without any PG* variable, plus the DSN's parameters. Errors never quote
+// the DSN or a value.
+func libpqEnv(dsn string) ([]string, error) {
+	params := map[string]string{}
+	s := strings.TrimSpace(dsn)
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, errors.New("not a valid URL")
+		}
+		if u.User != nil {
+			params["user"] = u.User.Username()
+			if pw, ok := u.User.Password(); ok {
+				params["password"] = pw
+			}
+		}
+		if h := u.Hostname(); h != "" {
+			params["host"] = h
+		}
+		if p := u.Port(); p != "" {
+			params["port"] = p
+		}
+		if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+			params["dbname"] = db
+		}
+		for k, vs := range u.Query() {
+			if len(vs) > 0 {
+				params[k] = vs[len(vs)-1]
+			}
+		}
+	} else if err := keywordParams(s, params); err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			env = append(env, kv)
+		}
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		if _, ok := pgEnvNames[k]; !ok {
+			return nil, fmt.Errorf("unsupported parameter %q", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, pgEnvNames[k]+"="+params[k])
+	}
+	if _, ok := params["connect_timeout"]; !ok {
+		env = append(env, "PGCONNECT_TIMEOUT=5")
+	}
+	if _, ok := params["application_name"]; !ok {
+		env = append(env, "PGAPPNAME=golive-preflight")
+	}
+	return env, nil
+}
+
+// keywordParams parses "host=h port=5432 password='x y'" into out.
+func keywordParams(s string, out map[string]string) error {
+	i := 0
+	for {
+		for i < len(s) && strings.ContainsRune(" \t\n", rune(s[i])) {
+			i++
+		}
+		if i >= len(s) {
+			return nil
+		}
+		eq := strings.IndexByte(s[i:], '=')
+		if eq < 0 {
+			return errors.New("expected keyword=value pairs")
+		}
+		key := strings.TrimSpace(s[i : i+eq])
+		if key == "" {
+			return errors.New("empty keyword")
+		}
+		i += eq + 1
+		for i < len(s) && s[i] == ' ' {
+			i++
+		}
+		var v strings.Builder
+		quoted := i < len(s) && s[i] == '\''
+		if quoted {
+			i++
+		}
+		closed := !quoted
+		for i < len(s) {
+			c := s[i]
+			if c == '\\' && i+1 < len(s) {
+				v.WriteByte(s[i+1])
+				i += 2
+				continue
+			}
+			if quoted && c == '\'' {
+				i++
+				closed = true
+				break
+			}
+			if !quoted && (c == ' ' || c == '\t' || c == '\n') {
+				break
+			}
+			v.WriteByte(c)
+			i++
+		}
+		if !closed {
+			return fmt.Errorf("unterminated quote in the value of %q", key)
+		}
+		out[key] = v.String()
+	}
+}
+
+// backupCheck looks at the newest backup record in dir.
+func backupCheck(dir string, maxAge time.Duration) preflight.Result {
+	recs, err := dbbackup.Records(dir)
+	if err != nil {
+		return preflight.Result{Status: preflight.StatusFail,
+			Detail: fmt.Sprintf("Cannot read the backup records in %s (%v); fix the backup directory.", dir, err)}
+	}
+	if len(recs) == 0 {
+		return preflight.BackupFresh(time.Time{}, false, maxAge, time.Time{})
+	}
+	last := recs[0]
+	return preflight.BackupFresh(last.CreatedAt, !last.VerifiedAt.IsZero(), maxAge, time.Time{})
+}
+
+// diskCheck wants factor x the release's size free in the service's
+// directory. The size is the artifact's (HEAD Content-Length, or the file
+// of a file:// URL), else the live release's on disk; unknown is a warning.
+func diskCheck(ctx context.Context, s *Service, artifactURL string, factor float64, log logger) preflight.Result {
+	if s.Dir == nil {
+		return preflight.Result{Status: preflight.StatusFail, Detail: "No release directory for this service; report this as a golive bug."}
+	}
+	size, from := int64(-1), ""
+	if artifactURL != "" {
+		n, err := artifactSize(ctx, artifactURL)
+		if err != nil {
+			log.Warn("preflight: cannot size the artifact", "error", err)
+		} else {
+			size, from = n, "artifact"
+		}
+	}
+	if size < 0 {
+		if n, err := treeSize(s.Dir.CurrentPath()); err == nil {
+			size, from = n, "live release"
+		}
+	}
+	if size < 0 {
+		return preflight.Result{Status: preflight.StatusWarn,
+			Detail: fmt.Sprintf("The release size is unknown (no artifact size, no live release), so free space in %s was not compared; pass --artifact to size it.", s.Dir.Path())}
+	}
+	r := preflight.DiskFree(s.Dir.Path(), size, factor)
+	if from != "" && r.Status == preflight.StatusPass {
+		r.Detail = strings.TrimSuffix(r.Detail, "; nothing to do.") + " (sized from the " + from + "); nothing to do."
+	}
+	return r
+}
+
+// artifactSize is the artifact's size in bytes. Errors never quote the URL
+// (a signed URL's query is a credential).
+func artifactSize(ctx context.Context, raw string) (int64, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return 0, errors.New("artifact URL does not parse")
+	}
+	switch u.Scheme {
+	case "file":
+		fi, err := os.Stat(u.Path)
+		if err != nil {
+			return 0, fmt.Errorf("stat artifact: %w", errors.Unwrap(err))
+		}
+		return fi.Size(), nil
+	case "http", "https":
+	default:
+		return 0, fmt.Errorf("unsupported artifact URL scheme %q", u.Scheme)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
+	if err != nil {
+		return 0, errors.New("artifact URL is not a valid request")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("HEAD artifact: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HEAD artifact: status %d", resp.StatusCode)
+	}
+	if resp.ContentLength < 0 {
+		return 0, errors.New("HEAD artifact: no Content-Length")
+	}
+	return resp.ContentLength, nil
+}
+
+// treeSize sums the sizes of the regular files under root (following root
+// itself when it is a symlink).
+func treeSize(root string) (int64, error) {
+	root, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
 }
