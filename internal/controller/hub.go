@@ -258,6 +258,10 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 		h.metrics.refusedConnects.WithLabelValues("bad_host_id").Inc()
 		return status.Errorf(codes.InvalidArgument, "host id %q is not valid: use letters, digits, '.', '_' or '-' (at most 64)", hello.HostId)
 	}
+	if err := agentIdentityMatches(ctx, hello.HostId); err != nil {
+		h.metrics.refusedConnects.WithLabelValues("identity").Inc()
+		return err
+	}
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		addr = p.Addr.String()

@@ -17,12 +17,14 @@ type metrics struct {
 	broadcasts      *prometheus.CounterVec
 	slowDisconnects prometheus.Counter
 	refusedConnects *prometheus.CounterVec
+	rateLimited     prometheus.Counter
 	deploysRefused  *prometheus.CounterVec
 	rollouts        *prometheus.CounterVec
 	rolloutDuration prometheus.Histogram
 	gateFailures    prometheus.Counter
 	waveDuration    prometheus.Histogram
 	hostsPerStage   *prometheus.GaugeVec
+	backupRecords   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.waveDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "golive_controller_wave_duration_seconds", Help: "Wave duration from start to gate passed.",
 		Buckets: prometheus.ExponentialBuckets(0.5, 2, 14)})
 	m.hostsPerStage = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_rollout_hosts", Help: "Hosts of running rollouts (led by this replica) by state."}, []string{"state"})
+	m.backupRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_backup_records_total", Help: "Backup records agents sent, by outcome (stored|rejected)."}, []string{"outcome"})
+	reg.MustRegister(m.backupRecords)
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_rate_limited_total", Help: "Control calls refused by the per-identity rate limit."})
+	reg.MustRegister(m.rateLimited)
 	reg.MustRegister(m.rollouts, m.rolloutDuration, m.gateFailures, m.waveDuration, m.hostsPerStage)
 	reg.MustRegister(m.agentsConnected, m.approvalActive, m.approvalExpiry, m.approvalToken, m.isLeader, m.rpcTotal, m.rpcDuration,
 		m.etcdErrors, m.broadcasts, m.slowDisconnects, m.refusedConnects, m.deploysRefused)

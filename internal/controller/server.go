@@ -33,6 +33,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -42,6 +43,7 @@ import (
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/embedetcd"
 	"github.com/golive/golive/internal/notify"
+	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -63,6 +65,20 @@ type Config struct {
 	ArtifactsDir      string
 	// Webhooks receive approval and rollout notifications.
 	Webhooks []notify.Receiver
+	// TLS, when set, makes the gRPC port mutual TLS 1.3: agents and
+	// operators present certificates signed by TLS.CA (see internal/pki).
+	// Without it the controller serves only on loopback.
+	TLS pki.Files
+	// TwoPersonRule: the identity that granted the approval may not start
+	// (or resume) a deploy under it.
+	TwoPersonRule bool
+	// RateLimit and RateBurst bound control calls per identity per second
+	// (0: no limit). Revoke, pause and abort are never limited.
+	RateLimit float64
+	RateBurst int
+	// AcceptRate and AcceptBurst pace new connections (0: no pacing).
+	AcceptRate  float64
+	AcceptBurst int
 	// Ready, when set, is called once the daemon serves (tests use it).
 	Ready func(*Server)
 }
@@ -75,6 +91,7 @@ func DefaultConfig() Config {
 		EtcdPrefix: "/golive/", EmbeddedClient: "127.0.0.1:2379", EmbeddedPeer: "127.0.0.1:2380",
 		MaxApprovalTTL: 12 * time.Hour, ReplicaID: host, LeaderTTL: 3 * time.Second, PresenceTTL: 10 * time.Second,
 		HeartbeatInterval: 5 * time.Second,
+		RateLimit:         50, RateBurst: 100, AcceptRate: 1000, AcceptBurst: 200,
 	}
 }
 
@@ -103,6 +120,11 @@ func (c Config) Validate() error {
 	}
 	if c.LeaderTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("leader ttl %s: must be at least 2s", c.LeaderTTL))
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, err)
+	} else if !c.TLS.Set() && !isLoopback(c.Listen) {
+		errs = append(errs, tlsRequiredError(c.Listen))
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat interval must be positive"))
@@ -177,10 +199,21 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	defer cli.Close()
 
+	var creds credentials.TransportCredentials
+	if cfg.TLS.Set() {
+		tc, err := cfg.TLS.ServerConfig()
+		if err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	} else {
+		log.Warn("NO TLS: the controller serves without authentication on loopback only; anyone on this host can authorize and deploy. Use --tls-ca/--tls-cert/--tls-key in production", "listen", cfg.Listen)
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 	}
+	lis = pace(lis, cfg.AcceptRate, cfg.AcceptBurst)
 	var httpLis net.Listener
 	if cfg.MetricsAddr != "" {
 		httpLis, err = net.Listen("tcp", cfg.MetricsAddr)
@@ -220,16 +253,22 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	s.hub.onAck = s.recordAck
 	s.hub.onProgress = s.recordProgress
 
-	gs := grpc.NewServer(
+	az := &authz{tls: creds != nil, twoPerson: cfg.TwoPersonRule, s: s, limits: newLimiter(cfg.RateLimit, cfg.RateBurst)}
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newSharedCodec()),
 		// Small, shared buffers: thousands of mostly idle agent streams.
-		grpc.WriteBufferSize(4*1024), grpc.ReadBufferSize(4*1024), grpc.SharedWriteBuffer(true),
-		grpc.InitialWindowSize(64*1024), grpc.InitialConnWindowSize(64*1024),
+		grpc.WriteBufferSize(4 * 1024), grpc.ReadBufferSize(4 * 1024), grpc.SharedWriteBuffer(true),
+		grpc.InitialWindowSize(64 * 1024), grpc.InitialConnWindowSize(64 * 1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(64),
-		grpc.ChainUnaryInterceptor(s.unaryMetrics),
-	)
+		grpc.ChainUnaryInterceptor(s.unaryMetrics, az.unary),
+		grpc.ChainStreamInterceptor(az.stream),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
 	golivev1.RegisterAgentServiceServer(gs, &agentService{hub: s.hub})
 	golivev1.RegisterControlServiceServer(gs, &control{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
