@@ -2,11 +2,16 @@
 // before every migration, proven restorable before the migration may run,
 // restored only on an explicit rollback, and pruned by count and age.
 //
-//	Backup ──► Verify ──► (migration runs) ... Restore (rollback --restore-db)
-//	  │           │
-//	  │           └─ scratch database golive_verify_<random>: pg_restore,
-//	  │              compare every table's row count, always dropped
-//	  └─ <dir>/<UTC time>-<release>.dump via .tmp + fsync + rename
+//	BackupAndVerify ──► (migration runs) ... Restore (rollback --restore-db)
+//	  │
+//	  ├─ pg_dump -Fc ─┬─► <dir>/<UTC time>-<release>.dump via .tmp + fsync + rename
+//	  │               └─► pg_restore into scratch database golive_verify_<random>
+//	  │                   (concurrently), compare every table's row count,
+//	  │                   always dropped
+//	  └─ <dir>/<id>.json, the record, once verified
+//
+// Backup and Verify do the same in two sequential steps; Verify re-proves a
+// dump already on disk.
 //
 // Invariants:
 //   - The DSN is read from a key of the service's env file and reaches the
@@ -38,6 +43,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -163,25 +169,12 @@ func Backup(ctx context.Context, opts Options) (Record, error) {
 }
 
 func backup(ctx context.Context, opts Options, c conn) (Record, error) {
-	release := opts.ReleaseAfter
-	if release == "" {
-		release = "snapshot"
-	}
-	now := opts.now()
-	id := now.Format(timeLayout) + "-" + release
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-		return Record{}, err
-	}
-	final := filepath.Join(opts.Dir, id+".dump")
-	if _, err := os.Lstat(final); err == nil {
-		return Record{}, fmt.Errorf("%s already exists", final)
-	}
-	tmp := final + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	df, err := opts.newDumpFile()
 	if err != nil {
 		return Record{}, err
 	}
-	f.Close()
+	tmp := df.f.Name()
+	df.f.Close()
 	ok := false
 	defer func() {
 		if !ok {
@@ -189,31 +182,17 @@ func backup(ctx context.Context, opts Options, c conn) (Record, error) {
 		}
 	}()
 
-	// Hold a REPEATABLE READ transaction open: its exported snapshot is what
-	// both the row counts and pg_dump see.
-	s, err := startSession(ctx, opts.bin("psql"), c)
+	snap, err := openSnapshot(ctx, opts, c)
 	if err != nil {
 		return Record{}, err
 	}
-	defer s.close()
-	if _, err := s.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"); err != nil {
-		return Record{}, fmt.Errorf("connect to the database: %w", err)
-	}
-	lines, err := s.query("SELECT pg_export_snapshot();")
-	if err != nil || len(lines) != 1 {
-		return Record{}, fmt.Errorf("export snapshot: %v", err)
-	}
-	snapshot := strings.TrimSpace(lines[0])
-	lines, err = s.query(countSQL)
-	if err != nil {
-		return Record{}, fmt.Errorf("count rows: %w", err)
-	}
-	tables, err := parseCounts(strings.Join(lines, "\n"))
+	defer snap.close()
+	tables, err := snap.counts()
 	if err != nil {
 		return Record{}, err
 	}
 
-	cmd := exec.CommandContext(ctx, opts.bin("pg_dump"), "-Fc", "--no-password", "--snapshot="+snapshot, "-f", tmp)
+	cmd := exec.CommandContext(ctx, opts.bin("pg_dump"), "-Fc", "--no-password", "--snapshot="+snap.id, "-f", tmp)
 	cmd.Env = c.env()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
@@ -221,7 +200,7 @@ func backup(ctx context.Context, opts Options, c conn) (Record, error) {
 		}
 		return Record{}, fmt.Errorf("pg_dump: %w: %s", err, strings.TrimSpace(string(out)))
 	}
-	if err := s.close(); err != nil {
+	if err := snap.close(); err != nil {
 		return Record{}, err
 	}
 
@@ -229,27 +208,102 @@ func backup(ctx context.Context, opts Options, c conn) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := os.Rename(tmp, df.final); err != nil {
 		return Record{}, err
 	}
 	ok = true
 	if err := syncDir(opts.Dir); err != nil {
 		return Record{}, err
 	}
+	return opts.record(df, size, sum, c, tables), nil
+}
+
+// dumpFile is a backup being written: its id, creation time, final path
+// and open .tmp file.
+type dumpFile struct {
+	id      string
+	created time.Time
+	final   string
+	f       *os.File
+}
+
+// newDumpFile picks the next backup's id and final path and creates its
+// .tmp file (exclusively, 0600).
+func (o Options) newDumpFile() (dumpFile, error) {
+	release := o.ReleaseAfter
+	if release == "" {
+		release = "snapshot"
+	}
+	df := dumpFile{created: o.now()}
+	df.id = df.created.Format(timeLayout) + "-" + release
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return dumpFile{}, err
+	}
+	df.final = filepath.Join(o.Dir, df.id+".dump")
+	if _, err := os.Lstat(df.final); err == nil {
+		return dumpFile{}, fmt.Errorf("%s already exists", df.final)
+	}
+	f, err := os.OpenFile(df.final+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return dumpFile{}, err
+	}
+	df.f = f
+	return df, nil
+}
+
+// record is the Record of dump df, size bytes with sha256 sum.
+func (o Options) record(df dumpFile, size int64, sum string, c conn, tables []TableCount) Record {
 	return Record{
-		ID:            id,
-		Service:       opts.Service,
-		Host:          opts.Host,
-		Path:          final,
+		ID:            df.id,
+		Service:       o.Service,
+		Host:          o.Host,
+		Path:          df.final,
 		Size:          size,
 		SHA256:        sum,
 		Database:      c.database(),
 		Tables:        tables,
-		ReleaseBefore: opts.ReleaseBefore,
-		ReleaseAfter:  opts.ReleaseAfter,
-		CreatedAt:     now,
-	}, nil
+		ReleaseBefore: o.ReleaseBefore,
+		ReleaseAfter:  o.ReleaseAfter,
+		CreatedAt:     df.created,
+	}
 }
+
+// snapshot is an open REPEATABLE READ, READ ONLY transaction whose exported
+// snapshot both the row counts and pg_dump --snapshot see. It must stay open
+// until pg_dump has finished.
+type snapshot struct {
+	s  *session
+	id string
+}
+
+func openSnapshot(ctx context.Context, opts Options, c conn) (*snapshot, error) {
+	s, err := startSession(ctx, opts.bin("psql"), c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"); err != nil {
+		s.close()
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	lines, err := s.query("SELECT pg_export_snapshot();")
+	if err != nil || len(lines) != 1 {
+		s.close()
+		return nil, fmt.Errorf("export snapshot: %v", err)
+	}
+	return &snapshot{s: s, id: strings.TrimSpace(lines[0])}, nil
+}
+
+// counts is every table's row count in the snapshot.
+func (sn *snapshot) counts() ([]TableCount, error) {
+	lines, err := sn.s.query(countSQL)
+	if err != nil {
+		return nil, fmt.Errorf("count rows: %w", err)
+	}
+	return parseCounts(strings.Join(lines, "\n"))
+}
+
+// close ends the transaction and the session; later calls return nil.
+func (sn *snapshot) close() error { return sn.s.close() }
 
 func fsyncAndHash(path string) (int64, string, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -323,23 +377,62 @@ func Verify(ctx context.Context, rec *Record, opts Options) (err error) {
 	if err := checkFile(rec); err != nil {
 		return err
 	}
-	var b [6]byte
-	rand.Read(b[:])
-	scratch := "golive_verify_" + hex.EncodeToString(b[:])
-	if _, err := runPSQL(ctx, opts.bin("psql"), c, fmt.Sprintf(`CREATE DATABASE %q TEMPLATE template0`, scratch)); err != nil {
-		return fmt.Errorf("create scratch database: %w", err)
-	}
+	scratch, drop, err := createScratch(ctx, opts, c)
 	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, derr := runPSQL(dctx, opts.bin("psql"), c, fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, scratch)); derr != nil {
-			err = errors.Join(err, fmt.Errorf("drop scratch database %s: %w", scratch, derr))
+		if derr := drop(); derr != nil {
+			err = errors.Join(err, derr)
 		}
 	}()
-	sc := c.withDatabase(scratch)
-	if err := pgRestore(ctx, opts, sc, rec.Path, "--exit-on-error", "--no-owner", "--no-privileges"); err != nil {
+	if err != nil {
 		return err
 	}
+	sc := c.withDatabase(scratch)
+	if err := pgRestore(ctx, opts, sc, rec.Path, restoreVerifyArgs...); err != nil {
+		return err
+	}
+	if err := compareRestored(ctx, opts, sc, rec.Tables); err != nil {
+		return err
+	}
+	rec.VerifiedAt = opts.now()
+	opts.logger().Info("backup verified", "backup_id", rec.ID, "tables", len(rec.Tables))
+	return nil
+}
+
+// restoreVerifyArgs are pg_restore's flags for a restore into a scratch
+// database: stop at the first error, skip ownership and grants (the scratch
+// copy only has to prove the data comes back).
+var restoreVerifyArgs = []string{"--exit-on-error", "--no-owner", "--no-privileges"}
+
+// createScratch creates an empty scratch database golive_verify_<random>
+// next to c's. drop drops it (WITH FORCE, on a context of its own so it also
+// runs after ctx is cancelled); call it also when err is not nil: a create
+// cut short may still have created the database. drop is idempotent.
+func createScratch(ctx context.Context, opts Options, c conn) (name string, drop func() error, err error) {
+	var b [6]byte
+	rand.Read(b[:])
+	name = "golive_verify_" + hex.EncodeToString(b[:])
+	dropped := false
+	drop = func() error {
+		if dropped {
+			return nil
+		}
+		dropped = true
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := runPSQL(dctx, opts.bin("psql"), c, fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, name)); err != nil {
+			return fmt.Errorf("drop scratch database %s: %w", name, err)
+		}
+		return nil
+	}
+	if _, err := runPSQL(ctx, opts.bin("psql"), c, fmt.Sprintf(`CREATE DATABASE %q TEMPLATE template0`, name)); err != nil {
+		return name, drop, fmt.Errorf("create scratch database: %w", err)
+	}
+	return name, drop, nil
+}
+
+// compareRestored counts every table's rows in the restored copy sc and
+// compares them with want, the counts at dump time.
+func compareRestored(ctx context.Context, opts Options, sc conn, want []TableCount) error {
 	out, err := runPSQL(ctx, opts.bin("psql"), sc, countSQL)
 	if err != nil {
 		return fmt.Errorf("count restored rows: %w", err)
@@ -348,11 +441,9 @@ func Verify(ctx context.Context, rec *Record, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if diff := compareCounts(rec.Tables, got); diff != "" {
+	if diff := compareCounts(want, got); diff != "" {
 		return fmt.Errorf("restored copy differs from the source at dump time: %s", diff)
 	}
-	rec.VerifiedAt = opts.now()
-	opts.logger().Info("backup verified", "backup_id", rec.ID, "tables", len(got))
 	return nil
 }
 
@@ -424,29 +515,29 @@ func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
 	return nil
 }
 
-// SafetyBackupAndRestore takes and verifies a backup of the database as it is
-// now (release name "pre-restore"), then restores rec. It returns the safety
-// backup's record, also when the restore fails, so the operator can go back.
+// SafetyBackupAndRestore takes a backup of the database as it is now
+// (release name "pre-restore") with BackupAndVerify, so it is verified and
+// has its record, then restores rec. It returns the safety backup's record,
+// also when the restore fails, so the operator can go back. When the safety
+// backup fails nothing is restored.
 func SafetyBackupAndRestore(ctx context.Context, rec *Record, opts Options) (Record, error) {
 	if err := checkFile(rec); err != nil {
 		return Record{}, fmt.Errorf("restore backup %s: %w", rec.ID, err)
 	}
 	so := opts
 	so.ReleaseAfter = "pre-restore"
-	safety, err := Backup(ctx, so)
+	safety, err := BackupAndVerify(ctx, so)
 	if err != nil {
 		return Record{}, fmt.Errorf("safety backup before restore: %w", err)
-	}
-	if err := Verify(ctx, &safety, so); err != nil {
-		return safety, fmt.Errorf("safety backup before restore: %w", err)
 	}
 	return safety, Restore(ctx, rec, opts)
 }
 
 // Prune removes old dumps from dir: those beyond the newest keepCount and
-// those older than maxAge (0 turns either limit off). The newest dump is
-// never removed. Leftover .tmp files older than a day (a crash mid-dump) go
-// too. It returns the removed file names.
+// those older than maxAge (0 turns either limit off), each with its record
+// (<id>.json). The newest dump is never removed. A record whose dump is gone
+// goes too, and so do leftover .tmp files older than a day (a crash mid-dump).
+// It returns the removed file names.
 func Prune(dir string, keepCount int, maxAge time.Duration) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -458,6 +549,15 @@ func Prune(dir string, keepCount int, maxAge time.Duration) ([]string, error) {
 	}
 	var dumps []dump
 	var removed []string
+	remove := func(name string) error {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("prune backups: %w", err)
+		}
+		removed = append(removed, name)
+		return nil
+	}
+	present := map[string]bool{}
+	var records []string
 	now := time.Now()
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
@@ -467,20 +567,23 @@ func Prune(dir string, keepCount int, maxAge time.Duration) ([]string, error) {
 		if err != nil {
 			continue
 		}
+		name := e.Name()
+		present[name] = true
 		switch {
-		case strings.HasSuffix(e.Name(), ".dump"):
+		case strings.HasSuffix(name, ".dump"):
 			at := info.ModTime()
-			if len(e.Name()) > len(timeLayout) {
-				if t, err := time.Parse(timeLayout, e.Name()[:len(timeLayout)]); err == nil {
+			if len(name) > len(timeLayout) {
+				if t, err := time.Parse(timeLayout, name[:len(timeLayout)]); err == nil {
 					at = t
 				}
 			}
-			dumps = append(dumps, dump{e.Name(), at})
-		case strings.HasSuffix(e.Name(), ".dump.tmp") && now.Sub(info.ModTime()) > 24*time.Hour:
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return removed, fmt.Errorf("prune backups: %w", err)
+			dumps = append(dumps, dump{name, at})
+		case strings.HasSuffix(name, recordSuffix) && !strings.HasPrefix(name, "."):
+			records = append(records, name)
+		case strings.HasSuffix(name, ".tmp") && now.Sub(info.ModTime()) > 24*time.Hour:
+			if err := remove(name); err != nil {
+				return removed, err
 			}
-			removed = append(removed, e.Name())
 		}
 	}
 	sort.Slice(dumps, func(i, j int) bool {
@@ -494,10 +597,28 @@ func Prune(dir string, keepCount int, maxAge time.Duration) ([]string, error) {
 			continue
 		}
 		if (keepCount > 0 && i >= keepCount) || (maxAge > 0 && now.Sub(d.at) > maxAge) {
-			if err := os.Remove(filepath.Join(dir, d.name)); err != nil {
-				return removed, fmt.Errorf("prune backups: %w", err)
+			// The record first: a dump without a record is never offered.
+			record := strings.TrimSuffix(d.name, ".dump") + recordSuffix
+			if present[record] {
+				if err := remove(record); err != nil {
+					return removed, err
+				}
 			}
-			removed = append(removed, d.name)
+			if err := remove(d.name); err != nil {
+				return removed, err
+			}
+			present[d.name] = false
+		}
+	}
+	for _, r := range records {
+		dumpName := strings.TrimSuffix(r, recordSuffix) + ".dump"
+		if present[r] && !present[dumpName] && !slices.Contains(removed, r) {
+			if _, err := os.Lstat(filepath.Join(dir, dumpName)); err == nil {
+				continue // written after ReadDir looked
+			}
+			if err := remove(r); err != nil {
+				return removed, err
+			}
 		}
 	}
 	if len(removed) > 0 {

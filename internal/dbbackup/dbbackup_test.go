@@ -283,24 +283,30 @@ func TestWrongDSNErrorHasNoSecret(t *testing.T) {
 		{"unknown parameter", "postgres://golive:" + canary + "@127.0.0.1/app?bogus=" + canary, `unsupported parameter "bogus"`},
 		{"no database", "postgres://golive:" + canary + "@127.0.0.1:" + itoa(pg.Port), "names no database"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			opts := optionsFor(t, pg, tt.give)
-			_, err := Backup(t.Context(), opts)
-			if err == nil {
-				t.Fatal("backup with a wrong DSN succeeded")
-			}
-			t.Log(err)
-			if strings.Contains(err.Error(), canary) || strings.Contains(err.Error(), tt.give) {
-				t.Fatalf("error leaks the DSN: %v", err)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
-			}
-			if m, _ := filepath.Glob(filepath.Join(opts.Dir, "*")); len(m) != 0 {
-				t.Fatalf("left behind: %v", m)
-			}
-		})
+	funcs := []struct {
+		name string
+		run  func(context.Context, Options) (Record, error)
+	}{{"Backup", Backup}, {"BackupAndVerify", BackupAndVerify}}
+	for _, fn := range funcs {
+		for _, tt := range tests {
+			t.Run(fn.name+"/"+tt.name, func(t *testing.T) {
+				opts := optionsFor(t, pg, tt.give)
+				_, err := fn.run(t.Context(), opts)
+				if err == nil {
+					t.Fatal("backup with a wrong DSN succeeded")
+				}
+				t.Log(err)
+				if strings.Contains(err.Error(), canary) || strings.Contains(err.Error(), tt.give) {
+					t.Fatalf("error leaks the DSN: %v", err)
+				}
+				if !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+				}
+				if m, _ := filepath.Glob(filepath.Join(opts.Dir, "*")); len(m) != 0 {
+					t.Fatalf("left behind: %v", m)
+				}
+			})
+		}
 	}
 	t.Run("missing key", func(t *testing.T) {
 		opts := optionsFor(t, pg, pg.DSN("app"))

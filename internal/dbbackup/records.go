@@ -1,7 +1,6 @@
 package dbbackup
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,25 +15,6 @@ import (
 // recordSuffix names a backup's record, next to its dump: <id>.json. A dump
 // without a record was never verified and is not offered for restore.
 const recordSuffix = ".json"
-
-// BackupAndVerify takes a backup (Backup), proves it restorable (Verify) and
-// saves its record next to the dump. On any failure the dump is removed and
-// the error says why: a backup that was not verified is not a backup.
-func BackupAndVerify(ctx context.Context, opts Options) (Record, error) {
-	rec, err := Backup(ctx, opts)
-	if err != nil {
-		return Record{}, err
-	}
-	if err := Verify(ctx, &rec, opts); err != nil {
-		os.Remove(rec.Path)
-		return Record{}, err
-	}
-	if err := SaveRecord(opts.Dir, &rec); err != nil {
-		os.Remove(rec.Path)
-		return Record{}, err
-	}
-	return rec, nil
-}
 
 // SaveRecord writes rec to <dir>/<id>.json atomically.
 func SaveRecord(dir string, rec *Record) error {

@@ -1,0 +1,251 @@
+package dbbackup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+)
+
+// BackupAndVerify takes a backup and proves it restorable in one pass, then
+// saves its record (<id>.json) next to the dump:
+//
+//	pg_dump -Fc --snapshot=S ──► tee ──► <id>.dump.tmp (sha256 as it goes)
+//	                              └────► pg_restore into golive_verify_<random>
+//
+// pg_dump writes to a pipe; every byte goes to the .tmp file and, at the
+// same time, to pg_restore restoring into a scratch database, so the restore
+// costs little more than the dump. Then the file is fsynced, every table's
+// row count in the scratch copy is compared with the count in the dump's
+// snapshot, the scratch database is dropped (always, also on failure or
+// cancellation), the file is renamed to <id>.dump and the record saved.
+//
+// On any failure (pg_dump or pg_restore failing or killed, counts that
+// differ, ctx cancelled) neither the dump nor a record is left and the error
+// says why, without the DSN: a backup that was not verified is not a backup.
+// The dump is the same pg_dump -Fc archive Backup writes (without the data
+// offsets a seekable output gets); Verify and Restore read it.
+func BackupAndVerify(ctx context.Context, opts Options) (Record, error) {
+	if err := opts.validate(); err != nil {
+		return Record{}, err
+	}
+	c, red, err := opts.connect()
+	if err != nil {
+		return Record{}, red.err(err)
+	}
+	rec, err := backupAndVerify(ctx, opts, c)
+	if err != nil {
+		return Record{}, red.err(fmt.Errorf("backup and verify database %s: %w", c.database(), err))
+	}
+	opts.logger().Info("database backed up and verified", "backup_id", rec.ID, "size", rec.Size, "tables", len(rec.Tables))
+	return rec, nil
+}
+
+func backupAndVerify(ctx context.Context, opts Options, c conn) (_ Record, err error) {
+	df, err := opts.newDumpFile()
+	if err != nil {
+		return Record{}, err
+	}
+	tmp := df.f.Name()
+	renamed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		df.f.Close()
+		os.Remove(tmp)
+		if renamed {
+			os.Remove(df.final)
+			os.Remove(df.final[:len(df.final)-len(".dump")] + recordSuffix)
+			syncDir(opts.Dir)
+		}
+	}()
+
+	snap, err := openSnapshot(ctx, opts, c)
+	if err != nil {
+		return Record{}, err
+	}
+	defer snap.close()
+	tables, err := snap.counts()
+	if err != nil {
+		return Record{}, err
+	}
+
+	scratch, drop, err := createScratch(ctx, opts, c)
+	defer func() {
+		if derr := drop(); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}()
+	if err != nil {
+		return Record{}, err
+	}
+
+	size, sum, err := streamDump(ctx, opts, c, c.withDatabase(scratch), snap.id, df.f)
+	if err != nil {
+		return Record{}, err
+	}
+	if err := snap.close(); err != nil {
+		return Record{}, err
+	}
+	if err := df.f.Sync(); err != nil {
+		return Record{}, err
+	}
+	if err := df.f.Close(); err != nil {
+		return Record{}, err
+	}
+	if err := compareRestored(ctx, opts, c.withDatabase(scratch), tables); err != nil {
+		return Record{}, err
+	}
+	if err := drop(); err != nil {
+		return Record{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Record{}, fmt.Errorf("stopped: %w", err)
+	}
+	if err := os.Rename(tmp, df.final); err != nil {
+		return Record{}, err
+	}
+	renamed = true
+	if err := syncDir(opts.Dir); err != nil {
+		return Record{}, err
+	}
+	rec := opts.record(df, size, sum, c, tables)
+	rec.VerifiedAt = opts.now()
+	if err := SaveRecord(opts.Dir, &rec); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// errRestoreFailed is the cause with which a failed pg_restore stops pg_dump.
+var errRestoreFailed = errors.New("pg_restore failed")
+
+// streamDump runs pg_dump -Fc of src in snapshot and pg_restore into dst
+// concurrently, copying pg_dump's output to both out and pg_restore's
+// stdin. It returns the size and sha256 of what it wrote to out. A failure
+// of either process stops the other.
+func streamDump(ctx context.Context, opts Options, src, dst conn, snapshot string, out *os.File) (int64, string, error) {
+	db := dst.database()
+	if strings.ContainsAny(db, "= ") || strings.Contains(db, "://") {
+		return 0, "", fmt.Errorf("database name %q is not a plain name", db)
+	}
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return 0, "", err
+	}
+	defer pw.Close()
+	growPipe(pw)
+	restore := exec.CommandContext(sctx, opts.bin("pg_restore"),
+		append([]string{"--no-password", "-d", db}, restoreVerifyArgs...)...)
+	restore.Env = dst.env()
+	restore.Stdin = pr
+	restoreOut := &lockedBuffer{}
+	restore.Stdout, restore.Stderr = restoreOut, restoreOut
+	err = restore.Start()
+	pr.Close()
+	if err != nil {
+		return 0, "", fmt.Errorf("start pg_restore: %w", err)
+	}
+	// copying is true until every byte pg_dump wrote has been passed on; a
+	// pg_restore failing before that stops pg_dump.
+	var copying atomic.Bool
+	copying.Store(true)
+	restoreDone := make(chan error, 1)
+	go func() {
+		err := restore.Wait()
+		if err != nil && copying.Load() {
+			stop(errRestoreFailed)
+		}
+		restoreDone <- err
+	}()
+
+	dump := exec.CommandContext(sctx, opts.bin("pg_dump"), "-Fc", "--no-password", "--snapshot="+snapshot)
+	dump.Env = src.env()
+	dumpErr := &lockedBuffer{}
+	dump.Stderr = dumpErr
+	dumpOut, err := dump.StdoutPipe()
+	var size int64
+	var sum string
+	var copyErr, dumpWait error
+	if err == nil {
+		err = dump.Start()
+	}
+	if err != nil {
+		copyErr = fmt.Errorf("start pg_dump: %w", err)
+	} else {
+		if f, ok := dumpOut.(*os.File); ok {
+			growPipe(f)
+		}
+		size, sum, copyErr = tee(dumpOut, out, pw)
+		if copyErr != nil {
+			stop(copyErr)
+		}
+		copying.Store(false)
+		dumpWait = dump.Wait()
+	}
+	pw.Close()
+	restoreWait := <-restoreDone
+
+	switch {
+	case ctx.Err() != nil:
+		return 0, "", fmt.Errorf("stopped: %w", ctx.Err())
+	case copyErr != nil:
+		return 0, "", copyErr
+	case restoreWait != nil && errors.Is(context.Cause(sctx), errRestoreFailed):
+		return 0, "", toolError("pg_restore", restoreWait, restoreOut)
+	case dumpWait != nil:
+		return 0, "", toolError("pg_dump", dumpWait, dumpErr)
+	case restoreWait != nil:
+		return 0, "", toolError("pg_restore", restoreWait, restoreOut)
+	}
+	return size, sum, nil
+}
+
+// toolError is "<tool>: <exit status>[: <its output>]".
+func toolError(tool string, err error, out *lockedBuffer) error {
+	if msg := strings.TrimSpace(out.String()); msg != "" {
+		return fmt.Errorf("%s: %w: %s", tool, err, msg)
+	}
+	return fmt.Errorf("%s: %w", tool, err)
+}
+
+// tee copies r to file and to restore until r ends. A write error on
+// restore (pg_restore gone) stops only that copy: pg_restore's exit status
+// and the row counts say whether it restored everything.
+func tee(r io.Reader, file *os.File, restore *os.File) (int64, string, error) {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	var n int64
+	toRestore := true
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			if _, err := file.Write(buf[:k]); err != nil {
+				return 0, "", fmt.Errorf("write dump: %w", err)
+			}
+			if toRestore {
+				if _, err := restore.Write(buf[:k]); err != nil {
+					toRestore = false
+				}
+			}
+			n += int64(k)
+		}
+		if rerr == io.EOF {
+			return n, hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if rerr != nil {
+			return 0, "", fmt.Errorf("read pg_dump output: %w", rerr)
+		}
+	}
+}
