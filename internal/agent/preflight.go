@@ -144,9 +144,18 @@ func preflightChecks(s *Service, pf *golivev1.PreflightAction, log logger) []pre
 			return diskCheck(ctx, s, pf.GetArtifactUrl(), p.MinFreeDiskFactor, log)
 		}},
 		preflight.Check{Name: preflight.NamePreviousRelease, Fn: func(context.Context) preflight.Result {
+			if s.Dir == nil {
+				return noReleaseDir()
+			}
 			return preflight.PreviousReleasePresent(s.Dir, pf.GetRelease())
 		}})
 	return checks
+}
+
+// noReleaseDir is the answer of the disk and rollback checks for a service
+// the agent keeps no releases of (one built by hand, in tests).
+func noReleaseDir() preflight.Result {
+	return preflight.Result{Status: preflight.StatusWarn, Detail: "This agent keeps no release directory for the service, so there is nothing to check."}
 }
 
 // preflightRoots is the system pool plus the certificates of the file
@@ -371,7 +380,7 @@ func backupCheck(dir string, maxAge time.Duration) preflight.Result {
 // of a file:// URL), else the live release's on disk; unknown is a warning.
 func diskCheck(ctx context.Context, s *Service, artifactURL string, factor float64, log logger) preflight.Result {
 	if s.Dir == nil {
-		return preflight.Result{Status: preflight.StatusFail, Detail: "No release directory for this service; report this as a golive bug."}
+		return noReleaseDir()
 	}
 	size, from := int64(-1), ""
 	if artifactURL != "" {

@@ -303,6 +303,12 @@ func TestPreflightPreviousRelease(t *testing.T) {
 	wantCheck(t, checks, preflight.NamePreviousRelease, "fail", "Live release r1, the rollback target, is gone")
 }
 
+func TestPreflightWithoutReleaseDir(t *testing.T) {
+	checks := checksOf(t, testAgent(Service{Name: "app"}).preflightResult(context.Background(), preflightCmd("app", "r2", "")))
+	wantCheck(t, checks, preflight.NameDisk, "warn", "no release directory")
+	wantCheck(t, checks, preflight.NamePreviousRelease, "warn", "no release directory")
+}
+
 func TestPreflightUnknownService(t *testing.T) {
 	res := testAgent(testService(t, nil)).preflightResult(context.Background(), preflightCmd("billing", "r2", ""))
 	if res.Outcome != golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED || !strings.Contains(res.Error, `service "billing" is not configured on host h1`) || len(res.Checks) != 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/notify"
+	"github.com/golive/golive/internal/preflight"
 	"github.com/golive/golive/internal/rollout"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -84,6 +85,9 @@ func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout
 	if err != nil {
 		return rollout.Schedule{}, err
 	}
+	if err := preflight.ValidateSkips(req.SkipChecks); err != nil {
+		return rollout.Schedule{}, fmt.Errorf("%w: --skip-check: %v", errInvalid, err)
+	}
 	sched, err := rollout.Plan(planHosts(agents), spec)
 	if err != nil {
 		return rollout.Schedule{}, fmt.Errorf("%w: %v", errInvalid, err)
@@ -105,7 +109,7 @@ func (s *Server) startRollout(ctx context.Context, actor, source string, token i
 	now := time.Now()
 	id := now.UTC().Format("20060102T150405") + "-" + newID()[:6]
 	st := rollout.New(id, sched, token, now)
-	rec, err := s.rolloutRecord(st, req, actor, nil)
+	rec, err := s.rolloutRecord(st, req, actor, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +117,10 @@ func (s *Server) startRollout(ctx context.Context, actor, source string, token i
 	cmps := []clientv3.Cmp{s.approvals.Fence(token), clientv3.Compare(clientv3.CreateRevision(lock), "=", 0)}
 	entry := audit.Entry{Actor: actor, Action: "deploy", Outcome: "started", Source: source,
 		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%d waves=%d token=%d", id, req.Service, req.Release, len(sched.Hosts), len(sched.Waves), token)}
+	if len(req.SkipChecks) > 0 {
+		// Skipping a pre-live check is the operator's call: on the record.
+		entry.Detail += " skip_checks=" + strings.Join(req.SkipChecks, ",")
+	}
 	_, _, err = s.audit.Append(ctx, entry, cmps, []clientv3.Op{clientv3.OpPut(lock, id), clientv3.OpPut(s.keys.Rollout(id), rec)})
 	if err == audit.ErrPrecondition {
 		if a, _, aerr := s.approvals.Current(ctx); aerr == nil && !a.Active(time.Now()) {
@@ -134,14 +142,16 @@ func (s *Server) startRollout(ctx context.Context, actor, source string, token i
 	return out, nil
 }
 
-// rolloutRecord renders the stored record of a state.
-func (s *Server) rolloutRecord(st rollout.State, req *golivev1.DeployRequest, createdBy string, gate *golivev1.GateStatus) (string, error) {
+// rolloutRecord renders the stored record of a state, with its preflight
+// table (nil until the preflight ran) and the checks the request skipped.
+func (s *Server) rolloutRecord(st rollout.State, req *golivev1.DeployRequest, createdBy string, gate *golivev1.GateStatus, pf []*golivev1.HostChecks) (string, error) {
 	sj, err := st.Encode()
 	if err != nil {
 		return "", err
 	}
 	r := st.Proto()
 	r.Request, r.CreatedBy, r.StateJson, r.Gate = req, createdBy, string(sj), gate
+	r.Preflight, r.SkippedChecks = pf, req.GetSkipChecks()
 	if st.Phase.Terminal() {
 		r.FinishedAt = timestamppb.New(st.UpdatedAt)
 	}
@@ -269,9 +279,15 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 		return err
 	}
 	now := time.Now()
+	// The pre-live checks run off this loop (see rolloutPreflight); their
+	// table goes into the record once they are done.
+	pfResult, pfHosts := s.rolloutPreflight(ctx, st, rec.Request)
+	if pfHosts == nil {
+		pfHosts = rec.Preflight
+	}
 	obs := rollout.Observation{
 		Approval:  rollout.Approval{Active: ap.Active(now), Token: ap.Token},
-		Preflight: rollout.PreflightResult{Result: rollout.ResultSucceeded}, // pre-live checks arrive with issue 5
+		Preflight: pfResult,
 		Hosts:     map[string]rollout.HostObservation{},
 	}
 	if !obs.Approval.Active {
@@ -376,7 +392,7 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 	if fenced {
 		cmps = append(cmps, s.approvals.Fence(next.Token))
 	}
-	recStr, err := s.rolloutRecord(next, req, rec.CreatedBy, gate)
+	recStr, err := s.rolloutRecord(next, req, rec.CreatedBy, gate, pfHosts)
 	if err != nil {
 		return err
 	}
@@ -390,6 +406,9 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 		// Deposed, raced, or the approval ended: the next pass sees why.
 		return nil
 	}
+	// Start the pre-live checks now rather than on the next pass (a no-op
+	// when they run already); forget them once the rollout left preflight.
+	s.rolloutPreflight(ctx, next, req)
 	// Logged only once committed: a deposed leader's attempts leave no trace
 	// but "lost leadership".
 	for _, a := range started {
