@@ -20,6 +20,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -43,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -65,6 +67,9 @@ type Config struct {
 	Services    []Service
 	// MaxBackoff caps the reconnect delay.
 	MaxBackoff time.Duration
+	// TLS, when set, is the agent's mutual TLS configuration (its
+	// certificate names its host id); nil: plaintext, loopback dev mode.
+	TLS *tls.Config
 	// Registry receives the agent's metrics (nil: a new one). Pass the one
 	// the services' health metrics were registered on.
 	Registry *prometheus.Registry
@@ -369,10 +374,17 @@ func backoff(n int, max time.Duration) time.Duration {
 	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
+func (a *Agent) transportCredentials() credentials.TransportCredentials {
+	if a.cfg.TLS == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(a.cfg.TLS.Clone())
+}
+
 // session runs one stream; it reports whether a Welcome was received.
 func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(a.transportCredentials()),
 		// A controller that stops answering (frozen, partitioned) is left
 		// within about 8 s, for another replica.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/golive/golive/internal/cli"
+	"github.com/golive/golive/internal/pki"
 
 	"github.com/golive/golive/internal/agent"
 	"github.com/golive/golive/internal/agentconfig"
@@ -90,6 +91,14 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 			log, err := lf.Logger("golive-agent", stderr)
 			if err != nil {
 				return err
+			}
+			tf := pki.Files{CA: cfg.Controller.CAFile, Cert: cfg.Controller.CertFile, Key: cfg.Controller.KeyFile}
+			if tf.Set() {
+				if acfg.TLS, err = tf.ClientConfig(""); err != nil {
+					return fmt.Errorf("controller TLS: %w", err)
+				}
+			} else {
+				log.Warn("NO TLS to the controller: plaintext, for a loopback trial only; set controller { ca_file, cert_file, key_file } in production")
 			}
 			acfg.Registry = prometheus.NewRegistry()
 			if acfg.Services, err = agent.ServicesFromConfig(cmd.Context(), cfg, log, acfg.Registry); err != nil {
