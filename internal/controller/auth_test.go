@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/golive/golive/internal/agent"
 	"github.com/golive/golive/internal/controller"
 	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/testenv"
@@ -246,5 +247,62 @@ func TestNoTLSOnlyOnLoopback(t *testing.T) {
 	cfg.TLS = pki.Files{CA: "/x/ca.pem"}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "missing certificate, key") {
 		t.Fatalf("half TLS config: %v", err)
+	}
+}
+
+// runTLSAgent runs a real agent whose certificate names certHost and which
+// claims hostID; it returns the agent once it has started.
+func (f *tlsFleet) runTLSAgent(t *testing.T, certHost, hostID string) *agent.Agent {
+	t.Helper()
+	cert, key, err := f.ca.Issue(pki.Request{Name: certHost, Agent: true}, f.dir, "agent-"+certHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := pki.Files{CA: filepath.Join(f.dir, pki.CAFile), Cert: cert, Key: key}.ClientConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan *agent.Agent, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	cfg := agent.Config{Controllers: []string{f.addr}, HostID: hostID, StateDir: t.TempDir(), MaxBackoff: time.Second, TLS: tc,
+		Ready: func(a *agent.Agent) { ready <- a }}
+	go func() { done <- agent.Run(ctx, cfg, testenv.Logger(t, "agent-"+hostID)) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		t.Fatalf("agent did not start: %v", err)
+	}
+	return nil
+}
+
+// TestRealAgentsOverMutualTLS: the agent daemon connects with its
+// certificate and receives the approval; one whose certificate names
+// another host never gets in.
+func TestRealAgentsOverMutualTLS(t *testing.T) {
+	f := startTLSController(t, nil)
+	ctx := ctxT(t)
+	good := f.runTLSAgent(t, "web-1", "web-1")
+	impostor := f.runTLSAgent(t, "web-3", "web-2")
+	testenv.WaitFor(t, 15*time.Second, "web-1 connected over mTLS", good.Connected)
+	anna := f.operator(t, "anna", pki.RoleApprover)
+	resp, err := anna.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: "Start automation now", Ttl: durationpb.New(time.Hour), Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "web-1 holds the token", func() bool { return good.FencingToken() == resp.Approval.FencingToken })
+	list, err := f.operator(t, "vera", pki.RoleViewer).ListAgents(ctx, &golivev1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range list.Agents {
+		if a.HostId == "web-2" {
+			t.Fatal("an agent whose certificate names web-3 got in as web-2")
+		}
+	}
+	if impostor.Connected() || impostor.FencingToken() != 0 {
+		t.Fatal("the impostor agent is connected or holds a token")
 	}
 }
