@@ -29,6 +29,8 @@ type helperPlan struct {
 	Port  int       `json:"port"`
 	Cmds  []Command `json:"cmds"`
 	Fault string    `json:"fault"`
+	// DB, when set, gives the service a database and a migration.
+	DB *dbPlan `json:"db,omitempty"`
 }
 
 // TestHelperProcess is not a test: it is the agent stand-in that the crash
@@ -42,7 +44,7 @@ func TestHelperProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
 		t.Fatal(err)
 	}
-	r := newRunner(t, p.State, p.Port, hclog.NewNullLogger())
+	r := newRunnerWith(t, p.State, p.Port, hclog.NewNullLogger(), p.DB.apply)
 	for i, cmd := range p.Cmds {
 		if i == len(p.Cmds)-1 {
 			t.Setenv(FaultPointEnv, p.Fault)
@@ -145,6 +147,9 @@ func TestRecoverAfterCrash(t *testing.T) {
 		{"broken release before health", "v3", "before_health", OutcomeRolledBack, "v1", ""},
 		{"while undoing swap", "v3", "undo_swap", OutcomeRolledBack, "v1", ""},
 		{"while undoing a failed verify", "v2-badsha", "undo_fetch", OutcomeFailed, "v1", ""},
+		// Without a database, backup and migrate are skipped but journaled.
+		{"after migrate without a database", "v2", "after_migrate", OutcomeRolledBack, "v1", ""},
+		{"before smoke", "v2", "before_smoke", OutcomeSucceeded, "v2", "v1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,7 +222,8 @@ func TestFaultPointNames(t *testing.T) {
 		}
 		seen[n] = true
 	}
-	for _, n := range []string{"before_fetch", "after_swap", "before_health", "undo_swap", "undo_restart", "before_finish"} {
+	for _, n := range []string{"before_fetch", "before_backup", "after_backup", "before_migrate", "after_migrate", "after_swap",
+		"before_health", "before_smoke", "after_smoke", "undo_swap", "undo_restart", "before_finish"} {
 		if !seen[n] {
 			t.Errorf("fault point %q missing from %v", n, FaultPoints)
 		}

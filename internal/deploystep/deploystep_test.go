@@ -57,6 +57,10 @@ func buildReleases(t *testing.T) {
 				if err == nil {
 					tgz, err = makeTarball(bin, v)
 				}
+				var mtgz map[string][]byte
+				if err == nil {
+					mtgz, err = migrationReleases(bin, v)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -64,6 +68,9 @@ func buildReleases(t *testing.T) {
 					return
 				}
 				tarballs[v] = tgz
+				for k, b := range mtgz {
+					tarballs[k] = b
+				}
 			})
 		}
 		wg.Wait()
@@ -73,7 +80,14 @@ func buildReleases(t *testing.T) {
 	}
 }
 
-func makeTarball(bin, version string) ([]byte, error) {
+// tarFile is an extra file in a test release.
+type tarFile struct {
+	name string
+	mode int64
+	body string
+}
+
+func makeTarball(bin, version string, extra ...tarFile) ([]byte, error) {
 	exe, err := os.ReadFile(bin)
 	if err != nil {
 		return nil, err
@@ -99,6 +113,11 @@ func makeTarball(bin, version string) ([]byte, error) {
 	}
 	if version == "v3" {
 		if err := add("FAIL_HEALTH", 0o644, []byte("v3 is broken\n")); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range extra {
+		if err := add(f.name, f.mode, []byte(f.body)); err != nil {
 			return nil, err
 		}
 	}
@@ -161,6 +180,13 @@ func testService(port int) *agentconfig.Service {
 // newRunner returns a Runner on a real execmgr.Manager for the service.
 func newRunner(t *testing.T, stateDir string, port int, logger hclog.Logger) *Runner {
 	t.Helper()
+	return newRunnerWith(t, stateDir, port, logger, nil)
+}
+
+// newRunnerWith is newRunner with the service's config and the Runner's
+// config changed by edit before the Runner is made.
+func newRunnerWith(t *testing.T, stateDir string, port int, logger hclog.Logger, edit func(*Config)) *Runner {
+	t.Helper()
 	svc := testService(port)
 	mgr, err := execmgr.New(execmgr.Config{
 		Name:        svc.Name,
@@ -174,8 +200,12 @@ func newRunner(t *testing.T, stateDir string, port int, logger hclog.Logger) *Ru
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = mgr.Close() })
-	r, err := New(Config{StateDir: stateDir, Service: svc, Manager: mgr, Logger: logger,
-		Artifacts: agentconfig.Artifacts{MaxBytes: 256 << 20, MaxUnpackedBytes: 512 << 20, MaxFiles: 100}})
+	cfg := Config{StateDir: stateDir, Service: svc, Manager: mgr, Logger: logger,
+		Artifacts: agentconfig.Artifacts{MaxBytes: 256 << 20, MaxUnpackedBytes: 512 << 20, MaxFiles: 100}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
