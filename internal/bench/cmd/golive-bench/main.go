@@ -11,9 +11,11 @@
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
+//	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
-// 20 MB; 2,000 swaps; swapload 1s steady and 1s after; rollout 10 hosts). The exit status is 1
+// 20 MB; 2,000 swaps; swapload 1s steady and 1s after; rollout 10 hosts;
+// db 50 MB). The exit status is 1
 // if any benchmark failed to run; a missed target is reported in its table,
 // not in the exit status.
 package main
@@ -33,6 +35,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/golive/golive/internal/bench/dbbench"
 	"github.com/golive/golive/internal/bench/fanout"
 	"github.com/golive/golive/internal/bench/releasebench"
 	"github.com/golive/golive/internal/bench/rolloutbench"
@@ -59,6 +62,7 @@ var benches = []bench{
 	{"swaps", runSwaps},
 	{"swapload", runSwapload},
 	{"rollout", runRollout},
+	{"db", runDB},
 }
 
 func main() {
@@ -232,6 +236,20 @@ func runRollout(ctx context.Context, w io.Writer, cfg config) error {
 	res, err := rolloutbench.Run(ctx, opts)
 	if res.Rollout > 0 {
 		if perr := rolloutbench.PrintTable(w, res); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func runDB(ctx context.Context, w io.Writer, cfg config) error {
+	opts := dbbench.Options{SizeMB: 1024, Log: cfg.progress}
+	if cfg.quick {
+		opts.SizeMB = 50
+	}
+	res, err := dbbench.Run(ctx, opts)
+	if len(res.Samples) > 0 {
+		if perr := dbbench.PrintTable(w, res); perr != nil && err == nil {
 			err = perr
 		}
 	}
