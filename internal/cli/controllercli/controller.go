@@ -30,6 +30,7 @@ import (
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/controller"
 	"github.com/golive/golive/internal/notify"
+	"github.com/golive/golive/internal/preflight"
 	"github.com/golive/golive/internal/rollout"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -454,6 +455,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.DurationVar(&deadline, "progress-deadline", rollout.DefaultProgressDeadline, "longest a wave (or the fleet rollback) may take")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
 	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
+	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))
 	return cmd
 }
 
