@@ -22,6 +22,10 @@ import (
 // helperEnv carries a helperPlan to TestHelperProcess.
 const helperEnv = "GOLIVE_DEPLOYSTEP_HELPER"
 
+// previousBackup, as a helper command's RestoreBackupID, stands for the
+// backup the command before it took.
+const previousBackup = "@previous-backup"
+
 // helperPlan is what the crashing helper process does: run cmds in order,
 // arming fault point Fault before the last one.
 type helperPlan struct {
@@ -45,11 +49,16 @@ func TestHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRunnerWith(t, p.State, p.Port, hclog.NewNullLogger(), p.DB.apply)
+	var prev Result
 	for i, cmd := range p.Cmds {
 		if i == len(p.Cmds)-1 {
 			t.Setenv(FaultPointEnv, p.Fault)
 		}
+		if cmd.RestoreBackupID == previousBackup && prev.Backup != nil {
+			cmd.RestoreBackupID = prev.Backup.ID
+		}
 		res := r.Run(t.Context(), cmd, nil)
+		prev = res
 		fmt.Fprintf(os.Stderr, "helper: %s %s: %s %s\n", cmd.ID, cmd.Release, res.Outcome, res.Error)
 	}
 	t.Fatalf("fault point %q was not reached", p.Fault)

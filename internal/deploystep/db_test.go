@@ -495,3 +495,104 @@ func TestRecoverAfterCrashWithDatabase(t *testing.T) {
 		})
 	}
 }
+
+// A restore whose dump does not match its record fails before the database
+// is changed; the service runs again on the release it ran.
+func TestRestoreFailureChangesNothing(t *testing.T) {
+	srv := serveArtifacts(t)
+	db := newDBFixture(t)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunnerWith(t, state, port, testLogger(t), db.plan.apply)
+	mustRun(t, r, deployCmd(srv, "c1", "m1"), OutcomeSucceeded)
+	res := mustRun(t, r, deployCmd(srv, "c2", "m2"), OutcomeSucceeded)
+	migrated := db.fingerprint(t)
+	if err := os.WriteFile(res.Backup.Path, []byte("not a dump"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	back := r.Run(t.Context(), Command{ID: "c3", Kind: KindRollback, RestoreBackupID: res.Backup.ID}, nil)
+	t.Logf("%s at %q: %s", back.Outcome, back.FailedStage, back.Error)
+	if back.Outcome == OutcomeSucceeded || back.FailedStage != StageRestoreDB || !strings.Contains(back.Error, res.Backup.ID) {
+		t.Fatalf("outcome %s at %q: %s", back.Outcome, back.FailedStage, back.Error)
+	}
+	db.resultNoSecret(t, back)
+	if got := db.fingerprint(t); got != migrated {
+		t.Fatalf("database changed: %s, want %s", got, migrated)
+	}
+	if current(t, r) != "m2" || answers(t, port) != "v2" {
+		t.Fatalf("current %q answers %q", current(t, r), answers(t, port))
+	}
+	noJournal(t, r)
+}
+
+// kill -9 in a rollback with a restore: once the restore completed, Recover
+// finishes the rollback (the restored database belongs with the old
+// release); in the middle of restore_db it cannot know whether the restore
+// committed, so it reports FAILED, names the safety backup, and does not
+// touch the database.
+func TestRecoverRestoreAfterCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a helper binary")
+	}
+	srv := serveArtifacts(t)
+	bin := faultHelper(t)
+	tests := []struct {
+		name        string
+		fault       string
+		want        Outcome
+		wantCurrent string
+		wantErr     string
+	}{
+		{"after the restore, before the swap", "before_swap", OutcomeSucceeded, "m1", ""},
+		{"at the end of restore_db", "after_restore_db", OutcomeFailed, "m2", "either as it was or fully restored"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := newDBFixture(t)
+			state, port := t.TempDir(), freePort(t)
+			last := Command{ID: "crash", Kind: KindRollback, RestoreBackupID: previousBackup}
+			plan, _ := json.Marshal(helperPlan{State: state, Port: port, Fault: tt.fault, DB: db.plan,
+				Cmds: []Command{deployCmd(srv, "first", "m1"), deployCmd(srv, "second", "m2"), last}})
+			cmd := exec.Command(bin, "-test.run=^TestHelperProcess$", "-test.v")
+			cmd.Env = append(os.Environ(), helperEnv+"="+string(plan))
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("helper did not die: %v\n%s", err, out)
+			}
+			killOrphans(t, state, port)
+
+			r := newRunnerWith(t, state, port, testLogger(t), db.plan.apply)
+			j, err := r.ReadJournal()
+			if err != nil || j == nil || j.RestoreBackupID == "" || j.BackupID == "" {
+				t.Fatalf("journal after crash: %+v, %v", j, err)
+			}
+			res, err := r.Recover(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("recovered: %s at %q: %s; warnings %q", res.Outcome, res.FailedStage, res.Error, res.Warnings)
+			if res.Outcome != tt.want || !strings.Contains(res.Error, tt.wantErr) {
+				t.Fatalf("Recover: %s %q, want %s %q", res.Outcome, res.Error, tt.want, tt.wantErr)
+			}
+			if res.Backup == nil || res.Backup.ID != j.BackupID || res.Backup.ReleaseAfter != "pre-restore" {
+				t.Fatalf("safety backup %+v", res.Backup)
+			}
+			if tt.want == OutcomeFailed && !strings.Contains(res.Error, j.BackupID) {
+				t.Fatalf("error does not name the safety backup %s", j.BackupID)
+			}
+			db.resultNoSecret(t, *res)
+			if c := current(t, r); c != tt.wantCurrent {
+				t.Fatalf("current %q, want %q", c, tt.wantCurrent)
+			}
+			wantAnswer := map[string]string{"m1": "v1", "m2": "v2"}[tt.wantCurrent]
+			if got := answers(t, port); got != wantAnswer {
+				t.Fatalf("service answers %q, want %q", got, wantAnswer)
+			}
+			// Both crash points are after pg_restore committed.
+			if db.hasColumn(t, "email") {
+				t.Fatal("the database is not restored")
+			}
+			noJournal(t, r)
+		})
+	}
+}

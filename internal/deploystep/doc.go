@@ -63,9 +63,10 @@
 //     unchanged and the service is started again (FAILED); once it began,
 //     the database is as before or restored (one transaction): FAILED, the
 //     error says to check it and names the safety backup.
-//   - after restore_db: finish forward if current already names the target
-//     release; otherwise back to the release before the command with a
-//     warning that the database stays restored (FAILED).
+//   - after restore_db: finish forward (swap to the target release if
+//     current does not name it yet, restart, health): the restored database
+//     belongs with it. If that fails, back to the release before the command
+//     with a warning that the database stays restored (FAILED).
 
 // On disk, beside the release directory of package releasedir
 // (<state-dir>/<service>/):

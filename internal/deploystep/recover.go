@@ -108,8 +108,11 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 	restarted := slices.Contains(j.Completed, StageRestart) || j.Stage == StageRestart || j.FailedStage == StageRestart
 	interrupted := fmt.Sprintf("agent restarted during stage %s", j.Stage)
 
+	// A rollback whose database restore completed goes forward: the
+	// restored database belongs with the release it is rolling back to.
+	restoredForward := s.dbRestored && !j.RollingBack && !swapped
 	switch {
-	case j.RollingBack || !swapped:
+	case (j.RollingBack || !swapped) && !restoredForward:
 		// Go back to (or stay on) the previous release.
 		res.FailedStage, res.Error = j.FailedStage, j.Reason
 		if res.FailedStage == "" {
@@ -130,7 +133,15 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 		// The swap happened and the step was going forward: finish it.
 		// The restart is redone whatever the journal says, since it cannot
 		// tell whether the process runs the new release.
-		err := timed(StageRestart, func(c context.Context) error { return r.restartOn(c, j.Release) })
+		var err error
+		if restoredForward {
+			if err = timed(StageSwap, func(context.Context) error { return r.dir.Swap(j.Release) }); err == nil {
+				cur = j.Release
+			}
+		}
+		if err == nil {
+			err = timed(StageRestart, func(c context.Context) error { return r.restartOn(c, j.Release) })
+		}
 		if err == nil {
 			err = timed(StageHealth, r.waitHealthy)
 		}
