@@ -76,19 +76,25 @@ service "app" {
     timeout     = "30s"
   }
 
-  # PostgreSQL, backed up with pg_dump -Fc (and checked with pg_restore
-  # --list) before every migration. The DSN is read from env_file at
-  # dsn_env_key and never logged.
+  # PostgreSQL, backed up with pg_dump -Fc before every migration, and the
+  # backup proven by restoring it into a scratch database and comparing
+  # every table's row count; a backup that fails stops the deploy before the
+  # migration. The DSN is read from env_file at dsn_env_key and never logged.
+  # The role needs CREATEDB (for the scratch database).
   database {
     kind           = "postgres"
     dsn_env_key    = "DATABASE_URL"
     env_file       = "/etc/app/env"                # default: exec.env_file
     backup_dir     = "/var/lib/golive/backups/app" # default: <service dir>/backups
     keep_backups   = 10
-    max_backup_age = "720h" # prune older backups beyond keep_backups
+    max_backup_age = "720h" # also prune backups older than this (the newest is always kept)
   }
 
-  # Run from the release dir after a verified backup, before the swap.
+  # Run from the release dir after a verified backup, before the swap, with
+  # the env files in its environment (the DSN too). Never rerun after a
+  # crash, never reversed: if the release then fails health or smoke, the
+  # binary goes back, the schema stays migrated (the result says so and
+  # names the backup for `rollback --restore-db`).
   migrate {
     command = ["bin/migrate", "up"]
     timeout = "10m"
@@ -105,7 +111,9 @@ service "app" {
     max_backup_age       = "24h" # newest backup must be younger
   }
 
-  # Post-live smoke checks, any number, against the service's own port.
+  # Post-live smoke checks, any number, against the service's own port (the
+  # health URL's scheme and host), run in order after the health check of a
+  # deploy; any failure swaps the previous release back.
   smoke "home" {
     method        = "GET"
     path          = "/"
