@@ -364,12 +364,12 @@ func addWarning(res *Result, rep *StageReport, msg string) {
 	res.Warnings = append(res.Warnings, name+": "+msg)
 }
 
-// cleanBackupLeftovers removes what a crash in the middle of a backup
-// leaves: dumps with no record (never verified) and partial .tmp files. A
-// scratch database golive_verify_* that Verify was restoring into when the
-// agent died is not found here (its name is random); it is harmless and can
-// be dropped by hand.
-func (r *Runner) cleanBackupLeftovers() error {
+// cleanBackupLeftovers removes what a crash in the middle of a backup named
+// for release leaves: its dumps with no record (never verified) and its
+// partial .tmp files. A scratch database golive_verify_* that Verify was
+// restoring into when the agent died is not found here (its name is
+// random); it is harmless and can be dropped by hand.
+func (r *Runner) cleanBackupLeftovers(release string) error {
 	ents, err := os.ReadDir(r.cfg.BackupDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -380,6 +380,9 @@ func (r *Runner) cleanBackupLeftovers() error {
 	var errs []error
 	for _, e := range ents {
 		name := e.Name()
+		if !strings.HasSuffix(strings.TrimSuffix(name, ".tmp"), "-"+release+".dump") {
+			continue
+		}
 		id, isDump := strings.CutSuffix(name, ".dump")
 		stale := strings.HasSuffix(name, ".dump.tmp")
 		if isDump {

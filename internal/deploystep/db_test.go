@@ -437,6 +437,9 @@ func TestRecoverAfterCrashWithDatabase(t *testing.T) {
 		wantRuns string
 		wantErr  string
 	}{
+		// pg_dump kills the agent (its parent) once it has dumped, the
+		// second time it runs (the first is m1's backup).
+		{"during backup", "m2", "pg_dump", OutcomeRolledBack, "", "agent restarted during stage backup"},
 		{"during migrate", "mcrash", "", OutcomeFailed, "mcrash", "may have run partly or completely, and is not run again"},
 		{"before migrate", "m2", "before_migrate", OutcomeRolledBack, "", "agent restarted during stage migrate"},
 		{"after the backup was recorded", "m2", "after_backup", OutcomeRolledBack, "", "agent restarted during stage backup"},
@@ -445,6 +448,16 @@ func TestRecoverAfterCrashWithDatabase(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := newDBFixture(t)
 			state, port := t.TempDir(), freePort(t)
+			inBackup := tt.fault == "pg_dump"
+			if inBackup {
+				count := filepath.Join(t.TempDir(), "count")
+				db.setTool(t, "pg_dump", `#!/bin/sh
+n=$(cat `+count+` 2>/dev/null || echo 0); n=$((n+1)); echo $n > `+count+`
+if [ $n -ge 2 ]; then "`+filepath.Join(db.pg.BinDir, "pg_dump")+`" "$@"; kill -9 $PPID; sleep 10; exit 1; fi
+exec "`+filepath.Join(db.pg.BinDir, "pg_dump")+`" "$@"
+`)
+				tt.fault = ""
+			}
 			last := deployCmd(srv, "crash", tt.give)
 			plan, _ := json.Marshal(helperPlan{State: state, Port: port, Fault: tt.fault, DB: db.plan,
 				Cmds: []Command{deployCmd(srv, "first", "m1"), last}})
@@ -459,9 +472,10 @@ func TestRecoverAfterCrashWithDatabase(t *testing.T) {
 
 			r := newRunnerWith(t, state, port, testLogger(t), db.plan.apply)
 			j, err := r.ReadJournal()
-			if err != nil || j == nil || j.BackupID == "" {
+			if err != nil || j == nil || (j.BackupID == "") != inBackup {
 				t.Fatalf("journal after crash: %+v, %v", j, err)
 			}
+			left := dumps(t, db.plan.BackupDir)
 			res, err := r.Recover(t.Context())
 			if err != nil {
 				t.Fatal(err)
@@ -469,6 +483,19 @@ func TestRecoverAfterCrashWithDatabase(t *testing.T) {
 			t.Logf("recovered: %s at %q: %s; warnings %q", res.Outcome, res.FailedStage, res.Error, res.Warnings)
 			if res.Outcome != tt.want || !strings.Contains(res.Error, tt.wantErr) {
 				t.Fatalf("Recover: %s %q, want %s %q", res.Outcome, res.Error, tt.want, tt.wantErr)
+			}
+			if inBackup {
+				// The unverified dump goes; m1's verified backup stays.
+				got := dumps(t, db.plan.BackupDir)
+				t.Logf("backup dir before recovery %v, after %v", left, got)
+				if len(got) != 1 || !strings.HasSuffix(got[0], "-m1.dump") || len(left) < 2 {
+					t.Fatalf("backup dir after recovery %v (before %v)", got, left)
+				}
+				if res.Backup != nil || db.migrationRuns(t) != "" || current(t, r) != "m1" || answers(t, port) != "v1" {
+					t.Fatalf("after a crash in backup: backup %+v, runs %q, current %q", res.Backup, db.migrationRuns(t), current(t, r))
+				}
+				noJournal(t, r)
+				return
 			}
 			if res.Backup == nil || res.Backup.ID != j.BackupID {
 				t.Fatalf("recovered result's backup %+v, journal names %s", res.Backup, j.BackupID)

@@ -54,7 +54,11 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 	}
 	// A backup the crash interrupted is not verified: it goes.
 	if (j.Stage == StageBackup || j.Stage == StageRestoreDB) && !slices.Contains(j.Completed, j.Stage) {
-		if err := r.cleanBackupLeftovers(); err != nil {
+		release := j.Release
+		if j.Stage == StageRestoreDB {
+			release = safetyRelease
+		}
+		if err := r.cleanBackupLeftovers(release); err != nil {
 			log.Warn("remove unverified backups", "error", err)
 		}
 	}
