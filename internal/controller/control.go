@@ -190,19 +190,33 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 }
 
 // Rollback is the operator's safety path: allowed without an approval,
-// always audited.
+// always audited. With restore_db_backup_id (and confirm_restore) it also
+// restores that database backup, on the one host that holds it, and puts
+// back the release the backup was taken on. A plain rollback off a release
+// that ran a migration warns that the schema stays migrated.
 func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (*golivev1.RollbackResponse, error) {
 	actor, src := actorAndSource(ctx)
+	var warnings []string
+	if req.RestoreDbBackupId != "" {
+		host, b, w, err := c.s.restoreTarget(ctx, req)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		req.Hosts, warnings = []string{host}, w
+		if req.ToRelease == "" {
+			req.ToRelease = b.ReleaseBefore
+		}
+	}
 	if running, err := c.s.cli.Get(ctx, c.s.keys.ServiceLock(req.Service)); err == nil && len(running.Kvs) == 1 {
 		id := string(running.Kvs[0].Value)
 		return nil, toStatus(fmt.Errorf("%w: rollout %s of %s is running: `golive-controller abort %s` stops it and rolls back every host it touched", errConflict, id, req.Service, id))
 	}
+	agents, err := c.s.hub.agents(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	if len(req.Hosts) == 0 {
 		// The instant revert: every host that runs the service, at once.
-		agents, err := c.s.hub.agents(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
 		for _, a := range agents {
 			for _, sv := range a.Services {
 				if sv.Name == req.Service {
@@ -214,6 +228,9 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 			return nil, toStatus(fmt.Errorf("%w: no host runs service %q", errNotFound, req.Service))
 		}
 	}
+	if req.RestoreDbBackupId == "" {
+		warnings = c.s.migrationWarnings(ctx, req.Service, req.Hosts, agents)
+	}
 	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
 		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
 			Service: req.Service, ToRelease: req.ToRelease, Operator: true, RestoreDbBackupId: req.RestoreDbBackupId,
@@ -222,7 +239,11 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &golivev1.RollbackResponse{Rollout: r}, nil
+	if req.RestoreDbBackupId != "" {
+		c.s.log.Warn("database restore requested", "actor", actor, "service", req.Service, "backup_id", req.RestoreDbBackupId,
+			"host_id", req.Hosts[0], "rollout_id", r.Id, "to_release", req.ToRelease)
+	}
+	return &golivev1.RollbackResponse{Rollout: r, Warnings: warnings}, nil
 }
 
 func (c *control) GetRollout(ctx context.Context, req *golivev1.GetRolloutRequest) (*golivev1.GetRolloutResponse, error) {

@@ -88,8 +88,12 @@ func (s *Server) startCommands(ctx context.Context, actor, source string, kind s
 		CreatedAt: timestamppb.New(now), UpdatedAt: timestamppb.New(now), FencingToken: token, Kind: kind,
 		Waves: []*golivev1.Wave{{Index: 0, Name: "all", Hosts: hosts, State: "running"}}}
 	var ops []clientv3.Op
+	restore := ""
 	for i, h := range hosts {
 		cmd := build(h)
+		if id := cmd.GetRollback().GetRestoreDbBackupId(); id != "" {
+			restore = " restore_db_backup=" + id
+		}
 		cmd.Id = fmt.Sprintf("%s-%d", id, i)
 		cmd.RolloutId = id
 		cmd.FencingToken = token
@@ -105,7 +109,7 @@ func (s *Server) startCommands(ctx context.Context, actor, source string, kind s
 		cmps = append(cmps, s.approvals.Fence(token))
 	}
 	entry := audit.Entry{Actor: actor, Action: kind, Outcome: "started", Source: source,
-		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%s token=%d", id, service, orNone(release), strings.Join(hosts, ","), token)}
+		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%s token=%d%s", id, service, orNone(release), strings.Join(hosts, ","), token, restore)}
 	if _, _, err := s.audit.Append(ctx, entry, cmps, ops); err != nil {
 		if errors.Is(err, audit.ErrPrecondition) {
 			return nil, errNoApproval
@@ -237,8 +241,11 @@ func (s *Server) updateRollout(ctx context.Context, id, op string, change func(*
 func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A verified backup's record is kept in the result's transaction.
+	backupOps, res := s.backupOps(host, res)
 	b, _ := marshal.Marshal(res)
 	ops := []clientv3.Op{clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId))}
+	ops = append(ops, backupOps...)
 	if get, err := s.cli.Get(ctx, s.keys.Rollout(rolloutOf(res.CommandId))); err == nil && len(get.Kvs) == 1 {
 		if rec, err := s.decodeRecord(get.Kvs[0].Value); err == nil && rec.StateJson != "" {
 			// The leader's executor owns a fleet rollout's record and reads

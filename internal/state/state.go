@@ -15,6 +15,11 @@
 //	rollout_requests/<id>/<k> an operator's pause|resume|abort, consumed by
 //	                          the leader in the txn that acts on it
 //	service_rollout/<svc>     the one running rollout of a service
+//	backups/<svc>/<host>/<id> a database backup an agent made and verified
+//	                          (before a migration, or a restore's safety
+//	                          backup): its record, never a DSN. The host is
+//	                          part of the key because ids (<time>-<release>)
+//	                          are only unique per host
 //	audit/head, audit/<seq>   the hash-chained audit log
 //
 // Only the controller talks to etcd; agents never import this package.
@@ -59,9 +64,16 @@ func (k Keys) Rollout(id string) string              { return k.Rollouts() + id 
 func (k Keys) RolloutRequests(id string) string      { return k.Prefix + "rollout_requests/" + id + "/" }
 func (k Keys) RolloutRequest(id, kind string) string { return k.RolloutRequests(id) + kind }
 func (k Keys) ServiceLock(service string) string     { return k.Prefix + "service_rollout/" + service }
+func (k Keys) Backups() string                       { return k.Prefix + "backups/" }
+func (k Keys) ServiceBackups(service string) string  { return k.Backups() + service + "/" }
 func (k Keys) AuditHead() string                     { return k.Prefix + "audit/head" }
 func (k Keys) AuditEntries() string                  { return k.Prefix + "audit/e/" }
 func (k Keys) AuditEntry(seq uint64) string          { return fmt.Sprintf("%saudit/e/%020d", k.Prefix, seq) }
+
+// Backup is the key of backup id made on host for service.
+func (k Keys) Backup(service, host, id string) string {
+	return k.ServiceBackups(service) + host + "/" + id
+}
 
 // HostFromKey returns the last path element after prefix p.
 func HostFromKey(p, key string) string { return strings.TrimPrefix(key, p) }

@@ -525,10 +525,23 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "put the previous (or --to) release back on hosts: the safety path, allowed without approval, audited",
-		Args:  cli.NoArgs,
+		Long: "Put the previous (or --to) release back on hosts: allowed without approval, audited.\n\n" +
+			"A binary rollback leaves the database as it is: after a release that ran a migration the schema\n" +
+			"stays migrated (the answer warns). --restore-db BACKUP_ID --yes also restores that database backup\n" +
+			"(see `golive-controller backups`) on the host that holds it: the agent stops the service, takes a\n" +
+			"safety backup of the current database, restores, puts back the release the backup was taken on\n" +
+			"(or --to) and health-checks.",
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if req.Service == "" {
 				return cli.Usagef("rollback needs --service")
+			}
+			if req.RestoreDbBackupId != "" && !req.ConfirmRestore {
+				return cli.Usagef("--restore-db %s replaces the database of %s with that backup's contents, losing every write made since "+
+					"(the agent takes a safety backup of the current database first): add --yes to confirm", req.RestoreDbBackupId, req.Service)
+			}
+			if req.ConfirmRestore && req.RestoreDbBackupId == "" {
+				return cli.Usagef("--yes confirms a database restore: name the backup with --restore-db BACKUP_ID (see `golive-controller backups --service %s`)", req.Service)
 			}
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
@@ -538,10 +551,19 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 				resp, err := c.Rollback(ctx, req)
 				if err == nil {
 					id = resp.Rollout.GetId()
+					for _, w := range resp.Warnings {
+						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+					}
 				}
 				return resp, err
 			}, func(resp *golivev1.RollbackResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
-				fmt.Fprintf(w, "rollback %s started on %d hosts\n", resp.Rollout.GetId(), len(resp.Rollout.GetHosts()))
+				r := resp.Rollout
+				if req.RestoreDbBackupId != "" {
+					fmt.Fprintf(w, "rollback %s started on %s: safety backup, restore of database backup %s, then release %s\n",
+						r.GetId(), strings.Join(rolloutHosts(r), ","), req.RestoreDbBackupId, orPrevious(r.GetRelease()))
+					return nil
+				}
+				fmt.Fprintf(w, "rollback %s started on %d hosts\n", r.GetId(), len(r.GetHosts()))
 				return nil
 			})
 			if err != nil || !wait {
@@ -552,10 +574,27 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Service, "service", "", "service name")
-	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service)")
-	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one)")
+	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service; with --restore-db, the backup's host)")
+	f.StringVar(&req.ToRelease, "to", "", "release to put back (default: the previous one; with --restore-db, the one the backup was taken on)")
+	f.StringVar(&req.RestoreDbBackupId, "restore-db", "", "also restore database backup `BACKUP_ID` (listed by golive-controller backups) on its host; needs --yes")
+	f.BoolVar(&req.ConfirmRestore, "yes", false, "confirm the database restore of --restore-db")
 	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome")
 	return cmd
+}
+
+func rolloutHosts(r *golivev1.Rollout) []string {
+	var out []string
+	for _, h := range r.GetHosts() {
+		out = append(out, h.HostId)
+	}
+	return out
+}
+
+func orPrevious(release string) string {
+	if release == "" {
+		return "(previous)"
+	}
+	return release
 }
 
 func newHistoryCmd(co *clientOpts) *cobra.Command {
