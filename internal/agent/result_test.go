@@ -2,10 +2,17 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/golive/golive/internal/agentconfig"
 	"github.com/golive/golive/internal/dbbackup"
 	"github.com/golive/golive/internal/deploystep"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
@@ -49,5 +56,62 @@ func TestResultProtoBackupAndWarnings(t *testing.T) {
 	}
 	if st := ok.Stages[0]; !st.Ok || st.Error != "warning: prune backups: permission denied" {
 		t.Fatalf("backup stage %+v", st)
+	}
+}
+
+// The runner a configured service gets knows the service's backup dir: a
+// rollback asking for a backup recorded there finds it (and only then
+// stops at the release, which this host does not have).
+func TestServiceRunnerUsesConfiguredBackupDir(t *testing.T) {
+	dir := t.TempDir()
+	backups := filepath.Join(dir, "backups")
+	envFile := filepath.Join(dir, "app.env")
+	if err := os.WriteFile(envFile, []byte("DATABASE_URL=postgres://u:p@127.0.0.1:1/app\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`
+host_id = "host-7"
+state_dir = %q
+service "app" {
+  port = 18080
+  exec {
+    command  = ["bin/app"]
+    env_file = %q
+  }
+  database {
+    backup_dir = %q
+  }
+  migrate {
+    command = ["bin/migrate"]
+  }
+}
+`, filepath.Join(dir, "state"), envFile, backups)
+	cfg, err := agentconfig.Parse([]byte(src), "agent.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(backups, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rec := &dbbackup.Record{ID: "20261130T220000Z-v2", Service: "app", ReleaseBefore: "v1", ReleaseAfter: "v2", VerifiedAt: time.Now()}
+	if err := dbbackup.SaveRecord(backups, rec); err != nil {
+		t.Fatal(err)
+	}
+	services, err := ServicesFromConfig(t.Context(), cfg, hclog.NewNullLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeServices(services, hclog.NewNullLogger())
+	s := services[0]
+	if s.BackupDir != backups {
+		t.Fatalf("backup dir %q", s.BackupDir)
+	}
+	res := s.Exec.Run(t.Context(), deploystep.Command{ID: "r1", Kind: deploystep.KindRollback, RestoreBackupID: rec.ID}, nil)
+	if res.Outcome != deploystep.OutcomeFailed || !strings.Contains(res.Error, `release "v1" is not on this host`) {
+		t.Fatalf("rollback with restore: %s %q", res.Outcome, res.Error)
+	}
+	res = s.Exec.Run(t.Context(), deploystep.Command{ID: "r2", Kind: deploystep.KindRollback, RestoreBackupID: "20261130T220000Z-v9"}, nil)
+	if res.Outcome != deploystep.OutcomeFailed || !strings.Contains(res.Error, "no such verified backup") {
+		t.Fatalf("unknown backup: %s %q", res.Outcome, res.Error)
 	}
 }
