@@ -140,25 +140,101 @@ func (l *Log) List(ctx context.Context, action string, limit int) ([]Entry, erro
 	return out, nil
 }
 
+// Filter selects audit entries; zero fields select everything.
+type Filter struct {
+	Action string
+	Actor  string
+	Since  time.Time
+	Until  time.Time
+	// Limit keeps the newest Limit matching entries when > 0.
+	Limit int
+}
+
+func (f Filter) match(e Entry) bool {
+	return (f.Action == "" || e.Action == f.Action) && (f.Actor == "" || e.Actor == f.Actor) &&
+		(f.Since.IsZero() || !e.At.Before(f.Since)) && (f.Until.IsZero() || e.At.Before(f.Until))
+}
+
+// ListFiltered returns the entries f selects, oldest first.
+func (l *Log) ListFiltered(ctx context.Context, f Filter) ([]Entry, error) {
+	entries, _, _, err := l.Snapshot(ctx, f)
+	return entries, err
+}
+
+// Snapshot returns the entries f selects, oldest first, and the chain's
+// head (the newest entry's sequence number and hash; 0, "" when empty), all
+// read at one etcd revision so that a verifier sees a consistent log.
+func (l *Log) Snapshot(ctx context.Context, f Filter) ([]Entry, uint64, string, error) {
+	hresp, err := l.cli.Get(ctx, l.keys.AuditHead())
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("read audit head: %w", err)
+	}
+	var h head
+	if len(hresp.Kvs) == 1 {
+		if err := json.Unmarshal(hresp.Kvs[0].Value, &h); err != nil {
+			return nil, 0, "", fmt.Errorf("audit head is corrupt: %w", err)
+		}
+	}
+	resp, err := l.cli.Get(ctx, l.keys.AuditEntries(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend),
+		clientv3.WithRev(hresp.Header.Revision))
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("read audit log: %w", err)
+	}
+	var out []Entry
+	for _, kv := range resp.Kvs {
+		var e Entry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, 0, "", fmt.Errorf("audit entry %s is corrupt: %w", kv.Key, err)
+		}
+		if f.match(e) {
+			out = append(out, e)
+		}
+	}
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[len(out)-f.Limit:]
+	}
+	return out, h.Seq, h.Hash, nil
+}
+
 // Verify recomputes the chain and returns the sequence number of the first
 // broken link (0 when the chain is intact) with a reason.
 func (l *Log) Verify(ctx context.Context) (uint64, string, error) {
-	entries, err := l.List(ctx, "", 0)
+	entries, seq, hash, err := l.Snapshot(ctx, Filter{})
 	if err != nil {
 		return 0, "", err
 	}
+	bad, why := VerifyChain(entries, seq, hash)
+	return bad, why, nil
+}
+
+// VerifyChain checks a whole log, oldest first: sequence numbers 1..n
+// without gaps, each entry's hash over its content, each prev_hash equal to
+// the previous entry's hash, and the newest entry equal to the head
+// (headSeq, headHash) the controller keeps, so that a log cut short is
+// caught too. It returns the first broken link's sequence number (0: the
+// chain is intact) and why.
+func VerifyChain(entries []Entry, headSeq uint64, headHash string) (uint64, string) {
 	prev := ""
 	for i, e := range entries {
 		if e.Seq != uint64(i+1) {
-			return uint64(i + 1), fmt.Sprintf("entry %d is missing (found %d)", i+1, e.Seq), nil
+			return uint64(i + 1), fmt.Sprintf("entry %d is missing (found %d in its place)", i+1, e.Seq)
 		}
 		if e.PrevHash != prev {
-			return e.Seq, "prev_hash does not match the previous entry's hash", nil
+			return e.Seq, "prev_hash does not match the previous entry's hash"
 		}
 		if e.ComputeHash() != e.Hash {
-			return e.Seq, "hash does not match the entry's content", nil
+			return e.Seq, "hash does not match the entry's content (the entry was altered)"
 		}
 		prev = e.Hash
 	}
-	return 0, "", nil
+	n := uint64(len(entries))
+	switch {
+	case headSeq > n:
+		return n + 1, fmt.Sprintf("the head says %d entries but only %d are present (entries %d..%d were removed)", headSeq, n, n+1, headSeq)
+	case headSeq < n:
+		return headSeq + 1, fmt.Sprintf("entries after the head (%d) were added outside the log", headSeq)
+	case n > 0 && headHash != prev:
+		return n, "the newest entry's hash differs from the head's"
+	}
+	return 0, ""
 }

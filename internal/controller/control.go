@@ -124,11 +124,18 @@ func (c *control) ListAgents(ctx context.Context, _ *golivev1.ListAgentsRequest)
 }
 
 func (c *control) ListAudit(ctx context.Context, req *golivev1.ListAuditRequest) (*golivev1.ListAuditResponse, error) {
-	entries, err := c.s.audit.List(ctx, req.Action, int(req.Limit))
+	f := audit.Filter{Action: req.Action, Actor: req.Actor, Limit: int(req.Limit)}
+	if req.Since != nil {
+		f.Since = req.Since.AsTime()
+	}
+	if req.Until != nil {
+		f.Until = req.Until.AsTime()
+	}
+	entries, seq, hash, err := c.s.audit.Snapshot(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &golivev1.ListAuditResponse{}
+	resp := &golivev1.ListAuditResponse{HeadSeq: seq, HeadHash: hash}
 	for _, e := range entries {
 		resp.Entries = append(resp.Entries, auditProto(e))
 	}

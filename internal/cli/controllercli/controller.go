@@ -18,8 +18,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/golive/golive/internal/cli"
+	"github.com/golive/golive/internal/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -41,10 +43,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 type clientOpts struct {
-	addr    string
-	output  string
-	actor   string
-	timeout time.Duration
+	addr       string
+	output     string
+	actor      string
+	timeout    time.Duration
+	tls        pki.Files
+	serverName string
 }
 
 func defaultActor() string {
@@ -68,6 +72,10 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&co.output, "output", "o", "text", "output format: text or json")
 	root.PersistentFlags().StringVar(&co.actor, "as", defaultActor(), "who you are, for the audit log")
 	root.PersistentFlags().DurationVar(&co.timeout, "timeout", 15*time.Second, "RPC timeout")
+	root.PersistentFlags().StringVar(&co.tls.CA, "tls-ca", os.Getenv("GOLIVE_TLS_CA"), "CA certificate for mutual TLS (env GOLIVE_TLS_CA)")
+	root.PersistentFlags().StringVar(&co.tls.Cert, "tls-cert", os.Getenv("GOLIVE_TLS_CERT"), "your operator certificate; its name is your audit identity (env GOLIVE_TLS_CERT)")
+	root.PersistentFlags().StringVar(&co.tls.Key, "tls-key", os.Getenv("GOLIVE_TLS_KEY"), "your operator key (env GOLIVE_TLS_KEY)")
+	root.PersistentFlags().StringVar(&co.serverName, "tls-server-name", "", "name expected in the controller's certificate (default: the --addr host)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if co.output != "text" && co.output != "json" {
 			return cli.Usagef("-o %q: want text or json", co.output)
@@ -76,7 +84,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(stderr),
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
-		newAuditCmd(co), newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
+		newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
 		newPreflightCmd(co), newBackupsCmd(co))
 	for _, c := range extraCmds {
@@ -133,12 +141,30 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
 	f.StringArrayVar(&webhooks, "webhook", nil, "send approval and rollout events to json=URL or slack=URL (repeatable)")
+	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA that signs agent and operator certificates (mutual TLS 1.3; see `pki`)")
+	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "the controller's certificate")
+	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the controller's key")
+	f.BoolVar(&cfg.TwoPersonRule, "two-person-rule", false, "the identity that authorized may not start or resume a deploy under that approval")
+	f.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "control calls per second per identity (0: no limit; revoke, pause and abort are never limited)")
+	f.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "burst of control calls per identity")
+	f.Float64Var(&cfg.AcceptRate, "accept-rate", cfg.AcceptRate, "new connections accepted per second, to absorb reconnect storms (0: no pacing)")
 	lf.Add(cmd)
 	return cmd
 }
 
 func (co *clientOpts) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if co.tls.Set() {
+		if err := co.tls.Validate(); err != nil {
+			return nil, cli.UsageError{Err: fmt.Errorf("--tls-ca/--tls-cert/--tls-key: %w", err)}
+		}
+		tc, err := co.tls.ClientConfig(co.serverName)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("controller address %q: %w", co.addr, err)
 	}
@@ -355,31 +381,6 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 			})
 		},
 	}
-}
-
-func newAuditCmd(co *clientOpts) *cobra.Command {
-	var action string
-	var limit uint32
-	cmd := &cobra.Command{
-		Use:   "audit",
-		Short: "list audited control actions (who, when, what, outcome)",
-		Args:  cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAuditResponse, error) {
-				return c.ListAudit(ctx, &golivev1.ListAuditRequest{Action: action, Limit: limit})
-			}, func(resp *golivev1.ListAuditResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAuditResponse) error {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tOUTCOME\tREASON\tDETAIL")
-				for _, e := range resp.Entries {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.AsTime().Local().Format(time.RFC3339), e.Actor, e.Action, e.Outcome, orDash(e.Reason), e.Detail)
-				}
-				return tw.Flush()
-			})
-		},
-	}
-	cmd.Flags().StringVar(&action, "action", "", "only this action (authorize, revoke, approval_expired, ...)")
-	cmd.Flags().Uint32Var(&limit, "limit", 0, "only the newest N entries")
-	return cmd
 }
 
 func newDeployCmd(co *clientOpts) *cobra.Command {

@@ -853,9 +853,13 @@ func (x *AuditEntry) GetHash() string {
 
 // ListAuditRequest filters audit entries.
 type ListAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Action string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	Limit  uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// actor, since and until filter further (empty: no filter).
+	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,10 +908,36 @@ func (x *ListAuditRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListAuditRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
 // ListAuditResponse lists audit entries, oldest first.
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// head_seq and head_hash are the chain's head as the controller keeps it:
+	// a verifier checks the newest entry against them (a truncated log
+	// otherwise looks intact).
+	HeadSeq       uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash      string `protobuf:"bytes,3,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -947,6 +977,20 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListAuditResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
 }
 
 // DeployRequest asks to deploy a release of a service.
@@ -2948,12 +2992,17 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x06source\x18\b \x01(\tR\x06source\x12\x1b\n" +
 	"\tprev_hash\x18\t \x01(\tR\bprevHash\x12\x12\n" +
 	"\x04hash\x18\n" +
-	" \x01(\tR\x04hash\"@\n" +
+	" \x01(\tR\x04hash\"\xba\x01\n" +
 	"\x10ListAuditRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"D\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"|\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.golive.v1.AuditEntryR\aentries\"\xdd\x05\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.golive.v1.AuditEntryR\aentries\x12\x19\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\xdd\x05\n" +
 	"\rDeployRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
@@ -3221,74 +3270,76 @@ var file_golive_v1_control_proto_depIdxs = []int32{
 	48, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
 	45, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	12, // 14: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	43, // 15: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	46, // 16: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	46, // 17: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	46, // 18: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	49, // 19: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	45, // 20: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	45, // 21: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 22: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
-	17, // 23: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	15, // 24: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	32, // 25: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	45, // 26: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 27: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	18, // 28: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 29: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 30: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 31: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 32: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 33: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 34: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	32, // 35: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	18, // 36: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	44, // 37: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	46, // 38: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	50, // 39: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	36, // 40: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	39, // 41: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	45, // 42: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	45, // 43: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	38, // 44: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	1,  // 45: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 46: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 47: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 48: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 49: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 50: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 51: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	20, // 52: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	22, // 53: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	24, // 54: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	26, // 55: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	28, // 56: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	30, // 57: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	33, // 58: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	35, // 59: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	40, // 60: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	2,  // 61: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 62: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 63: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 64: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 65: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 66: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	19, // 67: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	21, // 68: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	23, // 69: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	25, // 70: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	27, // 71: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	29, // 72: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	31, // 73: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	34, // 74: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	37, // 75: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	41, // 76: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	61, // [61:77] is the sub-list for method output_type
-	45, // [45:61] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	45, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	12, // 16: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
+	43, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	46, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	46, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	46, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	49, // 21: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	45, // 22: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	45, // 23: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	16, // 24: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
+	17, // 25: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
+	15, // 26: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	32, // 27: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	45, // 28: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 29: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	18, // 30: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 31: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 32: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 33: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 34: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 35: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	18, // 36: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	32, // 37: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	18, // 38: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	44, // 39: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	46, // 40: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	50, // 41: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	36, // 42: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	39, // 43: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	45, // 44: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	45, // 45: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	38, // 46: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	1,  // 47: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 48: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 49: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 50: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 51: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 52: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 53: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	20, // 54: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	22, // 55: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	24, // 56: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	26, // 57: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	28, // 58: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	30, // 59: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	33, // 60: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	35, // 61: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	40, // 62: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	2,  // 63: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 64: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 65: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 66: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 67: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 68: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	19, // 69: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	21, // 70: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	23, // 71: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	25, // 72: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	27, // 73: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	29, // 74: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	31, // 75: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	34, // 76: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	37, // 77: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	41, // 78: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	63, // [63:79] is the sub-list for method output_type
+	47, // [47:63] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }

@@ -1,0 +1,119 @@
+package controllercli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/golive/golive/internal/artifact"
+	"github.com/golive/golive/internal/cli/controllercli"
+	"github.com/golive/golive/internal/pki"
+	"github.com/golive/golive/internal/testenv"
+)
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := controllercli.Main(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := run(t, args...)
+	if code != 0 {
+		t.Fatalf("%v: exit %d\n%s%s", args, code, out, errs)
+	}
+	return out
+}
+
+// TestCLIOverMutualTLS: pki makes the certificates, the controller serves
+// mutual TLS, operators act with their certificate's roles and identity.
+func TestCLIOverMutualTLS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	mustRun(t, "pki", "init", "--dir", dir)
+	if code, _, errs := run(t, "pki", "init", "--dir", dir); code == 0 || !strings.Contains(errs, "refusing to overwrite") {
+		t.Fatalf("second init: %d %s", code, errs)
+	}
+	mustRun(t, "pki", "issue-controller", "ctl", "--ip", "127.0.0.1", "--dir", dir)
+	mustRun(t, "pki", "issue-operator", "vera", "--role", "viewer", "--dir", dir)
+	mustRun(t, "pki", "issue-operator", "anna", "--role", "approver,deployer", "--dir", dir)
+	out := mustRun(t, "pki", "issue-agent", "web-1", "--dir", dir)
+	if !strings.Contains(out, "agent-web-1.pem") {
+		t.Fatalf("issue-agent output: %s", out)
+	}
+	if code, _, errs := run(t, "pki", "issue-operator", "bob", "--role", "root", "--dir", dir); code != 2 || !strings.Contains(errs, "unknown role") {
+		t.Fatalf("bad role: %d %s", code, errs)
+	}
+
+	cfg := testenv.ControllerConfig(t)
+	cfg.TLS = pki.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "controller-ctl.pem"), Key: filepath.Join(dir, "controller-ctl-key.pem")}
+	c := testenv.StartController(t, cfg)
+	as := func(name string, args ...string) []string {
+		return append([]string{"--addr", c.GRPCAddr(), "--tls-ca", filepath.Join(dir, "ca.pem"),
+			"--tls-cert", filepath.Join(dir, "operator-"+name+".pem"), "--tls-key", filepath.Join(dir, "operator-"+name+"-key.pem"),
+			"--as", "mallory"}, args...)
+	}
+	mustRun(t, as("vera", "status")...)
+	code, _, errs := run(t, as("vera", "authorize", "Start automation now", "--ttl", "10m")...)
+	if code == 0 || !strings.Contains(errs, "needs role approver") {
+		t.Fatalf("viewer authorize: %d %s", code, errs)
+	}
+	mustRun(t, as("anna", "authorize", "Start automation now", "--ttl", "10m", "--reason", "tls test")...)
+	out = mustRun(t, as("vera", "approval", "-o", "json")...)
+	if !strings.Contains(out, `"granted_by": "anna"`) {
+		t.Fatalf("approval not attributed to the certificate identity: %s", out)
+	}
+	// Plaintext against the TLS port fails with a clear error.
+	if code, _, _ := run(t, "--addr", c.GRPCAddr(), "--timeout", "2s", "status"); code == 0 {
+		t.Fatal("plaintext client served by a mutual-TLS controller")
+	}
+	// Half a TLS configuration is a usage error.
+	if code, _, errs := run(t, "--addr", c.GRPCAddr(), "--tls-ca", filepath.Join(dir, "ca.pem"), "status"); code != 2 || !strings.Contains(errs, "missing") {
+		t.Fatalf("half TLS flags: %d %s", code, errs)
+	}
+}
+
+func TestServeRefusesPlaintextBeyondLoopback(t *testing.T) {
+	code, _, errs := run(t, "serve", "--listen", "0.0.0.0:0", "--data-dir", t.TempDir())
+	if code != 2 || !strings.Contains(errs, "refusing to serve without mutual TLS") {
+		t.Fatalf("serve on 0.0.0.0 without TLS: %d %s", code, errs)
+	}
+}
+
+func TestKeygenAndSign(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "release")
+	mustRun(t, "keygen", "--out", prefix)
+	file := filepath.Join(dir, "app.tar.gz")
+	if err := os.WriteFile(file, []byte("release bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "sign", file, "--key", prefix+".key")
+	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(file + ".sig"); strings.TrimSpace(string(b)) != strings.TrimSpace(out) {
+		t.Fatalf(".sig file %q differs from the printed signature", b)
+	}
+	keys, err := artifact.LoadPublicKeys(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ed25519.Verify(keys[0], []byte("release bytes"), sig) {
+		t.Fatal("signature does not verify with the public key")
+	}
+	if ed25519.Verify(keys[0], []byte("other bytes"), sig) {
+		t.Fatal("signature verifies other bytes")
+	}
+	// keygen never overwrites a key.
+	if code, _, _ := run(t, "keygen", "--out", prefix); code == 0 {
+		t.Fatal("keygen overwrote an existing key")
+	}
+}
