@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/golive/golive/internal/artifact"
 	"github.com/golive/golive/internal/cli"
 	"github.com/golive/golive/internal/pki"
 	"google.golang.org/grpc"
@@ -388,6 +389,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	var hosts, selector, maxErr string
 	var wait bool
 	var minHealthy, maxLat, deadline time.Duration
+	var sigFile string
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
@@ -398,6 +400,15 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			}
 			if !req.DryRun && (req.ArtifactUrl == "" || req.Sha256 == "") {
 				return cli.Usagef("deploy needs --artifact URL and --sha256 HEX")
+			}
+			if sigFile != "" {
+				b, err := os.ReadFile(sigFile)
+				if err != nil {
+					return cli.Usagef("--signature-file: %v", err)
+				}
+				if req.Signature, err = artifact.ParseSignature(string(b)); err != nil {
+					return cli.Usagef("--signature-file %s: %v", sigFile, err)
+				}
 			}
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
@@ -445,6 +456,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Release, "release", "", "release id")
 	f.StringVar(&req.ArtifactUrl, "artifact", "", "artifact URL (http, https, file)")
 	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
+	f.StringVar(&sigFile, "signature-file", "", "ed25519 signature of the artifact (FILE.sig from `golive-controller sign`); agents with trusted_keys require one")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service, or --selector)")
 	f.StringVar(&selector, "selector", "", "agent labels key=value,... (all must match)")
 	f.Uint32Var(&req.Canary, "canary", 0, "hosts in the first wave (0: no canary)")
