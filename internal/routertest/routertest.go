@@ -1,0 +1,360 @@
+// Package routertest starts real nginx and HAProxy servers for tests, on
+// free loopback ports with their configuration, logs and sockets in a temp
+// dir, stopped when the test ends; and small HTTP backends that say which
+// slot they are.
+//
+// A missing nginx or haproxy binary skips the test, except under CI=true
+// where it fails (.ci/run installs both).
+package routertest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golive/golive/internal/router"
+)
+
+// LookPath finds binary name on PATH or in /usr/sbin, skipping the test when
+// it is missing (failing under CI=true).
+func LookPath(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin"} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				return filepath.Join(dir, name)
+			}
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI=true: %v", name, err)
+		}
+		t.Skipf("%s not installed: %v", name, err)
+	}
+	return p
+}
+
+// Backend is a loopback HTTP server standing for one slot. It answers
+// every path with "slot=<name>\n" and an X-Backend header, and, on /slow,
+// after sleeping the duration in the "d" query parameter (default 1s).
+type Backend struct {
+	Slot router.Slot
+	Port int
+	// Served counts finished requests.
+	Served atomic.Int64
+
+	inFlight atomic.Int64
+	mu       sync.Mutex
+	finished []time.Time // end of each /slow request
+}
+
+// StartBackend starts a backend for slot, closed at the end of the test.
+func StartBackend(t testing.TB, slot router.Slot) *Backend {
+	t.Helper()
+	b := &Backend{Slot: slot}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Port = l.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return b
+}
+
+// Body is what the backend of slot answers.
+func Body(slot router.Slot) string { return "slot=" + string(slot) + "\n" }
+
+// ServeHTTP implements http.Handler.
+func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.inFlight.Add(1)
+	defer b.inFlight.Add(-1)
+	if r.URL.Path == "/slow" {
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil {
+			d = time.Second
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+		}
+		defer func() {
+			b.mu.Lock()
+			b.finished = append(b.finished, time.Now())
+			b.mu.Unlock()
+		}()
+	}
+	w.Header().Set("X-Backend", string(b.Slot))
+	w.Header().Set("Content-Type", "text/plain")
+	fmt.Fprint(w, Body(b.Slot))
+	b.Served.Add(1)
+}
+
+// InFlight is how many requests the backend is handling now.
+func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
+
+// SlowFinished lists when each /slow request finished, in order.
+func (b *Backend) SlowFinished() []time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]time.Time(nil), b.finished...)
+}
+
+// FreePort asks the kernel for a free loopback port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// server is a foreground nginx or haproxy child process.
+type server struct {
+	name string
+	quit syscall.Signal // graceful stop
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	log  string
+}
+
+// start runs argv in the foreground, with output in logFile, and waits
+// until port accepts connections. It reports whether the process exited
+// first (typically: the port was taken meanwhile).
+func start(t testing.TB, name string, quit syscall.Signal, argv []string, port int, logFile string) (*server, error) {
+	t.Helper()
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	s := &server{name: name, quit: quit, cmd: cmd, done: make(chan struct{}), log: logFile}
+	go func() { s.err = cmd.Wait(); close(s.done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("%s exited: %v\n%s", name, s.err, s.logText())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+		if err == nil {
+			c.Close()
+			return s, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.stop(t)
+	t.Fatalf("%s did not listen on port %d within 20s\n%s", name, port, s.logText())
+	return nil, nil
+}
+
+func (s *server) logText() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+// stop sends the stop signal, then SIGKILL to the process group after 10s.
+func (s *server) stop(t testing.TB) {
+	syscall.Kill(s.cmd.Process.Pid, s.quit)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Logf("%s did not stop within 10s: killing it", s.name)
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// startRetrying picks a free port, writes the config for it and starts
+// the server, retrying when the port was taken in between.
+func startRetrying(t testing.TB, name string, quit syscall.Signal, try func(port int) (argv []string, logFile string)) (*server, int) {
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port := FreePort(t)
+		argv, logFile := try(port)
+		s, err := start(t, name, quit, argv, port, logFile)
+		if err == nil {
+			t.Cleanup(func() { s.stop(t) })
+			return s, port
+		}
+		lastErr = err
+	}
+	t.Fatalf("start %s: %v", name, lastErr)
+	return nil, 0
+}
+
+// Nginx is a running nginx proxying to a golive upstream file.
+type Nginx struct {
+	Bin  string
+	Dir  string // prefix: config, pid, logs, temp files
+	Conf string
+	Port int
+	// Upstream is the upstream's name; UpstreamFile the include golive
+	// rewrites.
+	Upstream     string
+	UpstreamFile string
+	srv          *server
+}
+
+// NginxConfig is the test configuration: the server block of
+// deploy/examples/nginx/golive-app.conf on a test port, in a main
+// configuration that keeps every path in dir.
+func NginxConfig(dir string, port int, upstream, upstreamFile string) string {
+	user := ""
+	if os.Geteuid() == 0 {
+		// Workers would run as nobody and could not enter the 0700 temp dir.
+		user = "user root;\n"
+	}
+	tmp := filepath.Join(dir, "tmp")
+	return fmt.Sprintf(`%sworker_processes 2;
+pid %s/nginx.pid;
+error_log %s/error.log notice;
+events { worker_connections 1024; }
+http {
+    log_format golive '$msec pid=$pid conn=$connection req=$connection_requests upstream=$upstream_addr status=$status';
+    access_log %s/access.log golive;
+    client_body_temp_path %s/body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fastcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+
+    include %s;
+
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            proxy_pass http://%s;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout 2s;
+            add_header X-Golive-Generation $%s_generation always;
+            add_header X-Golive-Upstream $upstream_addr always;
+        }
+    }
+}
+`, user, dir, dir, dir, tmp, tmp, tmp, tmp, tmp, upstreamFile, port, upstream, upstream)
+}
+
+// StartNginx starts nginx in front of the two ports, sending all traffic to
+// blue at first: the upstream file is written with router.NginxUpstream
+// before nginx starts.
+func StartNginx(t testing.TB, upstream string, ports router.Ports) *Nginx {
+	t.Helper()
+	bin := LookPath(t, "nginx")
+	n := &Nginx{Bin: bin, Dir: t.TempDir(), Upstream: upstream}
+	n.Conf = filepath.Join(n.Dir, "nginx.conf")
+	n.UpstreamFile = filepath.Join(n.Dir, "upstream.conf")
+	if err := os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.UpstreamFile, router.NginxUpstream(upstream, ports, router.Traffic{Blue: 100}, "initial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.srv, n.Port = startRetrying(t, "nginx", syscall.SIGQUIT, func(port int) ([]string, string) {
+		if err := os.WriteFile(n.Conf, []byte(NginxConfig(n.Dir, port, upstream, n.UpstreamFile)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return append(n.args(), "-g", "daemon off;"), filepath.Join(n.Dir, "stderr.log")
+	})
+	return n
+}
+
+func (n *Nginx) args() []string {
+	return []string{n.Bin, "-p", n.Dir + "/", "-c", n.Conf, "-e", filepath.Join(n.Dir, "error.log")}
+}
+
+// ReloadCommand is the argv that reloads this nginx.
+func (n *Nginx) ReloadCommand() []string { return append(n.args(), "-s", "reload") }
+
+// URL is the address of path through nginx.
+func (n *Nginx) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", n.Port, path) }
+
+// ErrorLog is nginx's error log so far.
+func (n *Nginx) ErrorLog() string {
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "error.log"))
+	return string(b)
+}
+
+// HAProxy is a running HAProxy with a backend whose servers "blue" and
+// "green" are the two slots.
+type HAProxy struct {
+	Bin     string
+	Dir     string
+	Conf    string
+	Port    int
+	Socket  string
+	Backend string
+	srv     *server
+}
+
+// HAProxyConfig is the test configuration: the one of
+// deploy/examples/haproxy/golive-app.cfg on a test port, the admin socket
+// in dir. Blue takes all traffic at start (green has weight 0).
+func HAProxyConfig(dir string, port int, backend string, ports router.Ports) string {
+	return fmt.Sprintf(`global
+    stats socket %s/admin.sock mode 600 level admin
+    log stderr format short local0 notice
+defaults
+    mode http
+    log global
+    option redispatch
+    retries 3
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 10s
+frontend fe
+    bind 127.0.0.1:%d
+    default_backend %s
+backend %s
+    http-response set-header X-Golive-Server %%s
+    server blue 127.0.0.1:%d weight 100
+    server green 127.0.0.1:%d weight 0
+`, dir, port, backend, backend, ports.Blue, ports.Green)
+}
+
+// StartHAProxy starts HAProxy in front of the two ports.
+func StartHAProxy(t testing.TB, backend string, ports router.Ports) *HAProxy {
+	t.Helper()
+	bin := LookPath(t, "haproxy")
+	h := &HAProxy{Bin: bin, Dir: t.TempDir(), Backend: backend}
+	h.Conf = filepath.Join(h.Dir, "haproxy.cfg")
+	h.Socket = filepath.Join(h.Dir, "admin.sock")
+	h.srv, h.Port = startRetrying(t, "haproxy", syscall.SIGTERM, func(port int) ([]string, string) {
+		if err := os.WriteFile(h.Conf, []byte(HAProxyConfig(h.Dir, port, backend, ports)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{bin, "-db", "-f", h.Conf}, filepath.Join(h.Dir, "haproxy.log")
+	})
+	return h
+}
+
+// URL is the address of path through HAProxy.
+func (h *HAProxy) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", h.Port, path) }
+
+// Log is HAProxy's output so far.
+func (h *HAProxy) Log() string { return h.srv.logText() }
