@@ -223,15 +223,50 @@ type Request struct {
 // Issue makes a key and a certificate for req, signed by the CA, and writes
 // <out>/<base>.pem and <out>/<base>-key.pem (0600). It returns the paths.
 func (ca *CA) Issue(req Request, out, base string) (certPath, keyPath string, err error) {
-	if err := validName(req.Name); err != nil {
+	der, key, err := ca.sign(req)
+	if err != nil {
 		return "", "", err
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return "", "", err
+	}
+	certPath, keyPath = filepath.Join(out, base+".pem"), filepath.Join(out, base+"-key.pem")
+	if err := writeKey(keyPath, key); err != nil {
+		return "", "", err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}
+
+// IssueKeyPair is Issue without files: the key and certificate for req, as
+// a tls.Certificate ready for a tls.Config (benchmarks and tests that need
+// thousands of identities use it).
+func (ca *CA) IssueKeyPair(req Request) (tls.Certificate, error) {
+	der, key, err := ca.sign(req)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// sign makes a key and a DER certificate for req, signed by the CA.
+func (ca *CA) sign(req Request) ([]byte, *ecdsa.PrivateKey, error) {
+	if err := validName(req.Name); err != nil {
+		return nil, nil, err
 	}
 	if req.Validity <= 0 {
 		req.Validity = 365 * 24 * time.Hour
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", err
+		return nil, nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -251,36 +286,25 @@ func (ca *CA) Issue(req Request, out, base string) (certPath, keyPath string, er
 		}
 	case req.Agent:
 		if len(req.Roles) > 0 {
-			return "", "", errors.New("an agent certificate carries no operator role")
+			return nil, nil, errors.New("an agent certificate carries no operator role")
 		}
 		tmpl.Subject.OrganizationalUnit = []string{AgentUnit}
 	default:
 		if len(req.Roles) == 0 {
-			return "", "", errors.New("an operator certificate needs a role (viewer, deployer, approver)")
+			return nil, nil, errors.New("an operator certificate needs a role (viewer, deployer, approver)")
 		}
 		for _, r := range req.Roles {
 			if !slices.Contains(Roles, r) {
-				return "", "", fmt.Errorf("unknown role %q", r)
+				return nil, nil, fmt.Errorf("unknown role %q", r)
 			}
 			tmpl.Subject.OrganizationalUnit = append(tmpl.Subject.OrganizationalUnit, string(r))
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		return "", "", err
+		return nil, nil, err
 	}
-	if err := os.MkdirAll(out, 0o700); err != nil {
-		return "", "", err
-	}
-	certPath, keyPath = filepath.Join(out, base+".pem"), filepath.Join(out, base+"-key.pem")
-	if err := writeKey(keyPath, key); err != nil {
-		return "", "", err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
-		return "", "", err
-	}
-	return certPath, keyPath, nil
+	return der, key, nil
 }
 
 func writeKey(path string, key *ecdsa.PrivateKey) error {
