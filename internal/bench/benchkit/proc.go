@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -202,14 +203,26 @@ type ControllerSpec struct {
 	Env  []string
 	Log  io.Writer
 	// Ports are the listen, metrics, embedded etcd client and peer ports;
-	// nil picks four free ones.
+	// nil picks four free ones. A restart passes the first run's Ports
+	// (Controller.Ports) and Dir: same addresses, same data.
 	Ports []int
+	// LogName is the log's file name in Dir (default controller.log).
+	LogName string
+	// Creds, when set, are the client credentials WaitReady (and the
+	// benchmark's own clients) use: the controller then serves mutual TLS,
+	// with Args carrying its --tls-* flags.
+	Creds credentials.TransportCredentials
 }
 
 // Controller is a running controller, serving gRPC on GRPCAddr.
 type Controller struct {
 	*Proc
 	GRPCAddr string
+	// Ports are the ports it was started on (see ControllerSpec.Ports).
+	Ports []int
+	// Creds are the client credentials to reach it (insecure when the
+	// spec named none).
+	Creds credentials.TransportCredentials
 }
 
 // StartController starts `<bin> serve` on loopback ports with an embedded
@@ -236,26 +249,44 @@ func StartController(s ControllerSpec) (*Controller, error) {
 		"--data-dir", filepath.Join(s.Dir, "data"),
 		"--embedded-etcd-client", LoopbackAddr(ports[2]), "--embedded-etcd-peer", LoopbackAddr(ports[3]),
 	}, s.Args...)
+	logName := s.LogName
+	if logName == "" {
+		logName = "controller.log"
+	}
 	p, err := Start(ProcSpec{Name: "controller", Bin: bin, Args: args, Dir: s.Dir, Env: s.Env,
-		LogPath: filepath.Join(s.Dir, "controller.log"), Tee: s.Log})
+		LogPath: filepath.Join(s.Dir, logName), Tee: s.Log})
 	if err != nil {
 		return nil, err
 	}
-	return &Controller{Proc: p, GRPCAddr: LoopbackAddr(ports[0])}, nil
+	creds := s.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	return &Controller{Proc: p, GRPCAddr: LoopbackAddr(ports[0]), Ports: ports, Creds: creds}, nil
 }
 
 // WaitReady waits until the controller serves (see WaitServing).
 func (c *Controller) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return WaitServing(ctx, c.GRPCAddr, timeout)
+	return WaitServingCreds(ctx, c.GRPCAddr, timeout, c.Creds)
+}
+
+// Dial is a gRPC client of the controller with its credentials.
+func (c *Controller) Dial() (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+c.GRPCAddr, grpc.WithTransportCredentials(c.Creds))
 }
 
 // WaitServing waits until the gRPC health service at addr reports
 // golive.v1.AgentService SERVING (the controller's does once its agent hub
 // runs).
 func WaitServing(ctx context.Context, addr string, timeout time.Duration) error {
+	return WaitServingCreds(ctx, addr, timeout, insecure.NewCredentials())
+}
+
+// WaitServingCreds is WaitServing with the given client credentials.
+func WaitServingCreds(ctx context.Context, addr string, timeout time.Duration, creds credentials.TransportCredentials) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -305,14 +336,23 @@ func ProcCPU(pid int) (time.Duration, error) {
 }
 
 // RSS is a process's resident set in bytes, from /proc/<pid>/status.
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return statusKB(pid, "VmRSS") }
+
+// PeakRSS is the largest resident set a process has had (VmHWM), in bytes.
+func PeakRSS(pid int) (int64, error) { return statusKB(pid, "VmHWM") }
+
+// PeakRSS is the process's largest resident set so far, in bytes.
+func (p *Proc) PeakRSS() (int64, error) { return PeakRSS(p.PID()) }
+
+// statusKB reads a "<field>: <n> kB" line of /proc/<pid>/status, in bytes.
+func statusKB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read the RSS of process %d: %w", pid, err)
+		return 0, fmt.Errorf("read the %s of process %d: %w", field, pid, err)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			f := strings.Fields(v)
 			if len(f) != 2 || f[1] != "kB" {
 				break
@@ -324,7 +364,7 @@ func RSS(pid int) (int64, error) {
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // SelfCPU is this process's user+system CPU time.
