@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -30,6 +31,8 @@ type fleet struct {
 	target string
 	base   time.Time
 	dial   []func(context.Context, string) (net.Conn, error)
+	// creds are agent i's transport credentials (nil: insecure).
+	creds func(i int) credentials.TransportCredentials
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -162,8 +165,12 @@ func retryable(err error) bool {
 }
 
 func (f *fleet) tryConnect(ctx context.Context, i int) (*agent, time.Duration, error) {
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if f.creds != nil {
+		creds = f.creds(i)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+f.target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(f.dial[i%len(f.dial)]),
 		// Small buffers: this process holds thousands of connections.
 		grpc.WithWriteBufferSize(8*1024), grpc.WithReadBufferSize(8*1024), grpc.WithSharedWriteBuffer(true),
@@ -171,7 +178,7 @@ func (f *fleet) tryConnect(ctx context.Context, i int) (*agent, time.Duration, e
 	if err != nil {
 		return nil, 0, err
 	}
-	a := &agent{f: f, idx: i, host: fmt.Sprintf("bench-%05d", i), conn: conn}
+	a := &agent{f: f, idx: i, host: hostID(i), conn: conn}
 	// The stream lives as long as the fleet, not the connect call.
 	stream, err := golivev1.NewAgentServiceClient(conn).Connect(f.ctx)
 	if err != nil {

@@ -26,6 +26,7 @@ package fanout
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -73,6 +73,10 @@ type Options struct {
 	// PhaseTimeout bounds the wait for every agent to see one update and
 	// for the controller to start (default 60s).
 	PhaseTimeout time.Duration
+	// TLS runs the controller with mutual TLS (--tls-*): every simulated
+	// agent dials with its own certificate (CN = its host id) from a CA
+	// made for the run, and the operator calls use an approver's.
+	TLS bool
 	// Log, when set, receives progress lines.
 	Log io.Writer
 	// ControllerLog, when set, receives the controller's output; it is
@@ -125,6 +129,8 @@ type Stats struct {
 // Result is what one run measured.
 type Result struct {
 	N, Rounds int
+	// TLS is Options.TLS.
+	TLS bool
 	// Acked is the fewest agents that acknowledged a revoke in any round
 	// (N when every agent acked every revoke).
 	Acked int
@@ -189,7 +195,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.defaults(); err != nil {
 		return Result{}, err
 	}
-	res := Result{N: opts.N, Rounds: opts.Rounds}
+	res := Result{N: opts.N, Rounds: opts.Rounds, TLS: opts.TLS}
 	if err := raiseNoFile(uint64(opts.N) + 256); err != nil {
 		return res, err
 	}
@@ -201,8 +207,21 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctrl, err := benchkit.StartController(benchkit.ControllerSpec{Bin: opts.ControllerBin, Dir: dir,
-		Args: opts.ControllerArgs, Env: opts.ControllerEnv, Log: opts.ControllerLog})
+	spec := benchkit.ControllerSpec{Bin: opts.ControllerBin, Dir: dir,
+		Args: opts.ControllerArgs, Env: opts.ControllerEnv, Log: opts.ControllerLog}
+	var agentCerts []tls.Certificate
+	var ca *benchkit.PKI
+	if opts.TLS {
+		if ca, err = benchkit.NewPKI(filepath.Join(dir, "pki")); err != nil {
+			return res, err
+		}
+		if agentCerts, err = ca.IssueAgents(hostIDs(opts.N)); err != nil {
+			return res, err
+		}
+		spec.Args = append(ca.ServerArgs(), spec.Args...)
+		spec.Creds = ca.Operator()
+	}
+	ctrl, err := benchkit.StartController(spec)
 	if err != nil {
 		return res, err
 	}
@@ -230,9 +249,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if res.RSSBefore, err = ctrl.RSS(); err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(opts.Log, "fanout N=%d: controller pid %d ready on %s, RSS %.1f MB\n", opts.N, ctrl.PID(), ctrl.GRPCAddr, mb(res.RSSBefore))
+	fmt.Fprintf(opts.Log, "fanout N=%d TLS=%v: controller pid %d ready on %s, RSS %.1f MB\n", opts.N, opts.TLS, ctrl.PID(), ctrl.GRPCAddr, mb(res.RSSBefore))
 
 	fleet := newFleet(opts, ctrl.GRPCAddr)
+	if opts.TLS {
+		fleet.creds = func(i int) credentials.TransportCredentials { return credentials.NewTLS(ca.Config(agentCerts[i])) }
+	}
 	defer fleet.stop()
 	start := time.Now()
 	if err := fleet.connect(ctx); err != nil {
@@ -245,7 +267,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	fmt.Fprintf(opts.Log, "fanout N=%d: %d agents connected in %s, controller RSS %.1f MB\n",
 		opts.N, opts.N, res.ConnectTime.Round(time.Millisecond), mb(res.RSSAfter))
 
-	op, err := grpc.NewClient("passthrough:///"+ctrl.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	op, err := ctrl.Dial()
 	if err != nil {
 		return fail(err)
 	}
@@ -351,6 +373,17 @@ func summarize(ds []time.Duration) Stats {
 	}
 	return Stats{P50: rank(0.50), P99: rank(0.99), Max: s[len(s)-1], Samples: len(s)}
 }
+
+// hostIDs are the simulated agents' host ids, bench-00000 on.
+func hostIDs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = hostID(i)
+	}
+	return out
+}
+
+func hostID(i int) string { return fmt.Sprintf("bench-%05d", i) }
 
 // phase tracks one approval change: which agents have received it and
 // sent their ack, at what time (fleet clock, 0 = not yet).

@@ -29,12 +29,21 @@ func buildController(t *testing.T) string {
 }
 
 func TestRunTiny(t *testing.T) {
-	defer goleak.VerifyNone(t)
 	bin := buildController(t)
+	for _, withTLS := range []bool{false, true} {
+		t.Run(tlsWord(withTLS), func(t *testing.T) { runTiny(t, bin, withTLS) })
+	}
+}
+
+// runTiny runs 20 agents for 2 rounds, in plaintext or with mutual TLS
+// (each agent presenting its own certificate: the controller refuses an
+// agent whose certificate does not name its host id).
+func runTiny(t *testing.T, bin string, withTLS bool) {
+	defer goleak.VerifyNone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
-	res, err := Run(ctx, Options{N: 20, Rounds: 2, ControllerBin: bin, SourceAddrs: 2, PhaseTimeout: 30 * time.Second, Log: &progress})
+	res, err := Run(ctx, Options{N: 20, Rounds: 2, ControllerBin: bin, SourceAddrs: 2, PhaseTimeout: 30 * time.Second, Log: &progress, TLS: withTLS})
 	t.Log(progress.String())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -56,7 +65,10 @@ func TestRunTiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + table.String())
-	for _, want := range []string{"KB/agent", "p99 ms", "met"} {
+	if res.TLS != withTLS {
+		t.Fatalf("result TLS %v, want %v", res.TLS, withTLS)
+	}
+	for _, want := range []string{"KB/agent", "p99 ms", "met", tlsWord(withTLS)} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -18,10 +18,10 @@ func PrintTable(w io.Writer, results ...Result) error {
 	fmt.Fprintln(w, "answers, so an ack that precedes the return counts 0 ms from the return; the latency target is")
 	fmt.Fprintln(w, "judged on the from-call p99, which bounds the from-return one.")
 	tw := benchkit.NewTable(w)
-	fmt.Fprintln(tw, "N\tacked\trounds\tp50 ms\tp99 ms\tmax ms\tlast p50 ms\tlast p99 ms\tcall p50 ms\tcall p99 ms\tcall last p99 ms\tKB/agent\tall acked, p99 <= 300 ms\t<= 40 KB/agent\t")
+	fmt.Fprintln(tw, "N\tTLS\tacked\trounds\tp50 ms\tp99 ms\tmax ms\tlast p50 ms\tlast p99 ms\tcall p50 ms\tcall p99 ms\tcall last p99 ms\tKB/agent\tall acked, p99 <= 300 ms\t<= 40 KB/agent\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t\n",
-			r.N, r.Acked, r.RoundsDone, r.Rounds,
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t\n",
+			r.N, tlsWord(r.TLS), r.Acked, r.RoundsDone, r.Rounds,
 			benchkit.Ms(r.PerAgent.P50), benchkit.Ms(r.PerAgent.P99), benchkit.Ms(r.PerAgent.Max),
 			benchkit.Ms(r.LastAgent.P50), benchkit.Ms(r.LastAgent.P99),
 			benchkit.Ms(r.FromCall.P50), benchkit.Ms(r.FromCall.P99), benchkit.Ms(r.LastFromCall.P99),
@@ -31,8 +31,8 @@ func PrintTable(w io.Writer, results ...Result) error {
 		return err
 	}
 	for _, r := range results {
-		fmt.Fprintf(w, "  N=%d: connect %s; controller RSS %.1f -> %.1f MB; Revoke RPC p50/max %s/%s ms; first ack after the call p50 %s ms; %d of %d acks before the RPC returned",
-			r.N, r.ConnectTime.Round(time.Millisecond), mb(r.RSSBefore), mb(r.RSSAfter), benchkit.Ms(r.RevokeRPC.P50), benchkit.Ms(r.RevokeRPC.Max),
+		fmt.Fprintf(w, "  N=%d %s: connect %s; controller RSS %.1f -> %.1f MB; Revoke RPC p50/max %s/%s ms; first ack after the call p50 %s ms; %d of %d acks before the RPC returned",
+			r.N, tlsWord(r.TLS), r.ConnectTime.Round(time.Millisecond), mb(r.RSSBefore), mb(r.RSSAfter), benchkit.Ms(r.RevokeRPC.P50), benchkit.Ms(r.RevokeRPC.Max),
 			benchkit.Ms(r.FirstFromCall.P50), r.BeforeReturn, r.PerAgent.Samples)
 		if r.RoundsDone > 0 {
 			fmt.Fprintf(w, "\n    per revoke (call -> all acked): wall %s ms, controller CPU %s ms, bench/agents CPU %s ms on %d CPUs; controller RSS after the rounds %.1f MB",
@@ -47,4 +47,11 @@ func PrintTable(w io.Writer, results ...Result) error {
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+func tlsWord(on bool) string {
+	if on {
+		return "mTLS"
+	}
+	return "off"
 }
