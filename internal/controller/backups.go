@@ -252,6 +252,32 @@ func (s *Server) restoreTarget(ctx context.Context, req *golivev1.RollbackReques
 	return b.HostId, b, warnings, nil
 }
 
+// otherHostsWarning names the hosts besides holder that run service: a
+// restore leaves their binary as it is, against the restored database.
+func otherHostsWarning(service, holder, id, release string, agents []*golivev1.Agent) string {
+	var others []string
+	for _, a := range agents {
+		if a.HostId == holder {
+			continue
+		}
+		for _, sv := range a.Services {
+			if sv.Name == service {
+				others = append(others, a.HostId)
+			}
+		}
+	}
+	if len(others) == 0 {
+		return ""
+	}
+	sort.Strings(others)
+	to := ""
+	if release != "" {
+		to = " --to " + release
+	}
+	return fmt.Sprintf("the restore runs only on %s, the host that holds backup %s; %s also run %s and keep their release against the restored database: "+
+		"roll them back too (golive-controller rollback --service %s --hosts %s%s)", holder, id, strings.Join(others, ", "), service, service, strings.Join(others, ","), to)
+}
+
 // migrationWarnings warns, for a plain rollback of service on hosts, about
 // each current release that ran a migration: a binary rollback leaves the
 // migrated schema in place. A restore's safety backup is not a migration's

@@ -338,4 +338,23 @@ func TestBackupRecordsAndRestoreRollback(t *testing.T) {
 	if err != nil || len(rb.Warnings) != 0 {
 		t.Fatalf("rollback off v1 = %v, %v", rb, err)
 	}
+	cmd = web1.command(t)
+	web1.result(t, &golivev1.CommandResult{CommandId: cmd.Id, Service: "app", Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED,
+		Release: "v0", FinishedAt: timestamppb.Now()})
+
+	// A restore with no hosts named runs on the holder and names the other
+	// hosts of the service, which keep their binary against the restored
+	// database.
+	rs, err = ctl.Rollback(ctx, &golivev1.RollbackRequest{Service: "app", RestoreDbBackupId: rec.ID, ConfirmRestore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Rollout.Hosts) != 1 || rs.Rollout.Hosts[0].HostId != "web-1" || len(rs.Warnings) != 1 ||
+		!strings.Contains(rs.Warnings[0], "web-2 also run app") || !strings.Contains(rs.Warnings[0], "rollback --service app --hosts web-2 --to v1") {
+		t.Fatalf("restore without hosts: %v, warnings %q", rs.Rollout, rs.Warnings)
+	}
+	if cmd := web1.command(t); cmd.GetRollback().GetRestoreDbBackupId() != rec.ID {
+		t.Fatalf("restore command = %v", cmd)
+	}
+	web2.noCommand(t, 500*time.Millisecond)
 }

@@ -204,6 +204,7 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (*golivev1.RollbackResponse, error) {
 	actor, src := actorAndSource(ctx)
 	var warnings []string
+	unnamed := len(req.Hosts) == 0
 	if req.RestoreDbBackupId != "" {
 		host, b, w, err := c.s.restoreTarget(ctx, req)
 		if err != nil {
@@ -235,8 +236,13 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 			return nil, toStatus(fmt.Errorf("%w: no host runs service %q", errNotFound, req.Service))
 		}
 	}
-	if req.RestoreDbBackupId == "" {
+	switch {
+	case req.RestoreDbBackupId == "":
 		warnings = c.s.migrationWarnings(ctx, req.Service, req.Hosts, agents)
+	case unnamed:
+		if w := otherHostsWarning(req.Service, req.Hosts[0], req.RestoreDbBackupId, req.ToRelease, agents); w != "" {
+			warnings = append(warnings, w)
+		}
 	}
 	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
 		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
