@@ -243,6 +243,7 @@ func TestMigrationBackupThenRestoreOnRollback(t *testing.T) {
 	if n := db.pg.Exec(t, "app", "SELECT count(*) FROM orders"); n != "100" {
 		t.Fatalf("orders after migration %s", n)
 	}
+	t.Logf("backup %.2fs (%d bytes), migrate %.2fs", stageReport(res, StageBackup).Seconds, rec.Size, stageReport(res, StageMigrate).Seconds)
 	mig := stageReport(res, StageMigrate)
 	if !strings.Contains(mig.HookOutput, "migrating with [redacted]") || !strings.Contains(mig.HookOutput, "migration applied") {
 		t.Fatalf("migrate output %q", mig.HookOutput)
@@ -272,6 +273,7 @@ func TestMigrationBackupThenRestoreOnRollback(t *testing.T) {
 	if got := db.fingerprint(t); got != before {
 		t.Fatalf("after restore %s, want %s", got, before)
 	}
+	t.Logf("restore_db (stop, safety backup, restore) %.2fs", stageReport(back, StageRestoreDB).Seconds)
 	safety := back.Backup
 	if safety == nil || safety.VerifiedAt.IsZero() || safety.ReleaseAfter != "pre-restore" || safety.ID == rec.ID {
 		t.Fatalf("safety backup %+v", safety)
