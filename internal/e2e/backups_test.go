@@ -37,7 +37,8 @@ fi
 // the verified backup taken before v2's migration, under the agent's host.
 // `rollback --restore-db ID --yes` (the CLI, without approval) puts the rows
 // and the changed table's columns back and v1 serves again; the restore's
-// safety backup (the database as it was before) is listed too. The DSN's
+// safety backup (the database as it was before) is listed too. A plain
+// rollback then warns on stderr that the schema stays migrated. The DSN's
 // password reaches neither etcd nor the CLI's output.
 func TestBackupBeforeMigrationListedAndRestoredOnRollback(t *testing.T) {
 	pg := pgtest.Start(t)
@@ -210,6 +211,26 @@ service "app" {
 	if strings.Contains(out2, pg.Password) || strings.Contains(string(out), pg.Password) {
 		t.Fatal("the DSN's password reached the CLI's output")
 	}
+	// A plain rollback off v1 (whose migration step ran, after backup
+	// v1's) warns on stderr that the schema stays migrated, naming it.
+	var v1 *golivev1.BackupRecord
+	for _, r := range lb.Backups {
+		if r.ReleaseAfter == "v1" {
+			v1 = r
+		}
+	}
+	if v1 == nil {
+		t.Fatalf("no backup before v1's migration: %v", lb.Backups)
+	}
+	cmd := exec.Command(filepath.Join(bin, "golive-controller"), "--addr", ctlAddr, "--as", "alice", "rollback", "--service", "app", "--wait")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil || !strings.Contains(stderr.String(), "warning: schema stays migrated: release v1 ran a migration (backup "+v1.Id+" taken before it)") ||
+		strings.Contains(string(stdout), "warning") {
+		t.Fatalf("plain rollback: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr.String())
+	}
+
 	cli3, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + etcdAddr}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
