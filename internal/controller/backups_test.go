@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +223,11 @@ func TestBackupRecordsAndRestoreRollback(t *testing.T) {
 	if lb, err := ctl.ListBackups(ctx, &golivev1.ListBackupsRequest{Service: "app", HostId: "web-2"}); err != nil || len(lb.Backups) != 0 {
 		t.Fatalf("web-2's backups = %v, %v", lb, err)
 	}
+	metrics := scrape(t, c)
+	if !strings.Contains(metrics, `golive_controller_backup_records_total{outcome="rejected"} 9`) ||
+		!strings.Contains(metrics, `golive_controller_backup_records_total{outcome="stored"} 1`) {
+		t.Fatalf("backup record metrics:\n%s", grepLines(metrics, "backup_records"))
+	}
 
 	// A newer backup on web-2 lists first; limit and host filter work.
 	rec2 := rec
@@ -357,4 +364,28 @@ func TestBackupRecordsAndRestoreRollback(t *testing.T) {
 		t.Fatalf("restore command = %v", cmd)
 	}
 	web2.noCommand(t, 500*time.Millisecond)
+}
+
+func scrape(t *testing.T, c *testenv.Controller) string {
+	t.Helper()
+	resp, err := http.Get("http://" + c.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
