@@ -46,6 +46,7 @@ INSERT INTO audit (what) SELECT 'migrated ' || g FROM generate_series(1, 7) g;
 DELETE FROM orders WHERE id % 2 = 0;
 `,
 			"mcrash": runs + "INSERT INTO migration_runs VALUES ('mcrash');\n",
+			"mbad":   "ALTER TABLE no_such_table ADD COLUMN x int;\n",
 		},
 		"v3": {"m3": runs + "INSERT INTO migration_runs VALUES ('m3');\nALTER TABLE users ADD COLUMN m3_flag bool;\n"},
 	}
@@ -324,6 +325,34 @@ func TestHealthFailureAfterMigrationWarns(t *testing.T) {
 		t.Fatalf("migrate report %+v", rep)
 	}
 	db.resultNoSecret(t, res)
+}
+
+// A failing migration stops the step before the swap; its output reaches
+// the report without the DSN, and the result warns that the database may
+// be partly migrated, naming the backup.
+func TestFailingMigration(t *testing.T) {
+	srv := serveArtifacts(t)
+	db := newDBFixture(t)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunnerWith(t, state, port, testLogger(t), db.plan.apply)
+	mustRun(t, r, deployCmd(srv, "c1", "m1"), OutcomeSucceeded)
+	res := r.Run(t.Context(), deployCmd(srv, "c2", "mbad"), nil)
+	t.Logf("%s at %q: %s; warnings %q", res.Outcome, res.FailedStage, res.Error, res.Warnings)
+	if res.Outcome == OutcomeSucceeded || res.FailedStage != StageMigrate || !strings.Contains(res.Error, "exit status") {
+		t.Fatalf("outcome %s at %q: %s", res.Outcome, res.FailedStage, res.Error)
+	}
+	rep := stageReport(res, StageMigrate)
+	if !strings.Contains(rep.HookOutput, `relation "no_such_table" does not exist`) || !strings.Contains(rep.HookOutput, "[redacted]") {
+		t.Fatalf("migrate output %q", rep.HookOutput)
+	}
+	if res.Backup == nil || !strings.Contains(strings.Join(res.Warnings, ";"), "may be partly migrated; backup "+res.Backup.ID) {
+		t.Fatalf("warnings %q, backup %+v", res.Warnings, res.Backup)
+	}
+	db.resultNoSecret(t, res)
+	if current(t, r) != "m1" || answers(t, port) != "v1" {
+		t.Fatalf("current %q answers %q", current(t, r), answers(t, port))
+	}
+	noJournal(t, r)
 }
 
 // A backup that cannot be taken or proven restorable stops the step before
