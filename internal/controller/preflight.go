@@ -59,6 +59,7 @@ func (s *Server) fanOutPreflight(ctx context.Context, spec preflightSpec) ([]*go
 	batch := "pf-" + newID()[:10]
 	out := make([]*golivev1.HostChecks, len(spec.Hosts))
 	want := map[string]int{} // result key -> index in out
+	answered := map[int]bool{}
 	var cmdKeys []string
 	lease, err := s.cli.Grant(ctx, int64((timeout+30*time.Second)/time.Second))
 	if err != nil {
@@ -66,7 +67,7 @@ func (s *Server) fanOutPreflight(ctx context.Context, spec preflightSpec) ([]*go
 	}
 	defer func() {
 		// Clean up whatever happens: the commands not yet taken and the
-		// results that came in (a late answer still lands; see the report).
+		// results that came in; a late answer is swept when it lands.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		var ops []clientv3.Op
@@ -76,10 +77,20 @@ func (s *Server) fanOutPreflight(ctx context.Context, spec preflightSpec) ([]*go
 		for k := range want {
 			ops = append(ops, clientv3.OpDelete(k))
 		}
-		if _, err := s.cli.Txn(cctx).Then(ops...).Commit(); err != nil {
+		tr, err := s.cli.Txn(cctx).Then(ops...).Commit()
+		if err != nil {
 			s.log.Warn("preflight: cannot delete its commands and results", "batch", batch, "error", err)
 		}
 		s.cli.Revoke(cctx, lease.ID)
+		var late []string
+		for k, i := range want {
+			if !answered[i] {
+				late = append(late, k)
+			}
+		}
+		if err == nil && len(late) > 0 {
+			go s.sweepLateResults(late, tr.Header.Revision)
+		}
 	}()
 	now := time.Now()
 	var ops []clientv3.Op
@@ -107,9 +118,10 @@ func (s *Server) fanOutPreflight(ctx context.Context, spec preflightSpec) ([]*go
 	pending := len(want)
 	take := func(key string, value []byte) {
 		i, ok := want[key]
-		if !ok || out[i].Checks != nil || out[i].Error != "" {
+		if !ok || answered[i] {
 			return
 		}
+		answered[i] = true
 		res := &golivev1.CommandResult{}
 		if err := protojson.Unmarshal(value, res); err != nil {
 			out[i].Error = "the host's answer is corrupt: " + err.Error()
@@ -154,6 +166,37 @@ func (s *Server) fanOutPreflight(ctx context.Context, spec preflightSpec) ([]*go
 		}
 	}
 	return out, nil
+}
+
+// lateAnswer bounds how long after a run an agent that got the command may
+// still answer: its own run is bounded well below this.
+const lateAnswer = time.Minute
+
+// sweepLateResults deletes the results of keys that agents store after
+// the run gave up on them (results are not leased), watching from rev.
+func (s *Server) sweepLateResults(keys []string, rev int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), lateAnswer)
+	defer cancel()
+	left := map[string]bool{}
+	for _, k := range keys {
+		left[k] = true
+	}
+	for ev := range s.cli.Watch(ctx, s.keys.Results(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if ev.Err() != nil {
+			return
+		}
+		for _, e := range ev.Events {
+			k := string(e.Kv.Key)
+			if e.Type == clientv3.EventTypePut && left[k] {
+				if _, err := s.cli.Delete(ctx, k); err == nil {
+					delete(left, k)
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+	}
 }
 
 func orDefault(s, def string) string {

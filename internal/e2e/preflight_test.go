@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,4 +265,77 @@ func waitRollout(t *testing.T, ctl golivev1.ControlServiceClient, ctx context.Co
 		return cond(r)
 	})
 	return r
+}
+
+// TestPreflightNoAnswerInTime: a host whose checks outlast the run is
+// reported as not answering, the RPC returns at its timeout, and the answer
+// that lands later is swept away.
+func TestPreflightNoAnswerInTime(t *testing.T) {
+	// A TLS port that accepts and never speaks: the tls check hangs until
+	// its own timeout (10s), far beyond the run's 1s.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, conn)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	c := testenv.StartController(t, testenv.ControllerConfig(t))
+	state := t.TempDir()
+	d, err := releasedir.Open(state, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agentconfig.DefaultService("app")
+	cfg.Preflight.Domain, cfg.Preflight.TLSPort = "localhost", l.Addr().(*net.TCPAddr).Port
+	a := testenv.StartAgent(t, "web-1", state, []agent.Service{{Name: "app", SwapMode: "restart", Dir: d, Config: cfg, StateDir: state}}, c.GRPCAddr())
+	testenv.WaitFor(t, 10*time.Second, "agent connected", a.Connected)
+	ctl, ctx := testenv.Control(t, c.GRPCAddr(), "alice")
+	testenv.WaitFor(t, 10*time.Second, "agent listed", func() bool {
+		r, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
+		return err == nil && len(r.Agents) == 1 && r.Agents[0].State == "connected" && len(r.Agents[0].Services) == 1
+	})
+	start := time.Now()
+	resp, err := ctl.Preflight(ctx, &golivev1.PreflightRequest{Service: "app", Timeout: durationpb.New(time.Second)})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Ok || len(resp.Hosts) != 1 || !strings.Contains(resp.Hosts[0].Error, "no answer within 1s") {
+		t.Fatalf("preflight = %v, want web-1 without answer", resp)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the RPC took %s with a 1s timeout", took)
+	}
+	t.Logf("preflight with a silent host returned after %s", took.Round(time.Millisecond))
+	// The agent answers once its tls check times out; the sweeper removes it.
+	testenv.WaitFor(t, 30*time.Second, "the late answer swept", func() bool {
+		a, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
+		if err != nil || len(a.Agents) != 1 || len(a.Agents[0].RecentResults) == 0 {
+			return false // not answered yet
+		}
+		r, err := c.Client().Get(ctx, c.Keys().Results(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && r.Count == 0
+	})
+	if r, err := c.Client().Get(ctx, c.Keys().Commands(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
+		t.Fatalf("commands left behind: %v %v", r, err)
+	}
 }
