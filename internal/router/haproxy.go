@@ -136,12 +136,26 @@ func (h *HAProxy) Switch(ctx context.Context, to Slot, weight int) error {
 			return fmt.Errorf("router haproxy: switch to %s: %w", t, err)
 		}
 	}
-	got, err := h.active(ctx)
-	if err != nil {
-		return fmt.Errorf("router haproxy: switch to %s: read back: %w", t, err)
+	// Read back until HAProxy serves the split: a slot whose health check
+	// has not passed yet takes no traffic.
+	for {
+		got, err := h.active(ctx)
+		if err == nil && got == t {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("router haproxy: switch to %s: read back: %w", t, err)
+			}
+			return fmt.Errorf("router haproxy: switch to %s: backend %s still serves %s after %s (is the %s server down?)", t, h.cfg.Backend, got, h.cfg.ConfirmTimeout, to)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if got != t {
-		return fmt.Errorf("router haproxy: switch to %s: backend %s serves %s (is the %s server down?)", t, h.cfg.Backend, got, to)
+	if t.Share(to) == 100 {
+		if err := h.waitUnpicked(ctx, other); err != nil {
+			return fmt.Errorf("router haproxy: switch to %s not confirmed: %w", t, err)
+		}
 	}
 	if h.cfg.ProbeURL != "" && t.Share(to) == 100 {
 		if err := h.probe.until(ctx, ServerHeader, string(to), 50*time.Millisecond, 10); err != nil {
@@ -216,36 +230,67 @@ func (h *HAProxy) Drain(ctx context.Context, slot Slot, timeout time.Duration) e
 		fmt.Sprintf("router haproxy: drain %s/%s", h.cfg.Backend, slot))
 }
 
-// inFlight is the server's scur+qcur from "show stat".
+// inFlight is the server's scur+qcur.
 func (h *HAProxy) inFlight(ctx context.Context, slot Slot) (int, error) {
-	out, err := h.command(ctx, "show stat")
+	st, err := h.serverStat(ctx, slot, "scur", "qcur")
 	if err != nil {
 		return 0, err
+	}
+	return st["scur"] + st["qcur"], nil
+}
+
+// serverStat reads the numeric columns of slot's server from "show stat".
+func (h *HAProxy) serverStat(ctx context.Context, slot Slot, cols ...string) (map[string]int, error) {
+	out, err := h.command(ctx, "show stat")
+	if err != nil {
+		return nil, err
 	}
 	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
 	r.FieldsPerRecord = -1
 	recs, err := r.ReadAll()
 	if err != nil || len(recs) == 0 {
-		return 0, fmt.Errorf("show stat: unreadable output: %v", err)
+		return nil, fmt.Errorf("show stat: unreadable output: %v", err)
 	}
 	col := map[string]int{}
 	for i, name := range recs[0] {
 		col[name] = i
 	}
-	for _, k := range []string{"pxname", "svname", "scur", "qcur"} {
+	for _, k := range append([]string{"pxname", "svname"}, cols...) {
 		if _, ok := col[k]; !ok {
-			return 0, fmt.Errorf("show stat: no %s column", k)
+			return nil, fmt.Errorf("show stat: no %s column", k)
 		}
 	}
 	for _, rec := range recs[1:] {
-		if len(rec) <= col["scur"] || len(rec) <= col["qcur"] {
+		if len(rec) < len(recs[0]) || rec[col["pxname"]] != h.cfg.Backend || rec[col["svname"]] != string(slot) {
 			continue
 		}
-		if rec[col["pxname"]] == h.cfg.Backend && rec[col["svname"]] == string(slot) {
-			scur, _ := strconv.Atoi(rec[col["scur"]])
-			qcur, _ := strconv.Atoi(rec[col["qcur"]])
-			return scur + qcur, nil
+		st := map[string]int{}
+		for _, k := range cols {
+			st[k], _ = strconv.Atoi(rec[col[k]])
+		}
+		return st, nil
+	}
+	return nil, fmt.Errorf("show stat: no server %s/%s", h.cfg.Backend, slot)
+}
+
+// waitUnpicked waits until the load balancer stops picking slot's server:
+// its lbtot (times picked) stays the same over 50 ms. HAProxy applies a
+// state change to its balancing shortly after the runtime API answers.
+func (h *HAProxy) waitUnpicked(ctx context.Context, slot Slot) error {
+	last := -1
+	for {
+		st, err := h.serverStat(ctx, slot, "lbtot")
+		if err != nil {
+			return err
+		}
+		if st["lbtot"] == last {
+			return nil
+		}
+		last = st["lbtot"]
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("HAProxy still picks server %s/%s (lbtot %d): %w", h.cfg.Backend, slot, last, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return 0, fmt.Errorf("show stat: no server %s/%s", h.cfg.Backend, slot)
 }

@@ -230,7 +230,7 @@ func NginxConfig(dir string, port int, upstream, upstreamFile string) string {
 	return fmt.Sprintf(`%sworker_processes 2;
 pid %s/nginx.pid;
 error_log %s/error.log notice;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
 http {
     log_format golive '$msec pid=$pid conn=$connection req=$connection_requests upstream=$upstream_addr status=$status';
     access_log %s/access.log golive;
@@ -317,10 +317,11 @@ type HAProxy struct {
 func HAProxyConfig(dir string, port int, backend string, ports router.Ports) string {
 	return fmt.Sprintf(`global
     stats socket %s/admin.sock mode 600 level admin
-    log stderr format short local0 notice
+    log stderr format iso local0 info
 defaults
     mode http
     log global
+    option httplog
     option redispatch
     retries 3
     timeout connect 2s
@@ -350,6 +351,19 @@ func StartHAProxy(t testing.TB, backend string, ports router.Ports) *HAProxy {
 		}
 		return []string{bin, "-db", "-f", h.Conf}, filepath.Join(h.Dir, "haproxy.log")
 	})
+	// The frontend may listen before the admin socket exists.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", h.Socket)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy admin socket %s: %v\n%s", h.Socket, err, h.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return h
 }
 
