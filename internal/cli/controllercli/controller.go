@@ -513,6 +513,45 @@ func printRollout(w io.Writer, r *golivev1.Rollout) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Stage), orDash(h.Error))
 	}
 	tw.Flush()
+	printRolloutPreflight(w, r)
+}
+
+// printRolloutPreflight sums up the rollout's pre-live checks and lists the
+// ones that did not pass.
+func printRolloutPreflight(w io.Writer, r *golivev1.Rollout) {
+	if len(r.Preflight) == 0 && len(r.SkippedChecks) == 0 {
+		return
+	}
+	counts := map[string]int{}
+	var notPassed [][4]string
+	for _, h := range r.Preflight {
+		if h.Error != "" {
+			counts["error"]++
+			notPassed = append(notPassed, [4]string{h.HostId, "-", "error", h.Error})
+		}
+		for _, c := range h.Checks {
+			counts[c.Status]++
+			if c.Status == "warn" || c.Status == "fail" {
+				notPassed = append(notPassed, [4]string{h.HostId, c.Name, c.Status, c.Detail})
+			}
+		}
+	}
+	fmt.Fprintf(w, "preflight: %d hosts, %d pass, %d warn, %d fail", len(r.Preflight), counts["pass"], counts["warn"], counts["fail"])
+	if counts["error"] > 0 {
+		fmt.Fprintf(w, ", %d hosts unchecked", counts["error"])
+	}
+	if len(r.SkippedChecks) > 0 {
+		fmt.Fprintf(w, "; skipped (audited): %s", strings.Join(r.SkippedChecks, ", "))
+	}
+	fmt.Fprintln(w)
+	if len(notPassed) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, row := range notPassed {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", row[0], row[1], strings.ToUpper(row[2]), row[3])
+	}
+	tw.Flush()
 }
 
 func newRolloutCmd(co *clientOpts) *cobra.Command {
@@ -701,6 +740,9 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 						lastLine = line
 					}
 				}
+			}
+			if last != nil && co.output != "json" {
+				printRolloutPreflight(w, last)
 			}
 			if last != nil && last.State != "succeeded" {
 				return fmt.Errorf("rollout %s ended %s: %s", last.Id, last.State, last.Reason)
