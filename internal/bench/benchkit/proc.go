@@ -132,6 +132,10 @@ func (p *Proc) Err() error {
 	return p.err
 }
 
+// Signal sends sig to the process (a benchmark restarting it: SIGTERM or
+// SIGKILL); Context and Err then say when it has exited.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Stop asks the process to stop (SIGTERM), kills it after grace and waits
 // until it has exited.
 func (p *Proc) Stop(grace time.Duration) { StopAll([]*Proc{p}, grace) }

@@ -196,7 +196,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{N: opts.N, Rounds: opts.Rounds, TLS: opts.TLS}
-	if err := raiseNoFile(uint64(opts.N) + 256); err != nil {
+	if err := benchkit.RaiseNoFile(uint64(opts.N) + 256); err != nil {
 		return res, err
 	}
 	dir, err := os.MkdirTemp("", "golive-fanout-")

@@ -1,13 +1,13 @@
-package fanout
+package benchkit
 
 import (
 	"fmt"
 	"syscall"
 )
 
-// raiseNoFile raises this process's open-file limit to at least need (up
-// to the hard limit): every agent holds one socket.
-func raiseNoFile(need uint64) error {
+// RaiseNoFile raises this process's open-file limit to at least need (up
+// to the hard limit): every simulated agent holds one socket.
+func RaiseNoFile(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("read RLIMIT_NOFILE: %w", err)
