@@ -14,11 +14,20 @@
 //   - nginx: the upstream include file is rewritten atomically, the reload
 //     command runs (nginx -s reload), and the switch is confirmed by probing
 //     ProbeURL through nginx until it answers from the new configuration
-//     (the X-Golive-Generation header, see NginxUpstream). Drain waits until
-//     no nginx process holds a connection to the slot's port.
+//     (the X-Golive-Generation header, see NginxUpstream) and by waiting
+//     until nginx's old workers have been told to quit (/proc). Drain waits
+//     until no nginx process holds a connection to the slot's port.
+//     Caveat: a client connection an old worker accepted before the reload
+//     but used only after it is still served by that worker, with the old
+//     upstream file, until it closes (nginx does not close such connections
+//     when a worker shuts down); new connections and kept-alive ones that
+//     were idle at the reload reach the new split.
 //   - haproxy: the runtime API on the admin socket sets the servers "blue"
 //     and "green" of the backend to ready/drain and their weights; no
-//     reload. Drain waits until the slot's server has no current session.
+//     reload. A full switch is confirmed when the old server stops being
+//     picked (lbtot) and, with ProbeURL, probes answer from the new server
+//     (the X-Golive-Server header). Drain waits until the slot's server has
+//     no current session.
 //   - none: traffic is routed by someone else (hooks, DNS); the split is only
 //     recorded in a state file so Active reports what was last asked.
 //
@@ -39,6 +48,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/golive/golive/internal/agentconfig"
@@ -191,7 +201,7 @@ func New(bg agentconfig.BlueGreen, o Options) (Router, error) {
 		if o.StateDir == "" {
 			return nil, fmt.Errorf("router none: state dir is required")
 		}
-		return NewNone(o.StateDir + "/router-" + o.Service + ".json"), nil
+		return NewNone(filepath.Join(o.StateDir, "router-"+o.Service+".json")), nil
 	}
 	return nil, fmt.Errorf("router: unknown kind %q", r.Kind)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golive/golive/internal/agentconfig"
 	"github.com/golive/golive/internal/loadgen"
 	"github.com/golive/golive/internal/router"
 	"github.com/golive/golive/internal/routertest"
@@ -594,5 +595,64 @@ func TestNginxUpstream(t *testing.T) {
 	got = string(router.NginxUpstream("golive_app", router.Ports{Blue: 8081, Green: 8082}, router.Traffic{Green: 100}, "43"))
 	if !strings.Contains(got, "server 127.0.0.1:8081 backup; # blue") {
 		t.Errorf("blue not backup in\n%s", got)
+	}
+}
+
+// TestNew builds each kind from the agent's config.
+func TestNew(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		give    agentconfig.Router
+		want    string
+		wantErr string
+	}{
+		{"nginx", agentconfig.Router{Kind: agentconfig.RouterNginx, UpstreamFile: filepath.Join(dir, "up.conf"), Reload: []string{"nginx", "-s", "reload"}}, "*router.Nginx", ""},
+		{"nginx relative file", agentconfig.Router{Kind: agentconfig.RouterNginx, UpstreamFile: "up.conf", Reload: []string{"true"}}, "", "absolute"},
+		{"haproxy", agentconfig.Router{Kind: agentconfig.RouterHAProxy, AdminSocket: "/run/haproxy/admin.sock", Backend: "api"}, "*router.HAProxy", ""},
+		{"none", agentconfig.Router{Kind: agentconfig.RouterNone}, "*router.None", ""},
+		{"unknown", agentconfig.Router{Kind: "traefik"}, "", "unknown kind"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := router.New(agentconfig.BlueGreen{BluePort: 8081, GreenPort: 8082, Router: tt.give},
+				router.Options{Service: "api", StateDir: dir})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("New: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%T", r); got != tt.want {
+				t.Fatalf("New = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNginxWithoutProbe: without a probe URL the switch is confirmed from
+// nginx's worker processes alone.
+func TestNginxWithoutProbe(t *testing.T) {
+	rg := nginxRig(t)
+	r, err := router.NewNginx(router.NginxConfig{
+		Upstream: router.UpstreamName("app"), File: rg.nginx.UpstreamFile, Reload: rg.nginx.ReloadCommand(),
+		Ports: router.Ports{Blue: rg.blue.Port, Green: rg.green.Port}, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []router.Slot{router.Green, router.Blue, router.Green} {
+		if err := r.Switch(t.Context(), to, 100); err != nil {
+			t.Fatal(err)
+		}
+		fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		for i := 0; i < 20; i++ {
+			if _, s := get(t, fresh, rg.url("/")); s != to {
+				t.Fatalf("after the switch to %s: answered by %q", to, s)
+			}
+		}
 	}
 }
