@@ -6,7 +6,8 @@
 //
 // Benchmarks, in order:
 //
-//	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each
+//	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each, in plaintext and with mutual TLS
+//	reconnect     5,000 mutual-TLS agents reconnecting after a controller restart (SIGTERM, then SIGKILL)
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
@@ -14,6 +15,7 @@
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
+// reconnect 200 agents;
 // 20 MB; 2,000 swaps; swapload 1s steady and 1s after; rollout 10 hosts;
 // db 50 MB). The exit status is 1
 // if any benchmark failed to run; a missed target is reported in its table,
@@ -37,6 +39,7 @@ import (
 
 	"github.com/golive/golive/internal/bench/dbbench"
 	"github.com/golive/golive/internal/bench/fanout"
+	"github.com/golive/golive/internal/bench/reconnectbench"
 	"github.com/golive/golive/internal/bench/releasebench"
 	"github.com/golive/golive/internal/bench/rolloutbench"
 	"github.com/golive/golive/internal/bench/swapload"
@@ -58,6 +61,7 @@ type config struct {
 
 var benches = []bench{
 	{"fanout", runFanout},
+	{"reconnect", runReconnect},
 	{"fetch-unpack", runFetchUnpack},
 	{"swaps", runSwaps},
 	{"swapload", runSwapload},
@@ -79,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "run only this benchmark: "+strings.Join(names, ", "))
 	quick := fs.Bool("quick", false, "small sizes, for a quick look")
 	ctrl := fs.String("controller", "bin/golive-controller", "controller binary for the fan-out benchmark")
-	agents := fs.String("agents", "", "fan-out sizes, comma-separated (default 1000,5000; -quick 100,500)")
+	agents := fs.String("agents", "", "fan-out and reconnect sizes, comma-separated (default fan-out 1000,5000, reconnect 5000; -quick 100,500 and 200)")
 	rounds := fs.Int("rounds", 0, "fan-out rounds (default 20; -quick 5)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the simulated agents) to FILE")
 	var env envFlag
@@ -166,21 +170,62 @@ func runFanout(ctx context.Context, w io.Writer, cfg config) error {
 	}
 	var results []fanout.Result
 	var errs []error
+	// Each size in plaintext, then with mutual TLS.
+runs:
 	for _, n := range sizes {
-		res, err := fanout.Run(ctx, fanout.Options{N: n, Rounds: rounds, ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("N=%d: %w", n, err))
-			if res.N == 0 {
-				continue // nothing measured
+		for _, withTLS := range []bool{false, true} {
+			res, err := fanout.Run(ctx, fanout.Options{N: n, Rounds: rounds, ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress, TLS: withTLS})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("N=%d TLS=%v: %w", n, withTLS, err))
+				if res.N == 0 {
+					continue // nothing measured
+				}
 			}
-		}
-		results = append(results, res)
-		if ctx.Err() != nil {
-			break
+			results = append(results, res)
+			if ctx.Err() != nil {
+				break runs
+			}
 		}
 	}
 	if len(results) > 0 {
 		if err := fanout.PrintTable(w, results...); err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}
+
+func runReconnect(ctx context.Context, w io.Writer, cfg config) error {
+	sizes := []int{5000}
+	if cfg.quick {
+		sizes = []int{200}
+	}
+	if len(cfg.agents) > 0 {
+		sizes = cfg.agents
+	}
+	var results []reconnectbench.Result
+	var errs []error
+runs:
+	for _, n := range sizes {
+		for _, kill := range []bool{false, true} {
+			res, err := reconnectbench.Run(ctx, reconnectbench.Options{N: n, Kill: kill, ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("N=%d %s: %w", n, res.Signal, err))
+				if res.InitialConnect == 0 {
+					continue // nothing measured
+				}
+			}
+			results = append(results, res)
+			if ctx.Err() != nil {
+				break runs
+			}
+		}
+	}
+	if len(results) > 0 {
+		if err := reconnectbench.PrintTable(w, results...); err != nil {
 			return err
 		}
 	}
