@@ -256,15 +256,15 @@ func generate(ctx context.Context, srv *pgtest.Server, sizeMB int) error {
 	events := max(1000, sizeMB*eventsPerMB)
 	scripts := []string{
 		fmt.Sprintf(`CREATE TABLE users (id bigint NOT NULL, email text NOT NULL, name text NOT NULL, created_at timestamptz NOT NULL);
-INSERT INTO users SELECT g, 'user' || g || '@example.com', 'User ' || md5(g::text), timestamptz '2026-01-01' - g * interval '1 second' FROM generate_series(1, %d) g;
+INSERT INTO users SELECT g, 'user' || g || '@example.com', 'User ' || md5(g::text), timestamptz '2026-01-01' - g * interval '1 second' FROM generate_series(1::bigint, %d) g;
 ALTER TABLE users ADD PRIMARY KEY (id);
 CREATE UNIQUE INDEX users_email ON users (email);`, users),
 		fmt.Sprintf(`CREATE TABLE orders (id bigint NOT NULL, user_id bigint NOT NULL, total numeric(12,2) NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL);
-INSERT INTO orders SELECT g, 1 + (g * 7919) %% %d, (g %% 100000) / 100.0, (ARRAY['new','paid','shipped','cancelled'])[1 + g %% 4], timestamptz '2026-01-01' - g * interval '1 minute' FROM generate_series(1, %d) g;
+INSERT INTO orders SELECT g, 1 + (g * 7919) %% %d, (g %% 100000) / 100.0, (ARRAY['new','paid','shipped','cancelled'])[1 + g %% 4], timestamptz '2026-01-01' - g * interval '1 minute' FROM generate_series(1::bigint, %d) g;
 ALTER TABLE orders ADD PRIMARY KEY (id);
 CREATE INDEX orders_user_id ON orders (user_id);`, users, orders),
 		fmt.Sprintf(`CREATE TABLE events (id bigint NOT NULL, user_id bigint NOT NULL, kind text NOT NULL, payload text NOT NULL, at timestamptz NOT NULL);
-INSERT INTO events SELECT g, 1 + g %% %d, 'kind_' || (g %% 20), md5(g::text) || md5((g * 31)::text), timestamptz '2026-01-01' - g * interval '10 milliseconds' FROM generate_series(1, %d) g;
+INSERT INTO events SELECT g, 1 + g %% %d, 'kind_' || (g %% 20), md5(g::text) || md5((g * 31)::text), timestamptz '2026-01-01' - g * interval '10 milliseconds' FROM generate_series(1::bigint, %d) g;
 ALTER TABLE events ADD PRIMARY KEY (id);
 CREATE INDEX events_at ON events (at);`, users, events),
 	}
