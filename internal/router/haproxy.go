@@ -108,8 +108,10 @@ func (h *HAProxy) set(ctx context.Context, slot Slot, what string) error {
 	return nil
 }
 
-// Switch makes slot to ready with its share as weight before the other
-// slot is drained or reweighted, then reads the state back.
+// Switch makes the slots that get a share ready with their share as weight
+// and waits until HAProxy balances to them (their health check passes)
+// before the slot without a share is drained, then confirms. If the new
+// slot never takes traffic, the previous split is put back.
 func (h *HAProxy) Switch(ctx context.Context, to Slot, weight int) error {
 	t, err := Split(to, weight)
 	if err != nil {
@@ -120,50 +122,91 @@ func (h *HAProxy) Switch(ctx context.Context, to Slot, weight int) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ConfirmTimeout)
 	defer cancel()
 
-	other := to.Other()
-	type step struct {
-		slot Slot
-		what string
-	}
-	steps := []step{{to, "weight " + strconv.Itoa(t.Share(to))}, {to, "state ready"}}
-	if t.Share(other) == 0 {
-		steps = append(steps, step{other, "state drain"})
-	} else {
-		steps = append(steps, step{other, "weight " + strconv.Itoa(t.Share(other))}, step{other, "state ready"})
-	}
-	for _, s := range steps {
-		if err := h.set(ctx, s.slot, s.what); err != nil {
-			return fmt.Errorf("router haproxy: switch to %s: %w", t, err)
-		}
-	}
-	// Read back until HAProxy serves the split: a slot whose health check
-	// has not passed yet takes no traffic.
-	for {
-		got, err := h.active(ctx)
-		if err == nil && got == t {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			if err != nil {
-				return fmt.Errorf("router haproxy: switch to %s: read back: %w", t, err)
+	prev, prevErr := h.active(ctx)
+	if err := h.apply(ctx, t); err != nil {
+		if prevErr == nil && prev != t {
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.ConfirmTimeout)
+			defer rcancel()
+			if rerr := h.apply(rctx, prev); rerr != nil {
+				h.cfg.Logger.Error("restore previous split", "traffic", prev.String(), "error", rerr)
+			} else {
+				return fmt.Errorf("router haproxy: switch to %s: %w (previous split %s restored)", t, err, prev)
 			}
-			return fmt.Errorf("router haproxy: switch to %s: backend %s still serves %s after %s (is the %s server down?)", t, h.cfg.Backend, got, h.cfg.ConfirmTimeout, to)
-		case <-time.After(20 * time.Millisecond):
 		}
+		return fmt.Errorf("router haproxy: switch to %s: %w", t, err)
 	}
 	if t.Share(to) == 100 {
-		if err := h.waitUnpicked(ctx, other); err != nil {
+		if err := h.waitUnpicked(ctx, to.Other()); err != nil {
 			return fmt.Errorf("router haproxy: switch to %s not confirmed: %w", t, err)
 		}
-	}
-	if h.cfg.ProbeURL != "" && t.Share(to) == 100 {
-		if err := h.probe.until(ctx, ServerHeader, string(to), 50*time.Millisecond, 10); err != nil {
-			return fmt.Errorf("router haproxy: switch to %s not confirmed: %w", t, err)
+		if h.cfg.ProbeURL != "" {
+			if err := h.probe.until(ctx, ServerHeader, string(to), 50*time.Millisecond, 10); err != nil {
+				return fmt.Errorf("router haproxy: switch to %s not confirmed: %w", t, err)
+			}
 		}
 	}
 	h.cfg.Logger.Info("switched", "traffic", t.String())
 	return nil
+}
+
+// apply sets the servers to split t: first the slots with a share (weight,
+// ready), waiting until HAProxy serves them, then the slot without one
+// (drain), waiting until the state reads back as t.
+func (h *HAProxy) apply(ctx context.Context, t Traffic) error {
+	var idle []Slot
+	for _, s := range []Slot{Blue, Green} {
+		if t.Share(s) == 0 {
+			idle = append(idle, s)
+			continue
+		}
+		if err := h.set(ctx, s, "weight "+strconv.Itoa(t.Share(s))); err != nil {
+			return err
+		}
+		if err := h.set(ctx, s, "state ready"); err != nil {
+			return err
+		}
+	}
+	if err := h.waitWeights(ctx, func(w map[Slot]int) bool {
+		for _, s := range []Slot{Blue, Green} {
+			if t.Share(s) > 0 && w[s] != t.Share(s) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return fmt.Errorf("%w (is the server down? its health check must pass first)", err)
+	}
+	for _, s := range idle {
+		if err := h.set(ctx, s, "state drain"); err != nil {
+			return err
+		}
+	}
+	return h.waitWeights(ctx, func(w map[Slot]int) bool {
+		for _, s := range idle {
+			if w[s] != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitWeights polls the servers' effective weights until ok or ctx ends.
+func (h *HAProxy) waitWeights(ctx context.Context, ok func(map[Slot]int) bool) error {
+	for {
+		w, err := h.weights(ctx)
+		if err != nil {
+			return err
+		}
+		if ok(w) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("backend %s: servers take traffic with weights blue %d green %d: %w", h.cfg.Backend, w[Blue], w[Green], ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Active reads the servers' state and weights.
@@ -176,9 +219,24 @@ func (h *HAProxy) Active(ctx context.Context) (Traffic, error) {
 }
 
 func (h *HAProxy) active(ctx context.Context) (Traffic, error) {
-	out, err := h.command(ctx, "show servers state "+h.cfg.Backend)
+	weights, err := h.weights(ctx)
 	if err != nil {
 		return Traffic{}, err
+	}
+	total := weights[Blue] + weights[Green]
+	if total == 0 {
+		return Traffic{}, fmt.Errorf("backend %s: neither blue nor green takes traffic (down, drained or weight 0)", h.cfg.Backend)
+	}
+	b := (weights[Blue]*100 + total/2) / total
+	return Traffic{Blue: b, Green: 100 - b}, nil
+}
+
+// weights reads each slot's weight from "show servers state": its user
+// weight when it is running and neither in maintenance nor draining, else 0.
+func (h *HAProxy) weights(ctx context.Context) (map[Slot]int, error) {
+	out, err := h.command(ctx, "show servers state "+h.cfg.Backend)
+	if err != nil {
+		return nil, err
 	}
 	// Columns: be_id be_name srv_id srv_name srv_addr srv_op_state
 	// srv_admin_state srv_uweight ...
@@ -202,15 +260,10 @@ func (h *HAProxy) active(ctx context.Context) (Traffic, error) {
 	}
 	for _, s := range []Slot{Blue, Green} {
 		if !found[s] {
-			return Traffic{}, fmt.Errorf("backend %s has no server named %q: %s", h.cfg.Backend, s, strings.TrimSpace(out))
+			return nil, fmt.Errorf("backend %s has no server named %q: %s", h.cfg.Backend, s, strings.TrimSpace(out))
 		}
 	}
-	total := weights[Blue] + weights[Green]
-	if total == 0 {
-		return Traffic{}, fmt.Errorf("backend %s: neither blue nor green takes traffic (down, drained or weight 0)", h.cfg.Backend)
-	}
-	b := (weights[Blue]*100 + total/2) / total
-	return Traffic{Blue: b, Green: 100 - b}, nil
+	return weights, nil
 }
 
 // Drain waits until the slot's server has no current session and nothing

@@ -656,3 +656,60 @@ func TestNginxWithoutProbe(t *testing.T) {
 		}
 	}
 }
+
+// TestHAProxyNewSlotDown: a switch to a slot whose health check fails is
+// refused and leaves traffic on the old slot; the old slot is never
+// drained, so no request fails.
+func TestHAProxyNewSlotDown(t *testing.T) {
+	blue := routertest.StartBackend(t, router.Blue)
+	ports := router.Ports{Blue: blue.Port, Green: routertest.FreePort(t)} // nothing listens on green
+	h := routertest.StartHAProxyWith(t, "app", ports, routertest.HAProxyOptions{HealthCheck: true})
+	r, err := router.NewHAProxy(router.HAProxyConfig{Socket: h.Socket, Backend: h.Backend, ProbeURL: h.URL("/"),
+		ConfirmTimeout: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Servers start up; green goes down at its first failed check.
+	waitFor(t, 5*time.Second, func() bool {
+		for _, line := range strings.Split(h.Command(t, "show stat"), "\n") {
+			if strings.HasPrefix(line, "app,green,") {
+				return strings.Contains(line, ",DOWN")
+			}
+		}
+		return false
+	})
+	c := &http.Client{}
+	done := make(chan struct{})
+	var failed []string
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			resp, err := c.Get(h.URL("/"))
+			if err != nil {
+				failed = append(failed, err.Error())
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "blue" {
+				failed = append(failed, fmt.Sprintf("%d from %q", resp.StatusCode, resp.Header.Get("X-Backend")))
+			}
+		}
+	})
+	err = r.Switch(t.Context(), router.Green, 100)
+	close(done)
+	wg.Wait()
+	if err == nil || !strings.Contains(err.Error(), "health check") {
+		t.Fatalf("Switch to a down slot: %v, want an error about its health check", err)
+	}
+	t.Logf("error: %v", err)
+	wantActive(t, r, router.Traffic{Blue: 100})
+	if len(failed) != 0 {
+		t.Fatalf("%d requests failed during the refused switch, first: %s", len(failed), failed[0])
+	}
+}

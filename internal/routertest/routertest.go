@@ -9,6 +9,7 @@ package routertest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -314,7 +315,11 @@ type HAProxy struct {
 // HAProxyConfig is the test configuration: the one of
 // deploy/examples/haproxy/golive-app.cfg on a test port, the admin socket
 // in dir. Blue takes all traffic at start (green has weight 0).
-func HAProxyConfig(dir string, port int, backend string, ports router.Ports) string {
+func HAProxyConfig(dir string, port int, backend string, ports router.Ports, o HAProxyOptions) string {
+	check := ""
+	if o.HealthCheck {
+		check = " check inter 100ms fall 1 rise 1"
+	}
 	return fmt.Sprintf(`global
     stats socket %s/admin.sock mode 600 level admin
     log stderr format iso local0 info
@@ -333,20 +338,33 @@ frontend fe
     default_backend %s
 backend %s
     http-response set-header X-Golive-Server %%s
-    server blue 127.0.0.1:%d weight 100
-    server green 127.0.0.1:%d weight 0
-`, dir, port, backend, backend, ports.Blue, ports.Green)
+    option httpchk GET /
+    server blue 127.0.0.1:%d weight 100%s
+    server green 127.0.0.1:%d weight 0%s
+`, dir, port, backend, backend, ports.Blue, check, ports.Green, check)
+}
+
+// HAProxyOptions vary the test configuration.
+type HAProxyOptions struct {
+	// HealthCheck checks both servers every 100 ms (GET /): a slot
+	// that does not answer takes no traffic.
+	HealthCheck bool
 }
 
 // StartHAProxy starts HAProxy in front of the two ports.
 func StartHAProxy(t testing.TB, backend string, ports router.Ports) *HAProxy {
+	return StartHAProxyWith(t, backend, ports, HAProxyOptions{})
+}
+
+// StartHAProxyWith starts HAProxy in front of the two ports with options.
+func StartHAProxyWith(t testing.TB, backend string, ports router.Ports, o HAProxyOptions) *HAProxy {
 	t.Helper()
 	bin := LookPath(t, "haproxy")
 	h := &HAProxy{Bin: bin, Dir: t.TempDir(), Backend: backend}
 	h.Conf = filepath.Join(h.Dir, "haproxy.cfg")
 	h.Socket = filepath.Join(h.Dir, "admin.sock")
 	h.srv, h.Port = startRetrying(t, "haproxy", syscall.SIGTERM, func(port int) ([]string, string) {
-		if err := os.WriteFile(h.Conf, []byte(HAProxyConfig(h.Dir, port, backend, ports)), 0o644); err != nil {
+		if err := os.WriteFile(h.Conf, []byte(HAProxyConfig(h.Dir, port, backend, ports, o)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return []string{bin, "-db", "-f", h.Conf}, filepath.Join(h.Dir, "haproxy.log")
@@ -372,3 +390,23 @@ func (h *HAProxy) URL(path string) string { return fmt.Sprintf("http://127.0.0.1
 
 // Log is HAProxy's output so far.
 func (h *HAProxy) Log() string { return h.srv.logText() }
+
+// Command runs a runtime API command on the admin socket and returns its
+// output.
+func (h *HAProxy) Command(t testing.TB, cmd string) string {
+	t.Helper()
+	c, err := net.Dial("unix", h.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
