@@ -285,7 +285,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 		}
 		results := finish()
 		lat := loadgen.Latencies(took)
-		t.Logf("%s: %d switches, switch time p50 %s p99 %s max %s", t.Name(), len(took), lat.P50, lat.P99, lat.Max)
+		t.Logf("%s: %d switches, switch time p50 %s p99 %s max %s (all: %v)", t.Name(), len(took), lat.P50, lat.P99, lat.Max, took)
 		for i, o := range results {
 			l := loads[i]
 			if o.err != nil {
