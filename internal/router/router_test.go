@@ -713,3 +713,69 @@ func TestHAProxyNewSlotDown(t *testing.T) {
 		t.Fatalf("%d requests failed during the refused switch, first: %s", len(failed), failed[0])
 	}
 }
+
+// TestDeploySequenceUnderLoad runs a blue-green deploy's traffic steps
+// under load: canary 10%, full switch, drain the old slot, stop it; then
+// the reverse for the next deploy. No request may fail, including after the
+// old slot has stopped.
+func TestDeploySequenceUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	forEachKind(t, func(t *testing.T, rg rig) {
+		rate := 600.0
+		if raceEnabled {
+			rate = 150
+		}
+		l := startLoad(t, "keep-alive", loadgen.Options{
+			URL: rg.url("/"), Rate: rate, Duration: 2 * time.Minute, Timeout: 5 * time.Second, Concurrency: 2000,
+			ExpectBody: func(time.Time) string { return "slot=" },
+		})
+		pause := func() { time.Sleep(300 * time.Millisecond) } // traffic flows between steps
+		pause()
+		var stopped []router.Slot
+		for _, to := range []router.Slot{router.Green, router.Blue} {
+			old := to.Other()
+			if to == router.Blue {
+				// The next deploy starts the idle slot again.
+				rg.backend(to).Restart(t)
+			}
+			steps := []struct {
+				name string
+				do   func() error
+			}{
+				{"canary 10%", func() error { return rg.r.Switch(t.Context(), to, 10) }},
+				{"bake", func() error { pause(); return nil }},
+				{"switch", func() error { return rg.r.Switch(t.Context(), to, 100) }},
+				{"drain", func() error { return rg.r.Drain(t.Context(), old, 10*time.Second) }},
+				{"stop old slot", func() error { return rg.backend(old).Stop(t.Context()) }},
+				{"run on the new slot", func() error { pause(); return nil }},
+			}
+			for _, s := range steps {
+				if err := s.do(); err != nil {
+					l.gen.Stop()
+					<-l.done
+					t.Fatalf("deploy to %s: %s: %v", to, s.name, err)
+				}
+			}
+			stopped = append(stopped, old)
+		}
+		l.gen.Stop()
+		o := <-l.done
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		sum := o.res.Summary()
+		t.Logf("%s: 2 deploys (stopped %v): requests %d, failed %d, by class %v, latency p50 %s p99 %s",
+			t.Name(), stopped, sum.Requests, sum.Failed, sum.ByClass, sum.Latency.P50, sum.Latency.P99)
+		for i, f := range o.res.Failures() {
+			if i == 10 {
+				break
+			}
+			t.Errorf("failed request %d (sent %s): %s %d %s", f.Seq, f.Sent.Format("15:04:05.000000"), f.Class, f.Status, f.Err)
+		}
+		if sum.Failed != 0 {
+			t.Fatalf("%d of %d requests failed", sum.Failed, sum.Requests)
+		}
+	})
+}

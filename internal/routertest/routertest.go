@@ -8,6 +8,7 @@
 package routertest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -54,6 +55,7 @@ type Backend struct {
 	Served atomic.Int64
 
 	inFlight atomic.Int64
+	srv      *http.Server
 	mu       sync.Mutex
 	finished []time.Time // end of each /slow request
 }
@@ -68,10 +70,28 @@ func StartBackend(t testing.TB, slot router.Slot) *Backend {
 	}
 	b.Port = l.Addr().(*net.TCPAddr).Port
 	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	b.srv = srv
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return b
 }
+
+// Restart serves again on the same port after Stop.
+func (b *Backend) Restart(t testing.TB) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(b.Port))
+	if err != nil {
+		t.Fatalf("restart backend %s: %v", b.Slot, err)
+	}
+	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	srv := b.srv
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// Stop shuts the backend down as a service does on SIGTERM: it stops
+// listening, closes idle connections and waits for requests in flight.
+func (b *Backend) Stop(ctx context.Context) error { return b.srv.Shutdown(ctx) }
 
 // Body is what the backend of slot answers.
 func Body(slot router.Slot) string { return "slot=" + string(slot) + "\n" }
