@@ -1,32 +1,49 @@
 #!/usr/bin/env bash
 # golive demo: a controller on an embedded etcd and three agents running the
-# sample service, all on loopback in a temp dir: automation refused, then
-# authorized (every agent holds the token), v1 and v2 deployed, broken v3
-# rolled back on its own, an operator rollback without approval, revoke.
-# Everything started here is stopped on exit and on Ctrl-C.
+# sample service, all on loopback in a temp dir, over mutual TLS with
+# certificates made by `golive-controller pki`: alice may authorize, bob may
+# deploy (two-person rule on). Automation refused, then authorized; pre-live
+# checks; v1 and v2 rolled out, broken v3 rolled back on its own; with
+# PostgreSQL installed, a release with a migration (verified backup first)
+# and a database restore; an operator rollback without approval; revoke; the
+# audit chain verified. Everything started here is stopped on exit and on
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
 BASE=${DEMO_PORT_BASE:-17400}
 DIR=$(mktemp -d -t golive-demo-XXXXXX)
+chmod 711 "$DIR" # PostgreSQL runs as an unprivileged user below
 PIDS=()
+PGCTL=""
 cleanup() {
   trap - EXIT INT TERM
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [[ -n $PGCTL ]]; then $PGCTL stop -m immediate >/dev/null 2>&1 || true; fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'echo; echo "interrupted"; exit 130' INT TERM
 
-for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)) $((BASE+21)) $((BASE+22)) $((BASE+23)); do
+for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)) $((BASE+21)) $((BASE+22)) $((BASE+23)) $((BASE+24)) $((BASE+30)); do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is in use: set DEMO_PORT_BASE to another base port" >&2; exit 1
   fi
 done
 
 export GOLIVE_ADDR=127.0.0.1:$BASE
-C="$BIN/golive-controller --as demo-operator"
+PKI=$DIR/pki
+# alice (approver) and bob (deployer) are commands: golive-controller with
+# their certificate, which is their identity for the controller and the audit.
+mkdir -p "$DIR/bin"
+for who in alice bob; do
+  printf '#!/bin/sh\nexec %q --tls-ca %q --tls-cert %q --tls-key %q "$@"\n' "$BIN/golive-controller" \
+    "$PKI/ca.pem" "$PKI/operator-$who.pem" "$PKI/operator-$who-key.pem" >"$DIR/bin/$who"
+  chmod +x "$DIR/bin/$who"
+done
+export PATH="$DIR/bin:$PATH"
+C=bob
 # http_get PORT PATH: the body of a GET on loopback (bash's /dev/tcp, so the
 # demo needs no curl).
 http_get() {
@@ -43,12 +60,47 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   echo "timed out waiting for $what" >&2; exit 1
 }
 
-step "start the controller on an embedded etcd in $DIR"
+step "make a CA and certificates: the controller, three agents (name = host id), alice (approver), bob (deployer)"
+run $BIN/golive-controller pki init --dir "$PKI"
+$BIN/golive-controller pki issue-controller demo --ip 127.0.0.1 --dir "$PKI" >/dev/null
+for i in 1 2 3; do $BIN/golive-controller pki issue-agent web-$i --dir "$PKI" >/dev/null; done
+run $BIN/golive-controller pki issue-operator alice --role approver --dir "$PKI"
+$BIN/golive-controller pki issue-operator bob --role deployer --dir "$PKI" >/dev/null
+ls "$PKI"
+
+step "start the controller (mutual TLS 1.3, two-person rule) on an embedded etcd in $DIR"
 $BIN/golive-controller serve --data-dir "$DIR/controller" --listen "$GOLIVE_ADDR" --metrics-addr 127.0.0.1:$((BASE+1)) \
   --embedded-etcd-client 127.0.0.1:$((BASE+2)) --embedded-etcd-peer 127.0.0.1:$((BASE+3)) --replica-id demo \
-  --heartbeat-interval 1s --artifacts-dir "$PWD/dist" >"$DIR/controller.log" 2>&1 &
+  --heartbeat-interval 1s --artifacts-dir "$PWD/dist" \
+  --tls-ca "$PKI/ca.pem" --tls-cert "$PKI/controller-demo.pem" --tls-key "$PKI/controller-demo-key.pem" --two-person-rule \
+  >"$DIR/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 "controller" $C status
+echo "a client without a certificate gets nothing:"
+run $BIN/golive-controller --timeout 2s status || echo "(exit $? — refused)"
+
+# PostgreSQL for the ledger service, when installed.
+PGBIN=""
+if command -v initdb >/dev/null 2>&1; then PGBIN=$(dirname "$(command -v initdb)")
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)"); fi
+PGPORT=$((BASE+30))
+PSQL="psql -h 127.0.0.1 -p $PGPORT -U golive -X -q"
+if [[ -n $PGBIN ]]; then
+  step "start PostgreSQL ($PGBIN) for the ledger service on web-1"
+  mkdir -p "$DIR/pg"
+  PGRUN=()
+  if [[ $(id -u) == 0 ]]; then
+    PGUSER_OS=postgres; id postgres >/dev/null 2>&1 || PGUSER_OS=nobody
+    chown "$PGUSER_OS" "$DIR/pg"; PGRUN=(runuser -u "$PGUSER_OS" --)
+  fi
+  "${PGRUN[@]}" "$PGBIN/initdb" -D "$DIR/pg/data" -U golive -A trust -E UTF8 --no-sync >"$DIR/pg/initdb.log" 2>&1
+  PGCTL="${PGRUN[*]} $PGBIN/pg_ctl -D $DIR/pg/data"
+  $PGCTL -o "-p $PGPORT -k $DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off" -l "$DIR/pg/server.log" -w start >/dev/null
+  $PSQL -d postgres -c "CREATE DATABASE ledger"
+  echo "DATABASE_URL=postgres://golive@127.0.0.1:$PGPORT/ledger?sslmode=disable" >"$DIR/ledger.env"
+  chmod 600 "$DIR/ledger.env"
+  echo "ledger's DSN is in $DIR/ledger.env (the agent reads it, never logs it or sends it)"
+fi
 
 step "start three agents (web-1, web-2, web-3), each running the sample service on its own port"
 for i in 1 2 3; do
@@ -56,6 +108,12 @@ for i in 1 2 3; do
 host_id   = "web-$i"
 state_dir = "$DIR/agent-$i"
 labels    = { role = "web", zone = "z$i" }
+controller {
+  address   = "$GOLIVE_ADDR"
+  ca_file   = "$PKI/ca.pem"
+  cert_file = "$PKI/agent-web-$i.pem"
+  key_file  = "$PKI/agent-web-$i-key.pem"
+}
 service "app" {
   port = $((BASE+20+i))
   exec {
@@ -68,9 +126,44 @@ service "app" {
     successes = 3
     deadline  = "5s"
   }
+  smoke "version" {
+    path          = "/version"
+    body_contains = "v"
+    max_latency   = "1s"
+  }
 }
 HCL
-  $BIN/golive-agent run --controller "$GOLIVE_ADDR" --config "$DIR/agent-$i.hcl" \
+  if [[ $i == 1 && -n $PGBIN ]]; then
+    cat >>"$DIR/agent-$i.hcl" <<HCL
+service "ledger" {
+  port = $((BASE+24))
+  exec {
+    command      = ["bin/sampleapp", "--port", "{port}"]
+    env_file     = "$DIR/ledger.env"
+    stop_timeout = "5s"
+  }
+  health {
+    url       = "http://127.0.0.1:{port}/healthz"
+    interval  = "500ms"
+    successes = 3
+    deadline  = "5s"
+  }
+  database {
+    kind         = "postgres"
+    dsn_env_key  = "DATABASE_URL"
+    keep_backups = 5
+  }
+  migrate {
+    command = ["bin/migrate"]
+    timeout = "1m"
+  }
+  preflight {
+    required_secrets = ["DATABASE_URL"]
+  }
+}
+HCL
+  fi
+  PATH="$PGBIN:$PATH" $BIN/golive-agent run --config "$DIR/agent-$i.hcl" \
     --metrics-addr 127.0.0.1:$((BASE+10+i)) --grpc-addr "" >"$DIR/agent-$i.log" 2>&1 &
   PIDS+=($!)
 done
@@ -80,13 +173,14 @@ run $C status
 run $C agents
 
 step "automation is off: a deploy is refused and writes nothing"
-run $C deploy --service app --release v2 --artifact file:///nonexistent.tar.gz --sha256 00 --hosts web-1 || echo "(exit $? — refused, as it must be)"
+run bob deploy --service app --release v2 --artifact file:///nonexistent.tar.gz --sha256 00 --hosts web-1 || echo "(exit $? — refused, as it must be)"
 
-step "a wrong phrase is refused"
-run $C authorize "yes do it" || echo "(exit $? — refused)"
+step "roles: bob (deployer) may not authorize; a wrong phrase is refused"
+run bob authorize "Start automation now" --ttl 10m || echo "(exit $? — refused)"
+run alice authorize "yes do it" || echo "(exit $? — refused)"
 
-step "a person authorizes automation for 10 minutes"
-run $C authorize "Start automation now" --ttl 10m --reason "demo"
+step "alice authorizes automation for 10 minutes"
+run alice authorize "Start automation now" --ttl 10m --reason "demo"
 TOKEN=$($C approval -o json | sed -n 's/.*"fencing_token": "\([0-9]*\)".*/\1/p')
 wait_for 5 "token on every agent" bash -c "$C agents -o json | grep -c '\"fencing_token\": \"$TOKEN\"' | grep -q 3"
 run $C agents
@@ -94,41 +188,69 @@ echo "each agent's own view (its /status):"
 for i in 1 2 3; do printf '  web-%s: ' $i; http_get $((BASE+10+i)) /status | sed 's/.*"fencing_token":\([0-9]*\).*/fencing_token=\1/'; done
 
 ART=http://127.0.0.1:$((BASE+1))/artifacts
-sha() { awk -v f="sampleapp-$1.tar.gz" '$2==f {print $1}' dist/SHA256SUMS; }
+sha() { awk -v f="$1.tar.gz" '$2==f {print $1}' dist/SHA256SUMS; }
 serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(http_get $((BASE+20+i)) /version 2>/dev/null || echo DOWN)"; done; }
 
 rollout_id() { sed -n 's/^ *"id": "\(.*\)",$/\1/p' | head -1; }
 
-step "deploy v1 everywhere at once (fetch, sha256, safe unpack, swap, restart, health)"
-run $C deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha v1)" --min-healthy 1s --wait
+step "two-person rule: alice authorized, so alice may not also deploy"
+run alice deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" || echo "(exit $? — refused: bob must deploy)"
+
+step "pre-live checks on every host (no approval needed; every rollout runs them first)"
+run $C preflight --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz
+
+step "bob deploys v1 everywhere at once (preflight, fetch, sha256, safe unpack, swap, restart, health, smoke)"
+run bob deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" --min-healthy 1s --wait
 serving
 
 step "plan v2 as a canary then one host per wave (dry run: nothing written, no approval needed)"
-run $C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --canary 1 --batch 1 --dry-run
+run bob deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha sampleapp-v2)" --canary 1 --batch 1 --dry-run
 
 step "roll out v2: canary web-1, then a wave per host, each gated on 2s of measured health; followed live with watch"
-ID=$($C deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha v2)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
+ID=$(bob deploy --service app --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha sampleapp-v2)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
 run $C watch "$ID"
 serving
 
 step "roll out broken v3: the canary fails its health check, the gate fails, every touched host goes back to v2 on its own"
-ID=$($C deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz --sha256 "$(sha v3)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
+ID=$(bob deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz --sha256 "$(sha sampleapp-v3)" --canary 1 --batch 1 --min-healthy 2s -o json | rollout_id)
 run $C watch "$ID" || echo "(exit $? — v3 rolled back, as it must be)"
 serving
-run $C agents
 run $C history --service app
 
-step "stop automation: every agent drops the token at once"
-run $C stop --reason "demo over"
+if [[ -n $PGBIN ]]; then
+  step "ledger v1 on web-1: its migration creates and fills the accounts table, after a verified backup"
+  run $C preflight --service ledger --release ledger-v1 --artifact $ART/ledger-v1.tar.gz || echo "(exit $? — no backup younger than 24h exists yet)"
+  echo "the first deploy skips that one check, on the record (audited); its migration will take the first backup:"
+  run bob deploy --service ledger --release ledger-v1 --artifact $ART/ledger-v1.tar.gz --sha256 "$(sha ledger-v1)" --min-healthy 1s --skip-check backup --wait
+  run $PSQL -d ledger -c "SELECT count(*) AS accounts, sum(balance_cents) AS cents FROM accounts"
+
+  step "ledger v2: pg_dump -Fc, restored into a scratch database and row counts compared, and only then the migration"
+  run $C preflight --service ledger --release ledger-v2 --artifact $ART/ledger-v2.tar.gz
+  run bob deploy --service ledger --release ledger-v2 --artifact $ART/ledger-v2.tar.gz --sha256 "$(sha ledger-v2)" --min-healthy 1s --wait
+  run $PSQL -d ledger -c "SELECT count(*) AS accounts, sum(balance_cents) AS cents, min(currency) AS currency FROM accounts"
+  run $C backups --service ledger
+  BID=$($C backups --service ledger -o json | sed -n 's/^ *"id": "\(.*ledger-v2\)",$/\1/p' | head -1)
+
+  step "a plain rollback would keep v2's schema; this one also restores the backup taken before v2's migration"
+  run bob rollback --service ledger --restore-db "$BID" || echo "(exit $? — a restore needs --yes)"
+  run bob rollback --service ledger --restore-db "$BID" --yes --wait
+  run $PSQL -d ledger -c "SELECT count(*) AS accounts, sum(balance_cents) AS cents FROM accounts"
+  run $PSQL -d ledger -c "SELECT string_agg(column_name, ', ') AS columns FROM information_schema.columns WHERE table_name = 'accounts'"
+  run $C backups --service ledger
+fi
+
+step "stop automation: every agent drops the token at once (bob may pull the brake too)"
+run bob stop --reason "demo over"
 wait_for 5 "token gone" bash -c "! $C agents -o json | grep -q '\"fencing_token\": \"$TOKEN\"'"
 run $C agents
 run $C approval
 
 step "without approval, the operator's rollback still works (the safety path, audited): back to v1"
-run $C rollback --service app --wait
+run bob rollback --service app --wait
 serving
 
-step "the audit log"
+step "the audit log: every action under the certificate identity that made it, and its hash chain verified"
 run $C audit
+run $C audit verify
 
 step "done: stopping everything"
