@@ -60,6 +60,16 @@ type fleet struct {
 	gate chan struct{}
 
 	cur atomic.Pointer[epoch]
+	// armed (set by armDialWatch once the old controller has exited) makes
+	// the dialers record in firstDial the first connection that succeeds:
+	// the new listener accepting.
+	armed, firstDial atomic.Int64
+}
+
+// armDialWatch starts watching for the first successful dial.
+func (f *fleet) armDialWatch() {
+	f.firstDial.Store(0)
+	f.armed.Store(1)
 }
 
 // epoch counts one connect storm: each agent's first Welcome after it
@@ -85,8 +95,13 @@ type failure struct {
 
 func newFleet(opts Options, target string, certs []tls.Certificate, config func(tls.Certificate) *tls.Config) *fleet {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fleet{opts: opts, target: target, certs: certs, config: config, dial: dialers(opts.SourceAddrs),
+	f := &fleet{opts: opts, target: target, certs: certs, config: config,
 		base: time.Now(), ctx: ctx, cancel: cancel, gate: make(chan struct{}, opts.ConnectConcurrency)}
+	f.dial = dialers(opts.SourceAddrs, func() {
+		if f.armed.Load() == 1 {
+			f.firstDial.CompareAndSwap(0, f.now())
+		}
+	})
 	f.instances = make([]string, opts.N)
 	for i := range f.instances {
 		var inst [8]byte
@@ -345,11 +360,18 @@ func hostID(i int) string { return fmt.Sprintf("bench-%05d", i) }
 
 // dialers spread connections over loopback source addresses so that the
 // ephemeral port range of one address is never the limit.
-func dialers(n int) []func(context.Context, string) (net.Conn, error) {
+// connected is called after each successful dial.
+func dialers(n int, connected func()) []func(context.Context, string) (net.Conn, error) {
 	out := make([]func(context.Context, string) (net.Conn, error), n)
 	for i := range out {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}}
-		out[i] = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+		out[i] = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				connected()
+			}
+			return c, err
+		}
 	}
 	return out
 }
