@@ -216,7 +216,7 @@ func (n *Nginx) Switch(ctx context.Context, to Slot, weight int) error {
 		return fmt.Errorf("router nginx: write upstream file: %w", err)
 	}
 	log := n.cfg.Logger.With("traffic", t.String(), "generation", gen)
-	workers := nginxWorkers()
+	workers := listNginxWorkers()
 	if err := n.reload(ctx); err != nil {
 		if rerr := n.restore(old); rerr != nil {
 			log.Error("restore previous upstream file", "error", rerr)
@@ -266,7 +266,7 @@ func (n *Nginx) confirm(ctx context.Context, gen string, before map[int]nginxWor
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		pending, started := oldWorkersTakingRequests(before, nginxWorkers())
+		pending, started := oldWorkersTakingRequests(before, listNginxWorkers())
 		if started && len(pending) == 0 {
 			n.cfg.Logger.Debug("old nginx workers quit", "count", len(before))
 			return nil

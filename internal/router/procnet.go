@@ -97,6 +97,10 @@ type nginxWorker struct {
 	exiting bool // it got the master's QUIT: it takes no new requests
 }
 
+// listNginxWorkers is nginxWorkers; tests replace it to see the agent in
+// another PID namespace than nginx.
+var listNginxWorkers = nginxWorkers
+
 // nginxWorkers lists the nginx worker processes visible in /proc by pid.
 // Processes that vanish while being read are skipped.
 func nginxWorkers() map[int]nginxWorker {

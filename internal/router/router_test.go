@@ -779,3 +779,53 @@ func TestDeploySequenceUnderLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestNginxWorkersHidden: when the agent cannot see nginx's workers, a
+// switch is confirmed by probes answering from the new file for
+// DefaultNginxSettle; under load no request fails and requests on new
+// connections sent after the switch reach the new slot.
+func TestNginxWorkersHidden(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	t.Cleanup(router.HideNginxWorkers())
+	rg := nginxRig(t)
+	tl := &timeline{}
+	tl.add(routertest.Body(router.Blue))
+	rate := 400.0
+	if raceEnabled {
+		rate = 100
+	}
+	l := startLoad(t, "new connections", loadgen.Options{
+		URL: rg.url("/"), Rate: rate, Duration: time.Minute, Timeout: 5 * time.Second, Concurrency: 1000,
+		DisableKeepAlives: true, ExpectBody: tl.want,
+	})
+	to := router.Green
+	var took []time.Duration
+	for i := 0; i < 4; i++ {
+		tl.add("")
+		start := time.Now()
+		err := rg.r.Switch(t.Context(), to, 100)
+		took = append(took, time.Since(start))
+		tl.add(routertest.Body(to))
+		if err != nil {
+			l.gen.Stop()
+			<-l.done
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // traffic flows between switches
+		to = to.Other()
+	}
+	l.gen.Stop()
+	o := <-l.done
+	sum := o.res.Summary()
+	t.Logf("%s: switch times %v; requests %d, failed %d, by class %v", t.Name(), took, sum.Requests, sum.Failed, sum.ByClass)
+	for _, d := range took {
+		if d < router.DefaultNginxSettle {
+			t.Errorf("a switch took %s, less than the settle time %s", d, router.DefaultNginxSettle)
+		}
+	}
+	if sum.Failed != 0 {
+		t.Fatalf("%d of %d requests failed: first %+v", sum.Failed, sum.Requests, o.res.Failures()[0])
+	}
+}
