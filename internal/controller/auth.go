@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/pki"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -173,11 +174,41 @@ func hostOf(addr string) string {
 }
 
 func (a *authz) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := a.check(ctx, info.FullMethod)
+	hctx, err := a.check(ctx, info.FullMethod)
 	if err != nil {
+		a.auditRefusal(ctx, info.FullMethod, err)
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err := handler(hctx, req)
+	if err != nil {
+		a.auditRefusal(hctx, info.FullMethod, err)
+	}
+	return resp, err
+}
+
+// auditRefusal records an authenticated identity's attempt at a control
+// action its certificate does not allow (missing role, the two-person rule):
+// who tried what, from where, and why it was refused. Other refusals (no
+// approval, bad input, rate limit) write nothing at all, by design: without
+// an identity to attribute them to, recording them would only let anyone
+// fill etcd.
+func (a *authz) auditRefusal(ctx context.Context, method string, err error) {
+	if _, mutating := methodRoles[method]; !mutating || !a.tls || status.Code(err) != codes.PermissionDenied {
+		return
+	}
+	_, src := actorAndSource(ctx)
+	id, ierr := pki.FromContext(ctx)
+	if ierr != nil {
+		return
+	}
+	actor := id.String()
+	name := method[strings.LastIndex(method, "/")+1:]
+	entry := audit.Entry{Actor: actor, Action: strings.ToLower(name), Outcome: "refused", Reason: status.Convert(err).Message(), Source: src}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, _, aerr := a.s.audit.Append(actx, entry, nil, nil); aerr != nil {
+		a.s.log.Warn("cannot audit a refused action", "actor", actor, "action", entry.Action, "error", aerr)
+	}
 }
 
 func (a *authz) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

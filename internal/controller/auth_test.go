@@ -203,6 +203,18 @@ func TestTwoPersonRule(t *testing.T) {
 	if status.Code(err) == codes.PermissionDenied {
 		t.Fatalf("bob refused: %v", err)
 	}
+	// The refused attempt is on the record, under alice's certificate.
+	audit, err := bob.ListAudit(ctx, &golivev1.ListAuditRequest{Action: "deploy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range audit.Entries {
+		found = found || (e.Actor == "alice" && e.Outcome == "refused" && strings.Contains(e.Reason, "two-person rule"))
+	}
+	if !found {
+		t.Fatalf("alice's refused deploy is not audited: %v", audit.Entries)
+	}
 }
 
 func TestRateLimitSparesTheBrake(t *testing.T) {
