@@ -4,7 +4,9 @@
 // slot they are.
 //
 // A missing nginx or haproxy binary skips the test, except under CI=true
-// where it fails (.ci/run installs both).
+// where it fails (.ci/run installs both). Programs without a testing.TB (the
+// blue-green benchmark) use FindBinary, LaunchNginx and LaunchHAProxy and
+// stop the servers themselves.
 package routertest
 
 import (
@@ -26,21 +28,30 @@ import (
 	"github.com/golive/golive/internal/router"
 )
 
-// LookPath finds binary name on PATH or in /usr/sbin, skipping the test when
-// it is missing (failing under CI=true).
+// FindBinary finds binary name on PATH or in /usr/sbin or /usr/local/sbin.
+func FindBinary(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin"} {
+		if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+			return filepath.Join(dir, name), nil
+		}
+	}
+	return "", fmt.Errorf("%s not installed: %w", name, err)
+}
+
+// LookPath finds binary name with FindBinary, skipping the test when it is
+// missing (failing under CI=true).
 func LookPath(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
+	p, err := FindBinary(name)
 	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin"} {
-			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-				return filepath.Join(dir, name)
-			}
-		}
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s is required under CI=true: %v", name, err)
 		}
-		t.Skipf("%s not installed: %v", name, err)
+		t.Skip(err)
 	}
 	return p
 }
@@ -134,12 +145,11 @@ func (b *Backend) SlowFinished() []time.Time {
 // FreePort asks the kernel for a free loopback port.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // server is a foreground nginx or haproxy child process.
@@ -150,23 +160,23 @@ type server struct {
 	done chan struct{}
 	err  error
 	log  string
+	once sync.Once
 }
 
 // start runs argv in the foreground, with output in logFile, and waits
-// until port accepts connections. It reports whether the process exited
-// first (typically: the port was taken meanwhile).
-func start(t testing.TB, name string, quit syscall.Signal, argv []string, port int, logFile string) (*server, error) {
-	t.Helper()
+// until port accepts connections. It fails if the process exits first
+// (typically: the port was taken meanwhile) or does not listen within 20s.
+func start(name string, quit syscall.Signal, argv []string, port int, logFile string) (*server, error) {
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	s := &server{name: name, quit: quit, cmd: cmd, done: make(chan struct{}), log: logFile}
 	go func() { s.err = cmd.Wait(); close(s.done) }()
@@ -184,9 +194,8 @@ func start(t testing.TB, name string, quit syscall.Signal, argv []string, port i
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.stop(t)
-	t.Fatalf("%s did not listen on port %d within 20s\n%s", name, port, s.logText())
-	return nil, nil
+	s.stop()
+	return nil, fmt.Errorf("%s did not listen on port %d within 20s\n%s", name, port, s.logText())
 }
 
 func (s *server) logText() string {
@@ -194,35 +203,60 @@ func (s *server) logText() string {
 	return string(b)
 }
 
-// stop sends the stop signal, then SIGKILL to the process group after 10s.
-func (s *server) stop(t testing.TB) {
-	syscall.Kill(s.cmd.Process.Pid, s.quit)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		t.Logf("%s did not stop within 10s: killing it", s.name)
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+// stop sends the stop signal, then SIGKILL to the process group after 10s;
+// it reports whether the kill was needed. Only the first call acts.
+func (s *server) stop() (killed bool) {
+	s.once.Do(func() {
+		syscall.Kill(s.cmd.Process.Pid, s.quit)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			killed = true
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.done
+		}
+	})
+	return killed
+}
+
+// stopErr is stop as an error for the Stop methods.
+func (s *server) stopErr() error {
+	if s.stop() {
+		return fmt.Errorf("%s did not stop within 10s: killed it", s.name)
 	}
+	return nil
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // startRetrying picks a free port, writes the config for it and starts
 // the server, retrying when the port was taken in between.
-func startRetrying(t testing.TB, name string, quit syscall.Signal, try func(port int) (argv []string, logFile string)) (*server, int) {
-	t.Helper()
+func startRetrying(name string, quit syscall.Signal, try func(port int) (argv []string, logFile string, err error)) (*server, int, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port := FreePort(t)
-		argv, logFile := try(port)
-		s, err := start(t, name, quit, argv, port, logFile)
+		port, err := freePort()
+		if err != nil {
+			return nil, 0, err
+		}
+		argv, logFile, err := try(port)
+		if err != nil {
+			return nil, 0, err
+		}
+		s, err := start(name, quit, argv, port, logFile)
 		if err == nil {
-			t.Cleanup(func() { s.stop(t) })
-			return s, port
+			return s, port, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("start %s: %v", name, lastErr)
-	return nil, 0
+	return nil, 0, fmt.Errorf("start %s: %w", name, lastErr)
 }
 
 // Nginx is a running nginx proxying to a golive upstream file.
@@ -281,28 +315,53 @@ http {
 }
 
 // StartNginx starts nginx in front of the two ports, sending all traffic to
-// blue at first: the upstream file is written with router.NginxUpstream
-// before nginx starts.
+// blue at first (see LaunchNginx), stopped when the test ends.
 func StartNginx(t testing.TB, upstream string, ports router.Ports) *Nginx {
 	t.Helper()
 	bin := LookPath(t, "nginx")
-	n := &Nginx{Bin: bin, Dir: t.TempDir(), Upstream: upstream}
-	n.Conf = filepath.Join(n.Dir, "nginx.conf")
-	n.UpstreamFile = filepath.Join(n.Dir, "upstream.conf")
-	if err := os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755); err != nil {
+	n, err := LaunchNginx(bin, t.TempDir(), upstream, ports)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(n.UpstreamFile, router.NginxUpstream(upstream, ports, router.Traffic{Blue: 100}, "initial"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.srv, n.Port = startRetrying(t, "nginx", syscall.SIGQUIT, func(port int) ([]string, string) {
-		if err := os.WriteFile(n.Conf, []byte(NginxConfig(n.Dir, port, upstream, n.UpstreamFile)), 0o644); err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Log(err)
 		}
-		return append(n.args(), "-g", "daemon off;"), filepath.Join(n.Dir, "stderr.log")
 	})
 	return n
 }
+
+// LaunchNginx starts nginx binary bin on a free loopback port with its
+// configuration, logs and temp files in dir, in front of the two ports,
+// sending all traffic to blue at first: the upstream file is written with
+// router.NginxUpstream before nginx starts. The caller stops it with Stop;
+// it is for programs (benchmarks) where StartNginx's testing.TB is absent.
+func LaunchNginx(bin, dir, upstream string, ports router.Ports) (*Nginx, error) {
+	n := &Nginx{Bin: bin, Dir: dir, Upstream: upstream}
+	n.Conf = filepath.Join(n.Dir, "nginx.conf")
+	n.UpstreamFile = filepath.Join(n.Dir, "upstream.conf")
+	if err := os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(n.UpstreamFile, router.NginxUpstream(upstream, ports, router.Traffic{Blue: 100}, "initial"), 0o644); err != nil {
+		return nil, err
+	}
+	var err error
+	n.srv, n.Port, err = startRetrying("nginx", syscall.SIGQUIT, func(port int) ([]string, string, error) {
+		if err := os.WriteFile(n.Conf, []byte(NginxConfig(n.Dir, port, upstream, n.UpstreamFile)), 0o644); err != nil {
+			return nil, "", err
+		}
+		return append(n.args(), "-g", "daemon off;"), filepath.Join(n.Dir, "stderr.log"), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Stop stops nginx gracefully (SIGQUIT), killing it after 10s. Only the
+// first call acts.
+func (n *Nginx) Stop() error { return n.srv.stopErr() }
 
 func (n *Nginx) args() []string {
 	return []string{n.Bin, "-p", n.Dir + "/", "-c", n.Conf, "-e", filepath.Join(n.Dir, "error.log")}
@@ -380,30 +439,55 @@ func StartHAProxy(t testing.TB, backend string, ports router.Ports) *HAProxy {
 func StartHAProxyWith(t testing.TB, backend string, ports router.Ports, o HAProxyOptions) *HAProxy {
 	t.Helper()
 	bin := LookPath(t, "haproxy")
-	h := &HAProxy{Bin: bin, Dir: t.TempDir(), Backend: backend}
+	h, err := LaunchHAProxy(bin, t.TempDir(), backend, ports, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Stop(); err != nil {
+			t.Log(err)
+		}
+	})
+	return h
+}
+
+// LaunchHAProxy starts HAProxy binary bin on a free loopback port with its
+// configuration and admin socket in dir, in front of the two ports, and
+// waits for the admin socket. The caller stops it with Stop; it is for
+// programs (benchmarks) where StartHAProxyWith's testing.TB is absent.
+func LaunchHAProxy(bin, dir, backend string, ports router.Ports, o HAProxyOptions) (*HAProxy, error) {
+	h := &HAProxy{Bin: bin, Dir: dir, Backend: backend}
 	h.Conf = filepath.Join(h.Dir, "haproxy.cfg")
 	h.Socket = filepath.Join(h.Dir, "admin.sock")
-	h.srv, h.Port = startRetrying(t, "haproxy", syscall.SIGTERM, func(port int) ([]string, string) {
+	var err error
+	h.srv, h.Port, err = startRetrying("haproxy", syscall.SIGTERM, func(port int) ([]string, string, error) {
 		if err := os.WriteFile(h.Conf, []byte(HAProxyConfig(h.Dir, port, backend, ports, o)), 0o644); err != nil {
-			t.Fatal(err)
+			return nil, "", err
 		}
-		return []string{bin, "-db", "-f", h.Conf}, filepath.Join(h.Dir, "haproxy.log")
+		return []string{bin, "-db", "-f", h.Conf}, filepath.Join(h.Dir, "haproxy.log"), nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	// The frontend may listen before the admin socket exists.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("unix", h.Socket)
 		if err == nil {
 			c.Close()
-			break
+			return h, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("haproxy admin socket %s: %v\n%s", h.Socket, err, h.Log())
+			h.Stop()
+			return nil, fmt.Errorf("haproxy admin socket %s: %v\n%s", h.Socket, err, h.Log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return h
 }
+
+// Stop stops HAProxy (SIGTERM), killing it after 10s. Only the first call
+// acts.
+func (h *HAProxy) Stop() error { return h.srv.stopErr() }
 
 // URL is the address of path through HAProxy.
 func (h *HAProxy) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", h.Port, path) }
