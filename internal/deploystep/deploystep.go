@@ -16,6 +16,7 @@ import (
 	"github.com/golive/golive/internal/agentconfig"
 	"github.com/golive/golive/internal/dbbackup"
 	"github.com/golive/golive/internal/releasedir"
+	"github.com/golive/golive/internal/router"
 	"github.com/golive/golive/internal/svcmgr"
 )
 
@@ -123,6 +124,11 @@ type Command struct {
 	// RestoreBackupID, with KindRollback, restores that database backup
 	// (after a safety backup) before the binary goes back.
 	RestoreBackupID string
+	// Weight, for a blue-green deploy, is the percentage of the traffic the
+	// new slot gets for WeightBake (default DefaultWeightBake) before the
+	// full switch (0 or 100: switch at once).
+	Weight     int
+	WeightBake time.Duration
 }
 
 // Config configures a Runner for one service.
@@ -133,8 +139,13 @@ type Config struct {
 	StateDir string
 	// Service is the service's configuration (port, health, hooks, keep).
 	Service *agentconfig.Service
-	// Manager runs the service's process.
+	// Manager runs the service's process (restart mode).
 	Manager ServiceManager
+	// Slots and Router, for a blue-green service (Service.SwapMode
+	// "blue-green"), run the two slots and move the traffic between them;
+	// Manager is then unused (ServingManager stands for the serving slot).
+	Slots  Slots
+	Router router.Router
 	// Artifacts caps downloads and unpacking.
 	Artifacts agentconfig.Artifacts
 	// TrustedKeys, when not empty, make a valid signature mandatory.
@@ -212,6 +223,8 @@ type Runner struct {
 	dir *releasedir.Dir
 	log hclog.Logger
 	mu  sync.Mutex
+	// warm holds the keep-warm stop timers of a blue-green service.
+	warm keepWarmTimers
 }
 
 // New opens the service's release directory and returns its Runner.
@@ -219,11 +232,21 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Service == nil {
 		return nil, errors.New("deploystep: Service is required")
 	}
-	if cfg.Manager == nil {
-		return nil, errors.New("deploystep: Manager is required")
-	}
-	if cfg.Service.SwapMode != "" && cfg.Service.SwapMode != agentconfig.SwapRestart {
-		return nil, fmt.Errorf("deploystep: service %q: swap mode %q is not supported yet", cfg.Service.Name, cfg.Service.SwapMode)
+	switch cfg.Service.SwapMode {
+	case "", agentconfig.SwapRestart:
+		if cfg.Manager == nil {
+			return nil, errors.New("deploystep: Manager is required")
+		}
+		cfg.Router = nil
+	case agentconfig.SwapBlueGreen:
+		if cfg.Router == nil || cfg.Slots.Blue == nil || cfg.Slots.Green == nil {
+			return nil, fmt.Errorf("deploystep: service %q: blue-green needs Router and both Slots", cfg.Service.Name)
+		}
+		if _, ok := cfg.Service.SlotPort(agentconfig.SlotBlue); !ok {
+			return nil, fmt.Errorf("deploystep: service %q: blue-green needs a blue_green block", cfg.Service.Name)
+		}
+	default:
+		return nil, fmt.Errorf("deploystep: service %q: unknown swap mode %q", cfg.Service.Name, cfg.Service.SwapMode)
 	}
 	if cfg.CriticalTimeout <= 0 {
 		cfg.CriticalTimeout = DefaultCriticalTimeout
@@ -239,7 +262,11 @@ func New(cfg Config) (*Runner, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Runner{cfg: cfg, dir: dir, log: log.Named("deploystep").With("service", cfg.Service.Name)}, nil
+	r := &Runner{cfg: cfg, dir: dir, log: log.Named("deploystep").With("service", cfg.Service.Name)}
+	if r.blueGreen() {
+		r.cfg.Manager = servingManager{r}
+	}
+	return r, nil
 }
 
 // Dir is the service's release directory.
@@ -324,6 +351,9 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 			return res
 		}
 		stages = deployStages
+		if r.blueGreen() {
+			stages = bgDeployStages
+		}
 	case KindRollback:
 		var rec *dbbackup.Record
 		if cmd.RestoreBackupID != "" {
@@ -357,6 +387,9 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 			return res
 		}
 		stages = rollbackStages
+		if r.blueGreen() {
+			stages = bgRollbackStages
+		}
 		if rec != nil {
 			stages = restoreStages
 			restoreRec = rec
@@ -379,6 +412,14 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev, PreviousLink: prevLink,
 		RestoreBackupID: cmd.RestoreBackupID, Completed: []string{}, Started: time.Now().UTC(),
 	}}
+	if r.blueGreen() {
+		old := r.serving(ctx)
+		if old == "" {
+			old = router.Green // nothing serves yet: the first release goes to blue
+		}
+		s.j.OldSlot, s.j.NewSlot = string(old), string(old.Other())
+		s.j.Weight, s.j.WeightBake = cmd.Weight, cmd.WeightBake
+	}
 	log := r.log.With("command_id", cmd.ID, "release", cmd.Release, "previous", prev)
 	log.Info("step starting", "kind", cmd.Kind)
 
@@ -447,7 +488,7 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 	touched := false
 	for i := len(done) - 1; i >= 0; i-- {
 		st := done[i]
-		if st.touchesLive {
+		if st.touchesLive && !s.skippedBlueGreen(st.name) {
 			touched = true
 		}
 		if st.undo == nil {
@@ -503,6 +544,16 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 		return OutcomeFailed
 	}
 	return outcome
+}
+
+// skippedBlueGreen: in a blue-green step, a stage that had nothing to do
+// (no hook, no migration, no canary weight) left the serving slot alone.
+func (s *step) skippedBlueGreen(name string) bool {
+	if !s.r.blueGreen() || s.j.NewSlot == "" {
+		return false
+	}
+	rep := s.findReport(name)
+	return rep != nil && rep.Skipped
 }
 
 func (s *step) findReport(name string) *StageReport {

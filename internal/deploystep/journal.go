@@ -48,6 +48,16 @@ type Journal struct {
 	// Restoring is set (and written) just before restore_db replaces the
 	// database's contents.
 	Restoring bool `json:"restoring,omitempty"`
+	// OldSlot and NewSlot, for a blue-green service: the slot serving
+	// when the step began and the one getting the release.
+	OldSlot string `json:"old_slot,omitempty"`
+	NewSlot string `json:"new_slot,omitempty"`
+	// Warm: the new slot already ran the release (a rollback within
+	// keep_warm) and was not restarted.
+	Warm bool `json:"warm,omitempty"`
+	// Weight and WeightBake are the command's canary weight.
+	Weight     int           `json:"weight,omitempty"`
+	WeightBake time.Duration `json:"weight_bake,omitempty"`
 }
 
 // Journal.Migration values.

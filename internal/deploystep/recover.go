@@ -103,6 +103,22 @@ func (r *Runner) recover(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.blueGreen() && j.NewSlot != "" {
+		res.Outcome = r.recoverBlueGreen(cctx, s, timed, cur)
+		if res.Outcome != OutcomeSucceeded {
+			s.databaseWarnings()
+			if dbUnknown != "" {
+				res.FailedStage, res.Error = j.Stage, dbUnknown
+				res.Outcome = OutcomeFailed
+			}
+		}
+		res.Finished = time.Now().UTC()
+		if err := r.finish(res); err != nil {
+			return nil, err
+		}
+		log.Info("recovered", "outcome", res.Outcome)
+		return res, nil
+	}
 	// The live service was touched once a stage that touches it had begun
 	// (while rolling back, Stage names the stage being undone).
 	touched := slices.Contains(j.Completed, StagePreSwap) || touchesLive(j.FailedStage) ||

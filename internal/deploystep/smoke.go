@@ -52,7 +52,7 @@ func (r *Runner) runSmoke(ctx context.Context) (out string, err error) {
 		if sm == nil {
 			continue
 		}
-		desc, cerr := smokeCheck(ctx, client, svc, sm)
+		desc, cerr := smokeCheck(ctx, client, svc, sm, r.livePort())
 		if cerr != nil {
 			lines = append(lines, fmt.Sprintf("FAIL %s: %s: %v", sm.Name, desc, cerr))
 			failed = append(failed, fmt.Sprintf("%s (%s): %v", sm.Name, desc, cerr))
@@ -68,12 +68,12 @@ func (r *Runner) runSmoke(ctx context.Context) (out string, err error) {
 }
 
 // smokeCheck runs one check; desc says what was asked and answered.
-func smokeCheck(ctx context.Context, client *http.Client, svc *agentconfig.Service, sm *agentconfig.Smoke) (desc string, err error) {
+func smokeCheck(ctx context.Context, client *http.Client, svc *agentconfig.Service, sm *agentconfig.Smoke, port int) (desc string, err error) {
 	method := sm.Method
 	if method == "" {
 		method = http.MethodGet
 	}
-	target := smokeURL(svc, sm)
+	target := smokeURL(svc, sm, port)
 	desc = method + " " + target
 	want := sm.ExpectStatus
 	if want == 0 {
@@ -124,9 +124,9 @@ func smokeCheck(ctx context.Context, client *http.Client, svc *agentconfig.Servi
 
 // smokeURL is the check's URL: the scheme and host of the health URL (see
 // agentconfig.Service.SmokeURL), or http://127.0.0.1:<port> without one.
-func smokeURL(svc *agentconfig.Service, sm *agentconfig.Smoke) string {
-	if u, err := url.Parse(svc.SmokeURL(sm, svc.Port)); err == nil && u.Host != "" {
+func smokeURL(svc *agentconfig.Service, sm *agentconfig.Smoke, port int) string {
+	if u, err := url.Parse(svc.SmokeURL(sm, port)); err == nil && u.Host != "" {
 		return u.String()
 	}
-	return "http://127.0.0.1:" + strconv.Itoa(svc.Port) + sm.Path
+	return "http://127.0.0.1:" + strconv.Itoa(port) + sm.Path
 }

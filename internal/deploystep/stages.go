@@ -235,7 +235,7 @@ func (r *Runner) restartOn(ctx context.Context, release string) error {
 	if err != nil {
 		return err
 	}
-	port := r.cfg.Service.Port
+	port := r.livePort()
 	return r.cfg.Manager.Restart(ctx, svcmgr.Spec{ReleaseDir: dir, Port: port, Env: r.cfg.Service.Env(port)})
 }
 
@@ -243,10 +243,15 @@ func (r *Runner) restartOn(ctx context.Context, release string) error {
 // within the health deadline; without a health URL it checks that the
 // service runs.
 func (r *Runner) waitHealthy(ctx context.Context) error {
+	return r.waitHealthyOn(ctx, r.livePort(), r.cfg.Manager)
+}
+
+// waitHealthyOn is waitHealthy for the instance on port run by mgr.
+func (r *Runner) waitHealthyOn(ctx context.Context, port int, mgr ServiceManager) error {
 	svc := r.cfg.Service
-	url := svc.HealthURL(svc.Port)
+	url := svc.HealthURL(port)
 	if url == "" {
-		if !r.cfg.Manager.Running() {
+		if !mgr.Running() {
 			return errors.New("service is not running")
 		}
 		return nil

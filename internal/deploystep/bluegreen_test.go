@@ -1,0 +1,460 @@
+package deploystep
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/loadgen"
+	"github.com/golive/golive/internal/router"
+	"github.com/golive/golive/internal/routertest"
+	"github.com/golive/golive/internal/svcmgr/execmgr"
+)
+
+// bgPlan is a blue-green service's ports and router, for a rig or a crash
+// helper.
+type bgPlan struct {
+	Blue, Green int
+	Router      agentconfig.Router
+	KeepWarm    time.Duration
+}
+
+// bgRig is a blue-green service on two execmgr slots behind a real nginx or
+// HAProxy.
+type bgRig struct {
+	plan  bgPlan
+	state string
+	url   func(path string) string
+	diag  func() string
+	r     *Runner
+	mgrs  map[router.Slot]*execmgr.Manager
+	spy   *spyRouter
+}
+
+// spyRouter records the calls to the router it wraps.
+type spyRouter struct {
+	router.Router
+	mu     sync.Mutex
+	drains []router.Slot
+}
+
+func (s *spyRouter) Drain(ctx context.Context, slot router.Slot, timeout time.Duration) error {
+	s.mu.Lock()
+	s.drains = append(s.drains, slot)
+	s.mu.Unlock()
+	return s.Router.Drain(ctx, slot, timeout)
+}
+
+func (s *spyRouter) drained() []router.Slot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]router.Slot(nil), s.drains...)
+}
+
+func bgService(p bgPlan) *agentconfig.Service {
+	svc := testService(0)
+	svc.SwapMode = agentconfig.SwapBlueGreen
+	keep := p.KeepWarm
+	if keep == 0 {
+		keep = 10 * time.Minute
+	}
+	svc.BlueGreen = &agentconfig.BlueGreen{BluePort: p.Blue, GreenPort: p.Green, KeepWarm: keep, DrainTimeout: 2 * time.Second, Router: p.Router}
+	return svc
+}
+
+// newBGRunner builds a Runner for the plan's service on fresh execmgr slot
+// managers (pidfiles in state, so a later Runner adopts their processes).
+func newBGRunner(t *testing.T, state string, p bgPlan, logger hclog.Logger) (*Runner, map[router.Slot]*execmgr.Manager, *spyRouter) {
+	t.Helper()
+	svc := bgService(p)
+	mgrs := map[router.Slot]*execmgr.Manager{}
+	for _, s := range []router.Slot{router.Blue, router.Green} {
+		port, _ := svc.SlotPort(string(s))
+		m, err := execmgr.New(execmgr.Config{
+			Name: svc.Name + "-" + string(s), Command: svc.Command(port), LogFile: filepath.Join(state, "app-"+string(s)+".log"),
+			StopTimeout: 5 * time.Second, StartGrace: 300 * time.Millisecond, Logger: logger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mgrs[s] = m
+	}
+	rt, err := router.New(*svc.BlueGreen, router.Options{Service: svc.Name, StateDir: state, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &spyRouter{Router: rt}
+	r, err := New(Config{StateDir: state, Service: svc, Slots: Slots{Blue: mgrs[router.Blue], Green: mgrs[router.Green]}, Router: spy,
+		Logger: logger, Artifacts: agentconfig.Artifacts{MaxBytes: 256 << 20, MaxUnpackedBytes: 512 << 20, MaxFiles: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, mgrs, spy
+}
+
+// startProxy starts nginx or HAProxy in front of two free ports.
+func startProxy(t *testing.T, kind string) (bgPlan, func(string) string, func() string) {
+	t.Helper()
+	p := bgPlan{Blue: freePort(t), Green: freePort(t)}
+	ports := router.Ports{Blue: p.Blue, Green: p.Green}
+	switch kind {
+	case "nginx":
+		n := routertest.StartNginx(t, router.UpstreamName("app"), ports)
+		p.Router = agentconfig.Router{Kind: agentconfig.RouterNginx, UpstreamFile: n.UpstreamFile, Reload: n.ReloadCommand(), ProbeURL: n.URL("/")}
+		return p, n.URL, n.ErrorLog
+	case "haproxy":
+		h := routertest.StartHAProxy(t, "app", ports)
+		p.Router = agentconfig.Router{Kind: agentconfig.RouterHAProxy, AdminSocket: h.Socket, Backend: h.Backend, ProbeURL: h.URL("/")}
+		return p, h.URL, h.Log
+	}
+	t.Fatalf("unknown proxy %q", kind)
+	return p, nil, nil
+}
+
+func newBGRig(t *testing.T, kind string, keepWarm time.Duration) *bgRig {
+	t.Helper()
+	p, url, diag := startProxy(t, kind)
+	p.KeepWarm = keepWarm
+	rg := &bgRig{plan: p, state: t.TempDir(), url: url, diag: diag}
+	rg.r, rg.mgrs, rg.spy = newBGRunner(t, rg.state, p, testLogger(t))
+	t.Cleanup(func() {
+		rg.r.Close()
+		for _, m := range rg.mgrs {
+			_ = m.Close()
+		}
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", diag())
+		}
+	})
+	return rg
+}
+
+var proxyKinds = []string{"nginx", "haproxy"}
+
+// through returns what the service answers at /version through the proxy.
+func (rg *bgRig) through(t *testing.T) string {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(rg.url("/version"))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("status %d: %s", resp.StatusCode, b)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (rg *bgRig) port(s router.Slot) int {
+	if s == router.Blue {
+		return rg.plan.Blue
+	}
+	return rg.plan.Green
+}
+
+func (rg *bgRig) active(t *testing.T) router.Traffic {
+	t.Helper()
+	tr, err := rg.r.cfg.Router.Active(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// waitUntil polls cond every 20ms for up to timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBlueGreenDeployAndInstantRollback: v1 then v2 blue-green behind real
+// nginx and HAProxy; v2 serves through the proxy while v1's slot stays warm;
+// a rollback is a switch back (same PID, start_slot skipped), and the slot
+// left keeps running warm in turn.
+func TestBlueGreenDeployAndInstantRollback(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			first := router.Slot(rg.r.ActiveSlot(t.Context()))
+			if got := rg.through(t); got != "v1" {
+				t.Fatalf("through %s after v1: %q", kind, got)
+			}
+			res := mustRun(t, rg.r, deployCmd(srv, "d2", "v2"), OutcomeSucceeded)
+			second := router.Slot(rg.r.ActiveSlot(t.Context()))
+			if second != first.Other() {
+				t.Fatalf("v2 went to slot %s, v1 serves from %s", second, first)
+			}
+			if got := rg.through(t); got != "v2" {
+				t.Fatalf("through %s after v2: %q", kind, got)
+			}
+			if c := current(t, rg.r); c != "v2" {
+				t.Fatalf("current %q", c)
+			}
+			if tr := rg.active(t); tr.Share(second) != 100 {
+				t.Fatalf("router %s", tr)
+			}
+			// v1 is still warm on its own port.
+			if got := answers(t, rg.port(first)); got != "v1" {
+				t.Fatalf("warm slot %s answers %q", first, got)
+			}
+			st, err := rg.r.SlotState()
+			if err != nil || st.Slots[first].StopAt.IsZero() || st.Serving != second {
+				t.Fatalf("slots %+v, %v", st, err)
+			}
+			t.Logf("v2 deploy stages: %+v", res.Stages)
+			pid := rg.mgrs[first].PID()
+
+			start := time.Now()
+			rb := mustRun(t, rg.r, Command{ID: "r1", Kind: KindRollback}, OutcomeSucceeded)
+			took := time.Since(start)
+			t.Logf("%s: rollback (switch back) took %s", kind, took)
+			if rep := stageReport(rb, StageStartSlot); rep == nil || !rep.Skipped {
+				t.Fatalf("start_slot not skipped on a warm slot: %+v", rb.Stages)
+			}
+			if got := rg.mgrs[first].PID(); got != pid {
+				t.Fatalf("slot %s restarted: pid %d, was %d", first, got, pid)
+			}
+			if got := rg.through(t); got != "v1" {
+				t.Fatalf("through %s after rollback: %q", kind, got)
+			}
+			if c := current(t, rg.r); c != "v1" || rg.r.ActiveSlot(t.Context()) != string(first) {
+				t.Fatalf("current %q, active %s", c, rg.r.ActiveSlot(t.Context()))
+			}
+			if took > 3*time.Second {
+				t.Errorf("switch back took %s", took)
+			}
+			// v2 is warm now, ready for a switch forward.
+			if got := answers(t, rg.port(second)); got != "v2" {
+				t.Fatalf("slot %s after rollback answers %q", second, got)
+			}
+			pid2 := rg.mgrs[second].PID()
+			rb2 := mustRun(t, rg.r, Command{ID: "r2", Kind: KindRollback}, OutcomeSucceeded)
+			if rep := stageReport(rb2, StageStartSlot); rep == nil || !rep.Skipped || rg.mgrs[second].PID() != pid2 {
+				t.Fatalf("second switch restarted slot %s: %+v", second, rb2.Stages)
+			}
+			if got := rg.through(t); got != "v2" {
+				t.Fatalf("through %s after switching forward again: %q", kind, got)
+			}
+			noJournal(t, rg.r)
+		})
+	}
+}
+
+// TestBlueGreenFailingReleaseGetsNoTraffic: v3's health fails on its own
+// port: the step fails before the switch, v3's slot is stopped, v1 keeps
+// all the traffic (checked under load through the proxy: 0 failures, every
+// answer v1) and current is untouched.
+func TestBlueGreenFailingReleaseGetsNoTraffic(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			serving := router.Slot(rg.r.ActiveSlot(t.Context()))
+			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 200, Concurrency: 16, Duration: time.Minute,
+				ExpectBody: func(time.Time) string { return "v1\n" }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan loadgen.Result, 1)
+			go func() { res, _ := gen.Run(context.Background()); done <- res }()
+			res := mustRun(t, rg.r, deployCmd(srv, "d3", "v3"), OutcomeFailed)
+			time.Sleep(300 * time.Millisecond) // some load after the step too
+			gen.Stop()
+			load := <-done
+			if res.FailedStage != StageSlotHealth {
+				t.Fatalf("failed stage %q: %s", res.FailedStage, res.Error)
+			}
+			if c := current(t, rg.r); c != "v1" {
+				t.Fatalf("current %q", c)
+			}
+			if rg.mgrs[serving.Other()].Running() {
+				t.Fatalf("the failed slot %s still runs", serving.Other())
+			}
+			if tr := rg.active(t); tr.Share(serving) != 100 {
+				t.Fatalf("router %s", tr)
+			}
+			sum := load.Summary()
+			t.Logf("%s: load during the failed deploy: %d requests, %d failed", kind, sum.Requests, sum.Failed)
+			if sum.Requests < 100 || sum.Failed != 0 {
+				t.Fatalf("load: %d requests, %d failed: %+v", sum.Requests, sum.Failed, firstFailures(load))
+			}
+		})
+	}
+}
+
+func firstFailures(res loadgen.Result) []loadgen.Record {
+	f := res.Failures()
+	return f[:min(len(f), 5)]
+}
+
+// TestBlueGreenCanaryWeight: deploy v2 with 10% for the bake window: the
+// router serves blue 90/green 10 (or the reverse) during the bake, v2
+// answers part of the requests through the proxy, then all of them.
+func TestBlueGreenCanaryWeight(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			old := router.Slot(rg.r.ActiveSlot(t.Context()))
+			cmd := deployCmd(srv, "d2", "v2")
+			cmd.Weight, cmd.WeightBake = 10, 3*time.Second
+			inCanary := make(chan struct{})
+			var once sync.Once
+			resc := make(chan Result, 1)
+			go func() {
+				resc <- rg.r.Run(context.Background(), cmd, func(stage string) {
+					if stage == StageCanary {
+						once.Do(func() { close(inCanary) })
+					}
+				})
+			}()
+			<-inCanary
+			waitUntil(t, 10*time.Second, "the 10% split", func() bool {
+				tr, err := rg.r.cfg.Router.Active(t.Context())
+				return err == nil && tr.Share(old.Other()) == 10
+			})
+			counts := map[string]int{}
+			for range 200 {
+				counts[rg.through(t)]++
+			}
+			res := <-resc
+			if res.Outcome != OutcomeSucceeded {
+				t.Fatalf("canary deploy: %s %s: %s", res.Outcome, res.FailedStage, res.Error)
+			}
+			t.Logf("%s: answers during the 10%% bake: %v", kind, counts)
+			if counts["v1"]+counts["v2"] != 200 || counts["v2"] == 0 || counts["v2"] > 60 {
+				t.Fatalf("answers during the bake: %v", counts)
+			}
+			if tr := rg.active(t); tr.Share(old.Other()) != 100 {
+				t.Fatalf("router after the bake: %s", tr)
+			}
+			if got := rg.through(t); got != "v2" {
+				t.Fatalf("through after the switch: %q", got)
+			}
+		})
+	}
+}
+
+// TestBlueGreenKeepWarmExpiry: the old slot is drained, then stopped, once
+// keep_warm is over; and a stop that fell due while no Runner was up (agent
+// restart) happens at StartServing.
+func TestBlueGreenKeepWarmExpiry(t *testing.T) {
+	srv := serveArtifacts(t)
+	rg := newBGRig(t, "nginx", 1500*time.Millisecond)
+	mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+	first := router.Slot(rg.r.ActiveSlot(t.Context()))
+	mustRun(t, rg.r, deployCmd(srv, "d2", "v2"), OutcomeSucceeded)
+	if !rg.mgrs[first].Running() {
+		t.Fatal("old slot stopped at once")
+	}
+	waitUntil(t, 15*time.Second, "the warm slot to stop", func() bool { return !rg.mgrs[first].Running() })
+	if d := rg.spy.drained(); len(d) != 1 || d[0] != first {
+		t.Fatalf("drains %v, want [%s] before the stop", d, first)
+	}
+	if st, _ := rg.r.SlotState(); !st.Slots[first].StopAt.IsZero() {
+		t.Fatalf("stop still pending: %+v", st)
+	}
+	if got := rg.through(t); got != "v2" {
+		t.Fatalf("through after the stop: %q", got)
+	}
+
+	// Deploy v1 again (on the idle slot, which was stopped), then stop the Runner before keep_warm ends: the next one stops the slot.
+	mustRun(t, rg.r, deployCmd(srv, "d3", "v1"), OutcomeSucceeded)
+	warm := first.Other()
+	rg.r.Close()
+	time.Sleep(2 * time.Second) // past the keep-warm deadline with no Runner
+	if !rg.mgrs[warm].Running() {
+		t.Fatal("the warm slot stopped without a Runner")
+	}
+	r2, _, _ := newBGRunnerWithMgrs(t, rg, testLogger(t))
+	defer r2.Close()
+	if err := r2.StartServing(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rg.mgrs[warm].Running() {
+		t.Fatal("an overdue warm slot still runs after StartServing")
+	}
+	if got := rg.through(t); got != "v1" {
+		t.Fatalf("through after restart: %q", got)
+	}
+}
+
+// newBGRunnerWithMgrs is a second Runner on the rig's managers (an agent
+// restart that kept its supervisors).
+func newBGRunnerWithMgrs(t *testing.T, rg *bgRig, logger hclog.Logger) (*Runner, map[router.Slot]*execmgr.Manager, router.Router) {
+	t.Helper()
+	svc := bgService(rg.plan)
+	rt, err := router.New(*svc.BlueGreen, router.Options{Service: svc.Name, StateDir: rg.state, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{StateDir: rg.state, Service: svc, Slots: Slots{Blue: rg.mgrs[router.Blue], Green: rg.mgrs[router.Green]}, Router: rt, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, rg.mgrs, rt
+}
+
+// TestBlueGreenUnderLoad: under load through the proxy, deploy v2, switch
+// back, switch forward, deploy v1 again: no request fails, and after each
+// confirmed switch every new request is answered by the new release.
+func TestBlueGreenUnderLoad(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 300, Concurrency: 32, Duration: 2 * time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan loadgen.Result, 1)
+			go func() { res, _ := gen.Run(context.Background()); done <- res }()
+			steps := []struct {
+				cmd  Command
+				want string
+			}{
+				{deployCmd(srv, "d2", "v2"), "v2"},
+				{Command{ID: "r1", Kind: KindRollback}, "v1"},
+				{Command{ID: "r2", Kind: KindRollback}, "v2"},
+				{deployCmd(srv, "d3", "v1"), "v1"},
+			}
+			for _, st := range steps {
+				gen.Mark(st.cmd.ID)
+				mustRun(t, rg.r, st.cmd, OutcomeSucceeded)
+				if got := rg.through(t); got != st.want {
+					t.Fatalf("after %s: %q, want %q", st.cmd.ID, got, st.want)
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
+			gen.Stop()
+			load := <-done
+			sum := load.Summary()
+			t.Logf("%s: %d requests through 4 switches, %d failed, p50 %s p99 %s", kind, sum.Requests, sum.Failed, sum.Latency.P50, sum.Latency.P99)
+			if sum.Requests < 300 || sum.Failed != 0 {
+				t.Fatalf("load: %d requests, %d failed: %+v", sum.Requests, sum.Failed, firstFailures(load))
+			}
+		})
+	}
+}
