@@ -55,7 +55,8 @@ var BlueGreenFaultPoints = func() []string {
 			out = append(out, "undo_"+st.name)
 		}
 	}
-	return append(out, "before_finish")
+	// Between the router's switch and its record in slots.json and current.
+	return append(out, "inside_switch", "before_finish")
 }()
 
 // Slots are the managers of the two slots of a blue-green service.

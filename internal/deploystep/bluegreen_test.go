@@ -2,12 +2,17 @@ package deploystep
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -454,6 +459,95 @@ func TestBlueGreenUnderLoad(t *testing.T) {
 			t.Logf("%s: %d requests through 4 switches, %d failed, p50 %s p99 %s", kind, sum.Requests, sum.Failed, sum.Latency.P50, sum.Latency.P99)
 			if sum.Requests < 300 || sum.Failed != 0 {
 				t.Fatalf("load: %d requests, %d failed: %+v", sum.Requests, sum.Failed, firstFailures(load))
+			}
+		})
+	}
+}
+
+// TestBlueGreenRecoverAfterCrash kills the step (SIGKILL, as an agent
+// killed -9) at fault points of a blue-green deploy or switch-back behind
+// real nginx (and HAProxy for the switch), then adopts the slots and
+// recovers: exactly one slot takes all the traffic, it runs the release
+// current names, and the proxy answers with it.
+func TestBlueGreenRecoverAfterCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a helper binary")
+	}
+	srv := serveArtifacts(t)
+	bin := faultHelper(t)
+	tests := []struct {
+		name, proxy string
+		cmds        []Command
+		fault       string
+		want        Outcome
+		wantCurrent string
+	}{
+		{"before start_slot", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "before_start_slot", OutcomeFailed, "v1"},
+		{"after slot_health", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "after_slot_health", OutcomeFailed, "v1"},
+		{"before switch", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "before_switch", OutcomeRolledBack, "v1"},
+		{"inside switch", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "inside_switch", OutcomeSucceeded, "v2"},
+		{"inside switch haproxy", "haproxy", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "inside_switch", OutcomeSucceeded, "v2"},
+		{"after switch", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "after_switch", OutcomeSucceeded, "v2"},
+		{"before finish", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v2")}, "before_finish", OutcomeSucceeded, "v2"},
+		{"undoing a broken release's slot", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "crash", "v3")}, "undo_start_slot", OutcomeFailed, "v1"},
+		{"switch back inside switch", "nginx", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "second", "v2"), {ID: "crash", Kind: KindRollback}},
+			"inside_switch", OutcomeSucceeded, "v1"},
+		{"switch back before switch haproxy", "haproxy", []Command{deployCmd(srv, "first", "v1"), deployCmd(srv, "second", "v2"), {ID: "crash", Kind: KindRollback}},
+			"before_switch", OutcomeRolledBack, "v2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, url, diag := startProxy(t, tt.proxy)
+			state := t.TempDir()
+			plan, _ := json.Marshal(helperPlan{State: state, Fault: tt.fault, Cmds: tt.cmds, BG: &p})
+			cmd := exec.Command(bin, "-test.run=^TestHelperProcess$", "-test.v")
+			cmd.Env = append(os.Environ(), helperEnv+"="+string(plan))
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("helper did not die at %s: %v\n%s", tt.fault, err, out)
+			}
+			r, mgrs, _ := newBGRunner(t, state, p, testLogger(t))
+			t.Cleanup(func() {
+				r.Close()
+				for _, m := range mgrs {
+					_ = m.Close()
+				}
+				killOrphans(t, state, p.Blue)
+				if t.Failed() {
+					t.Logf("proxy log:\n%s", diag())
+				}
+			})
+			r.Adopt(t.Context())
+			res, err := r.Recover(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res == nil || res.Outcome != tt.want || !res.Recovered {
+				t.Fatalf("Recover: %+v, want %s", res, tt.want)
+			}
+			t.Logf("recovered: %s failed stage %q: %s; stages %+v", res.Outcome, res.FailedStage, res.Error, res.Stages)
+			noJournal(t, r)
+			if c := current(t, r); c != tt.wantCurrent {
+				t.Fatalf("current %q, want %q", c, tt.wantCurrent)
+			}
+			tr, err := r.cfg.Router.Active(t.Context())
+			if err != nil || (tr.Blue != 100 && tr.Green != 100) {
+				t.Fatalf("router %s, %v: want one slot serving", tr, err)
+			}
+			serving := tr.Primary()
+			if st, _ := r.SlotState(); st.Serving != serving || st.Slots[serving].Release != tt.wantCurrent {
+				t.Fatalf("slots %+v, router %s", st, tr)
+			}
+			if !mgrs[serving].Running() {
+				t.Fatalf("serving slot %s is not running", serving)
+			}
+			rg := &bgRig{plan: p, url: url}
+			if got := rg.through(t); got != tt.wantCurrent {
+				t.Fatalf("through %s: %q, want %q", tt.proxy, got, tt.wantCurrent)
+			}
+			if again := r.Run(t.Context(), tt.cmds[len(tt.cmds)-1], nil); !again.Replayed || again.Outcome != tt.want {
+				t.Fatalf("re-sent command: %+v", again)
 			}
 		})
 	}

@@ -35,6 +35,8 @@ type helperPlan struct {
 	Fault string    `json:"fault"`
 	// DB, when set, gives the service a database and a migration.
 	DB *dbPlan `json:"db,omitempty"`
+	// BG, when set, makes the service blue-green behind its router.
+	BG *bgPlan `json:"bg,omitempty"`
 }
 
 // TestHelperProcess is not a test: it is the agent stand-in that the crash
@@ -48,7 +50,12 @@ func TestHelperProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
 		t.Fatal(err)
 	}
-	r := newRunnerWith(t, p.State, p.Port, hclog.NewNullLogger(), p.DB.apply)
+	var r *Runner
+	if p.BG != nil {
+		r, _, _ = newBGRunner(t, p.State, *p.BG, hclog.NewNullLogger())
+	} else {
+		r = newRunnerWith(t, p.State, p.Port, hclog.NewNullLogger(), p.DB.apply)
+	}
 	var prev Result
 	for i, cmd := range p.Cmds {
 		if i == len(p.Cmds)-1 {
