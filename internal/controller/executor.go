@@ -362,7 +362,7 @@ func (s *Server) reconcile(ctx context.Context, fence clientv3.Cmp, modRev int64
 			for _, c := range a.Commands {
 				cmd := &golivev1.Command{Id: c.ID, FencingToken: next.Token, IssuedAt: timestamppb.New(now), RolloutId: st.ID,
 					Action: &golivev1.Command_Deploy{Deploy: &golivev1.DeployAction{Service: req.Service, Release: req.Release,
-						ArtifactUrl: req.ArtifactUrl, Sha256: req.Sha256, Signature: req.Signature, AutoRollback: true, WeightPercent: req.WeightPercent}}}
+						ArtifactUrl: req.ArtifactUrl, Sha256: req.Sha256, Signature: req.Signature, AutoRollback: true, WeightPercent: req.WeightPercent, WeightBake: req.MinHealthy}}}
 				b, _ := marshal.Marshal(cmd)
 				ops = append(ops, clientv3.OpPut(s.keys.Command(c.Host, c.ID), string(b)))
 			}

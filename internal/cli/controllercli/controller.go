@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -384,12 +385,24 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 	}
 }
 
+// parseWeight parses a canary weight: "10%" or "10", 1 to 99.
+func parseWeight(s string) (uint32, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%")))
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a percentage such as 10%%", s)
+	}
+	if n < 1 || n > 99 {
+		return 0, fmt.Errorf("%q: want 1%% to 99%%", s)
+	}
+	return uint32(n), nil
+}
+
 func newDeployCmd(co *clientOpts) *cobra.Command {
 	req := &golivev1.DeployRequest{}
 	var hosts, selector, maxErr string
 	var wait bool
 	var minHealthy, maxLat, deadline time.Duration
-	var sigFile string
+	var sigFile, weight string
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
@@ -409,6 +422,13 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 				if req.Signature, err = artifact.ParseSignature(string(b)); err != nil {
 					return cli.Usagef("--signature-file %s: %v", sigFile, err)
 				}
+			}
+			if weight != "" {
+				w, err := parseWeight(weight)
+				if err != nil {
+					return cli.Usagef("--weight: %v", err)
+				}
+				req.WeightPercent = w
 			}
 			if hosts != "" {
 				req.Hosts = strings.Split(hosts, ",")
@@ -466,6 +486,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.DurationVar(&maxLat, "max-avg-latency", rollout.DefaultMaxAvgLatency, "highest average latency a wave's hosts may show")
 	f.BoolVar(&req.PauseAfterCanary, "pause-after-canary", false, "wait for `resume` after the canary passes")
 	f.DurationVar(&deadline, "progress-deadline", rollout.DefaultProgressDeadline, "longest a wave (or the fleet rollback) may take")
+	f.StringVar(&weight, "weight", "", "blue-green hosts: send this share of each host's traffic (e.g. 10%) to the new slot for the --min-healthy bake before the full switch")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
 	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))

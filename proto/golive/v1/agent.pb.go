@@ -1080,7 +1080,10 @@ type DeployAction struct {
 	// weight_percent, for blue-green canary weights (0: full switch).
 	WeightPercent uint32 `protobuf:"varint,6,opt,name=weight_percent,json=weightPercent,proto3" json:"weight_percent,omitempty"`
 	// automatic rollback on failure (true inside rollouts).
-	AutoRollback  bool `protobuf:"varint,7,opt,name=auto_rollback,json=autoRollback,proto3" json:"auto_rollback,omitempty"`
+	AutoRollback bool `protobuf:"varint,7,opt,name=auto_rollback,json=autoRollback,proto3" json:"auto_rollback,omitempty"`
+	// weight_bake is how long a blue-green host holds weight_percent before
+	// the full switch (unset: the agent's default, 30s).
+	WeightBake    *durationpb.Duration `protobuf:"bytes,8,opt,name=weight_bake,json=weightBake,proto3" json:"weight_bake,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1162,6 +1165,13 @@ func (x *DeployAction) GetAutoRollback() bool {
 		return x.AutoRollback
 	}
 	return false
+}
+
+func (x *DeployAction) GetWeightBake() *durationpb.Duration {
+	if x != nil {
+		return x.WeightBake
+	}
+	return nil
 }
 
 // RollbackAction puts a previous release back.
@@ -1876,7 +1886,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\brollback\x18\v \x01(\v2\x19.golive.v1.RollbackActionH\x00R\brollback\x12:\n" +
 	"\tpreflight\x18\f \x01(\v2\x1a.golive.v1.PreflightActionH\x00R\tpreflight\x121\n" +
 	"\x06cancel\x18\r \x01(\v2\x17.golive.v1.CancelActionH\x00R\x06cancelB\b\n" +
-	"\x06action\"\xe7\x01\n" +
+	"\x06action\"\xa3\x02\n" +
 	"\fDeployAction\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
@@ -1884,7 +1894,9 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12%\n" +
 	"\x0eweight_percent\x18\x06 \x01(\rR\rweightPercent\x12#\n" +
-	"\rauto_rollback\x18\a \x01(\bR\fautoRollback\"\x96\x01\n" +
+	"\rauto_rollback\x18\a \x01(\bR\fautoRollback\x12:\n" +
+	"\vweight_bake\x18\b \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"weightBake\"\x96\x01\n" +
 	"\x0eRollbackAction\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -2017,18 +2029,19 @@ var file_golive_v1_agent_proto_depIdxs = []int32{
 	12, // 22: golive.v1.Command.rollback:type_name -> golive.v1.RollbackAction
 	13, // 23: golive.v1.Command.preflight:type_name -> golive.v1.PreflightAction
 	14, // 24: golive.v1.Command.cancel:type_name -> golive.v1.CancelAction
-	23, // 25: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
-	0,  // 26: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
-	17, // 27: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
-	18, // 28: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
-	23, // 29: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 30: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
-	2,  // 31: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
-	31, // [31:32] is the sub-list for method output_type
-	30, // [30:31] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	22, // 25: golive.v1.DeployAction.weight_bake:type_name -> google.protobuf.Duration
+	23, // 26: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
+	0,  // 27: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
+	17, // 28: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
+	18, // 29: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
+	23, // 30: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 31: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
+	2,  // 32: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
+	32, // [32:33] is the sub-list for method output_type
+	31, // [31:32] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_agent_proto_init() }
