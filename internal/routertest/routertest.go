@@ -459,6 +459,9 @@ func LaunchHAProxy(bin, dir, backend string, ports router.Ports, o HAProxyOption
 	h := &HAProxy{Bin: bin, Dir: dir, Backend: backend}
 	h.Conf = filepath.Join(h.Dir, "haproxy.cfg")
 	h.Socket = filepath.Join(h.Dir, "admin.sock")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	var err error
 	h.srv, h.Port, err = startRetrying("haproxy", syscall.SIGTERM, func(port int) ([]string, string, error) {
 		if err := os.WriteFile(h.Conf, []byte(HAProxyConfig(h.Dir, port, backend, ports, o)), 0o644); err != nil {

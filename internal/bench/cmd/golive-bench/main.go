@@ -11,12 +11,15 @@
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
+//	bluegreen     20 blue-green switches through nginx and through HAProxy at 1,000 rps (100,000 requests each, plus a
+//	              new-connection check load), 20 instant reverts each; then restart mode at the same rate for comparison
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
 // reconnect 200 agents;
-// 20 MB; 2,000 swaps; swapload 1s steady and 1s after; rollout 10 hosts;
+// 20 MB; 2,000 swaps; swapload 1s steady and 1s after; bluegreen 200 rps,
+// 4 switches, 4,000 requests and 5 reverts; rollout 10 hosts;
 // db 50 MB). The exit status is 1
 // if any benchmark failed to run; a missed target is reported in its table,
 // not in the exit status.
@@ -37,6 +40,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/golive/golive/internal/bench/bluegreen"
 	"github.com/golive/golive/internal/bench/dbbench"
 	"github.com/golive/golive/internal/bench/fanout"
 	"github.com/golive/golive/internal/bench/reconnectbench"
@@ -65,6 +69,7 @@ var benches = []bench{
 	{"fetch-unpack", runFetchUnpack},
 	{"swaps", runSwaps},
 	{"swapload", runSwapload},
+	{"bluegreen", runBlueGreen},
 	{"rollout", runRollout},
 	{"db", runDB},
 }
@@ -267,6 +272,20 @@ func runSwapload(ctx context.Context, w io.Writer, cfg config) error {
 	res, err := swapload.Run(ctx, opts)
 	if res.Total.Requests > 0 {
 		if perr := swapload.PrintTable(w, res); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func runBlueGreen(ctx context.Context, w io.Writer, cfg config) error {
+	opts := bluegreen.Options{Log: cfg.progress}
+	if cfg.quick {
+		opts.Rate, opts.Requests, opts.Switches, opts.RevertRuns = 200, 4000, 4, 5
+	}
+	res, err := bluegreen.Run(ctx, opts)
+	if len(res) > 0 {
+		if perr := bluegreen.PrintTable(w, res...); perr != nil && err == nil {
 			err = perr
 		}
 	}
