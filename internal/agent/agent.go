@@ -325,6 +325,9 @@ func (a *Agent) services() []*golivev1.ServiceState {
 		if sv.Prober != nil {
 			st.Health = sv.Prober.Snapshot().ToProto()
 		}
+		if sv.ActiveSlot != nil {
+			st.ActiveSlot = sv.ActiveSlot()
+		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -612,6 +615,7 @@ func (a *Agent) start(cmd *golivev1.Command) {
 	if d := cmd.GetDeploy(); d != nil {
 		svc = d.Service
 		dc.Kind, dc.Release, dc.ArtifactURL, dc.SHA256 = deploystep.KindDeploy, d.Release, d.ArtifactUrl, d.Sha256
+		dc.Weight, dc.WeightBake = int(d.WeightPercent), d.GetWeightBake().AsDuration()
 		if len(d.Signature) > 0 {
 			dc.Signature = base64.StdEncoding.EncodeToString(d.Signature)
 		}

@@ -56,6 +56,12 @@ type Service struct {
 	Config    *agentconfig.Service
 	StateDir  string
 	BackupDir string
+	// ActiveSlot, for a blue-green service, names the slot serving its
+	// traffic (reported in heartbeats).
+	ActiveSlot func() string
+	// closers release what the service owns beyond Manager (the blue-green
+	// slot managers, the keep-warm timers).
+	closers []func()
 }
 
 // ServicesFromConfig builds every configured service: its supervisor, its
@@ -83,6 +89,9 @@ func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.
 }
 
 func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.Service, keys []ed25519.PublicKey, hm *health.Metrics, log hclog.Logger) (Service, error) {
+	if sc.SwapMode == agentconfig.SwapBlueGreen {
+		return buildBlueGreen(ctx, cfg, sc, keys, hm, log)
+	}
 	s := Service{Name: sc.Name, SwapMode: string(sc.SwapMode), Port: sc.Port, Config: sc, StateDir: cfg.StateDir, BackupDir: cfg.BackupDir(sc)}
 	var mgr interface {
 		Manager
@@ -174,6 +183,9 @@ func closeServices(services []Service, log hclog.Logger) {
 		}
 		if c, ok := s.Manager.(interface{ Close() error }); ok {
 			c.Close()
+		}
+		for _, c := range s.closers {
+			c()
 		}
 	}
 }
