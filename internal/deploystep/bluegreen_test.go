@@ -384,9 +384,20 @@ func TestBlueGreenKeepWarmExpiry(t *testing.T) {
 		t.Fatalf("through after the stop: %q", got)
 	}
 
-	// Deploy v1 again (on the idle slot, which was stopped), then stop the Runner before keep_warm ends: the next one stops the slot.
-	mustRun(t, rg.r, deployCmd(srv, "d3", "v1"), OutcomeSucceeded)
-	warm := first.Other()
+	// A rollback after keep_warm: v1's slot starts again first, then the
+	// traffic switches.
+	rb := mustRun(t, rg.r, Command{ID: "r1", Kind: KindRollback}, OutcomeSucceeded)
+	if rep := stageReport(rb, StageStartSlot); rep == nil || rep.Skipped {
+		t.Fatalf("start_slot skipped for a stopped slot: %+v", rb.Stages)
+	}
+	if got := rg.through(t); got != "v1" || !rg.mgrs[first].Running() {
+		t.Fatalf("through after the rollback: %q", got)
+	}
+
+	// Deploy v2 again (on the idle slot), then stop the Runner before
+	// keep_warm ends: the next one stops the slot v1 keeps warm.
+	mustRun(t, rg.r, deployCmd(srv, "d3", "v2"), OutcomeSucceeded)
+	warm := first
 	rg.r.Close()
 	time.Sleep(2 * time.Second) // past the keep-warm deadline with no Runner
 	if !rg.mgrs[warm].Running() {
@@ -400,7 +411,7 @@ func TestBlueGreenKeepWarmExpiry(t *testing.T) {
 	if rg.mgrs[warm].Running() {
 		t.Fatal("an overdue warm slot still runs after StartServing")
 	}
-	if got := rg.through(t); got != "v1" {
+	if got := rg.through(t); got != "v2" {
 		t.Fatalf("through after restart: %q", got)
 	}
 }

@@ -1,7 +1,8 @@
 // Package deploystep owns one deploy or rollback of one service on an agent's
-// host, in restart mode: a fixed, ordered list of stages, each with a name, a
-// do and an undo, journaled on disk before each stage so that a crash is
-// resumed or undone by Recover when the agent starts again.
+// host, in restart mode or in blue-green mode: a fixed, ordered list of
+// stages, each with a name, a do and an undo, journaled on disk before each
+// stage so that a crash is resumed or undone by Recover when the agent
+// starts again.
 //
 // A deploy:
 //
@@ -68,9 +69,67 @@
 //     belongs with it. If that fails, back to the release before the command
 //     with a warning that the database stays restored (FAILED).
 
+// Blue-green mode (Service.SwapMode "blue-green"; Config.Slots and
+// Config.Router): the service runs as two slots, each on its own port, and a
+// router (package router: nginx, HAProxy or none) sends the traffic to one of
+// them. current always names the release of the slot that serves, so
+// heartbeats, rollouts and preflight see the same thing as in restart mode;
+// slots.json records which release each slot runs, which slot serves, and
+// the keep-warm stop time of the slot traffic left. A deploy:
+//
+//	fetch ─▶ verify ─▶ unpack ─▶ pre_swap ─▶ backup ─▶ migrate ─▶ start_slot ─▶ slot_health ─▶ canary ─▶ switch ─▶ smoke ─▶ post_swap ─▶ cleanup
+//
+//   - start_slot (re)starts the idle slot (the one not serving) on the
+//     release, on its own port; slot_health checks it there. A failure up to
+//     here stops the idle slot and changes nothing else: FAILED, current
+//     untouched, the serving slot never lost a request.
+//   - canary (Command.Weight 1-99) sends that share to the new slot, confirmed
+//     by the router, and probes the new slot's health every health interval
+//     for Command.WeightBake (default DefaultWeightBake); its undo sends all
+//     the traffic back.
+//   - switch sends all the traffic to the new slot (Router.Switch returns
+//     once the router serves it), records it in slots.json, schedules the
+//     old slot's stop at now + keep_warm, then points current at the
+//     release. Its undo switches back (the old slot still runs: instant; if
+//     it does not, it is started and checked first) and points current back.
+//     A failure after the switch (smoke) is ROLLED_BACK.
+//   - When keep_warm is over, the old slot is drained (Router.Drain, up to
+//     drain_timeout) then stopped. The stop time is in slots.json: a Runner
+//     arms a timer for it; StartServing (agent start) stops slots whose time
+//     passed while no agent ran. Close stops the timers.
+//
+// A rollback is start_slot ──▶ slot_health ──▶ switch. Within keep_warm the
+// previous release still runs in the idle slot: start_slot is skipped (no
+// restart, same process), slot_health is one probe, and the switch makes it
+// an instant switch back; the slot left is kept warm in turn, so rolling
+// back again switches forward just as fast. After keep_warm the slot is
+// started first. A rollback with a database restore uses the restart-mode
+// stages on the serving slot.
+//
+// Recovery (blue-green): the router decides. If it sends all the traffic to
+// the new slot and the step was going forward, the step finishes forward
+// (new slot running and healthy, slots.json and current updated, smoke);
+// otherwise (not switched yet, a canary split, rolling back) the old slot
+// gets all the traffic again (started first if needed), current goes back,
+// and the new slot is stopped unless it was warm before the step. After
+// Recover exactly one slot takes all the traffic, and current names its
+// release. Before Recover the agent calls Adopt, so slots left running by
+// an agent killed -9 are supervised again without a restart. Fault points:
+// BlueGreenFaultPoints (FaultPoints lists the restart-mode ones the agent's
+// e2e crash test iterates), including "inside_switch" (the router switched,
+// slots.json and current not yet).
+//
+// Driving a switch (tests, benchmarks): build a Runner with the two slot
+// managers and a router (router.New), Run a KindDeploy command (Weight for a
+// canary), then Run KindRollback commands (Release ""): each one is a
+// confirmed switch to the other, warm slot. ActiveSlot and SlotState report
+// where the traffic goes; Close at the end.
+
 // On disk, beside the release directory of package releasedir
 // (<state-dir>/<service>/):
 //
+//	slots.json       blue-green only: each slot's release and keep-warm stop
+//	                 time, and the serving slot
 //	journal.json     the step in progress: command id, kind, release, previous
 //	                 release and previous link, completed stages, the stage about to run (written
 //	                 atomically before every stage; removed when the step ends)
