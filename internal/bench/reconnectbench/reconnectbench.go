@@ -150,8 +150,8 @@ type Result struct {
 	// Dropped counts streams welcomed after the restart that ended again
 	// before the end of the phase.
 	Dropped int
-	// PeakCores is the new controller's highest CPU use over a 250 ms
-	// sample during the storm; MeanCores its mean from its start until all
+	// PeakCores is the new controller's highest CPU use over a span of
+	// at least 250 ms during the storm (CPU time has 10 ms resolution); MeanCores its mean from its start until all
 	// agents were welcomed (etcd start included). BenchCores is this
 	// process's (the simulated agents') mean over the same span.
 	PeakCores, MeanCores, BenchCores float64
@@ -420,14 +420,20 @@ type sampler struct {
 
 func startSampler(pid int, every time.Duration) *sampler {
 	s := &sampler{done: make(chan struct{}), peak: make(chan float64, 1)}
+	// read is one sample: the CPU time and when it was read. A read during
+	// which this process was descheduled (more than 5 ms between the clock
+	// readings around it) is not trusted: the CPU time and the clock would
+	// not match.
+	read := func() (time.Duration, time.Time, bool) {
+		t0 := time.Now()
+		cpu, err := benchkit.ProcCPU(pid)
+		t1 := time.Now()
+		return cpu, t0.Add(t1.Sub(t0) / 2), err == nil && t1.Sub(t0) < 5*time.Millisecond
+	}
 	go func() {
 		var peak float64
 		defer func() { s.peak <- peak }()
-		prev, err := benchkit.ProcCPU(pid)
-		if err != nil {
-			return
-		}
-		prevAt := time.Now()
+		prev, prevAt, ok := read()
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -436,11 +442,15 @@ func startSampler(pid int, every time.Duration) *sampler {
 				return
 			case <-t.C:
 			}
-			cpu, err := benchkit.ProcCPU(pid)
-			if err != nil {
-				return
+			cpu, at, good := read()
+			if !good {
+				ok = false
+				continue
 			}
-			at := time.Now()
+			if !ok {
+				prev, prevAt, ok = cpu, at, true // a new baseline
+				continue
+			}
 			if at.Sub(prevAt) < every {
 				continue // a tick that waited in the channel: too short a span
 			}
