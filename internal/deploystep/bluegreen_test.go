@@ -275,7 +275,7 @@ func TestBlueGreenFailingReleaseGetsNoTraffic(t *testing.T) {
 			rg := newBGRig(t, kind, 0)
 			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
 			serving := router.Slot(rg.r.ActiveSlot(t.Context()))
-			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 200, Concurrency: 16, Duration: time.Minute,
+			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 200, Concurrency: 64, Duration: time.Minute,
 				ExpectBody: func(time.Time) string { return "v1\n" }})
 			if err != nil {
 				t.Fatal(err)
@@ -441,7 +441,7 @@ func TestBlueGreenUnderLoad(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			rg := newBGRig(t, kind, 0)
 			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
-			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 300, Concurrency: 32, Duration: 2 * time.Minute})
+			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 300, Concurrency: 64, Duration: 2 * time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -559,6 +559,53 @@ func TestBlueGreenRecoverAfterCrash(t *testing.T) {
 			}
 			if again := r.Run(t.Context(), tt.cmds[len(tt.cmds)-1], nil); !again.Replayed || again.Outcome != tt.want {
 				t.Fatalf("re-sent command: %+v", again)
+			}
+		})
+	}
+}
+
+// TestBlueGreenFailureAfterSwitch: v2 passes its health check but fails a
+// smoke check once it serves: the traffic switches back to v1's warm slot
+// (same process), current goes back, v2's slot stops: ROLLED_BACK, and no
+// request through the proxy fails meanwhile.
+func TestBlueGreenFailureAfterSwitch(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			rg.r.cfg.Service.Smoke = []*agentconfig.Smoke{{Name: "is-v1", Method: http.MethodGet, Path: "/version", ExpectStatus: 200, BodyContains: "v1"}}
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			old := router.Slot(rg.r.ActiveSlot(t.Context()))
+			pid := rg.mgrs[old].PID()
+			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 200, Concurrency: 64, Duration: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan loadgen.Result, 1)
+			go func() { res, _ := gen.Run(context.Background()); done <- res }()
+			res := mustRun(t, rg.r, deployCmd(srv, "d2", "v2"), OutcomeRolledBack)
+			time.Sleep(200 * time.Millisecond)
+			gen.Stop()
+			load := <-done
+			if res.FailedStage != StageSmoke {
+				t.Fatalf("failed stage %q: %s", res.FailedStage, res.Error)
+			}
+			if rep := stageReport(res, StageSwitch); rep == nil || !rep.Undone || rep.UndoError != "" {
+				t.Fatalf("switch not undone: %+v", res.Stages)
+			}
+			if got := rg.through(t); got != "v1" {
+				t.Fatalf("through after the switch back: %q", got)
+			}
+			if c := current(t, rg.r); c != "v1" || rg.r.ActiveSlot(t.Context()) != string(old) || rg.mgrs[old].PID() != pid {
+				t.Fatalf("current %q, active %s, pid %d (was %d)", c, rg.r.ActiveSlot(t.Context()), rg.mgrs[old].PID(), pid)
+			}
+			if rg.mgrs[old.Other()].Running() {
+				t.Fatalf("v2's slot still runs")
+			}
+			sum := load.Summary()
+			t.Logf("%s: load through a switch and a switch back: %d requests, %d failed", kind, sum.Requests, sum.Failed)
+			if sum.Requests < 100 || sum.Failed != 0 {
+				t.Fatalf("load: %d requests, %d failed: %+v", sum.Requests, sum.Failed, firstFailures(load))
 			}
 		})
 	}
