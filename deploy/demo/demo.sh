@@ -3,7 +3,9 @@
 # sample service, all on loopback in a temp dir, over mutual TLS with
 # certificates made by `golive-controller pki`: alice may authorize, bob may
 # deploy (two-person rule on). Automation refused, then authorized; pre-live
-# checks; v1 and v2 rolled out, broken v3 rolled back on its own; with
+# checks; v1 and v2 rolled out, broken v3 rolled back on its own; with nginx
+# installed, a blue-green service behind it (canary weight, switch, instant
+# switch-back to the warm slot); with
 # PostgreSQL installed, a release with a migration (verified backup first)
 # and a database restore; an operator rollback without approval; revoke; the
 # audit chain verified. Everything started here is stopped on exit and on
@@ -21,12 +23,13 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [[ -n $PGCTL ]]; then $PGCTL stop -m immediate >/dev/null 2>&1 || true; fi
+  if [[ -n ${NGINX:-} ]]; then $NGINX -s stop >/dev/null 2>&1 || true; fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'echo; echo "interrupted"; exit 130' INT TERM
 
-for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)) $((BASE+21)) $((BASE+22)) $((BASE+23)) $((BASE+24)) $((BASE+30)); do
+for p in $BASE $((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+11)) $((BASE+12)) $((BASE+13)) $((BASE+21)) $((BASE+22)) $((BASE+23)) $((BASE+24)) $((BASE+25)) $((BASE+26)) $((BASE+27)) $((BASE+30)); do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is in use: set DEMO_PORT_BASE to another base port" >&2; exit 1
   fi
@@ -102,6 +105,58 @@ if [[ -n $PGBIN ]]; then
   echo "ledger's DSN is in $DIR/ledger.env (the agent reads it, never logs it or sends it)"
 fi
 
+# nginx in front of the blue-green service "web" on web-3, when installed.
+NGINX_BIN=$(command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
+NGINX=""
+if [[ -n $NGINX_BIN ]]; then
+  step "start nginx on 127.0.0.1:$((BASE+27)) in front of the blue-green service web (blue :$((BASE+25)), green :$((BASE+26)))"
+  NG=$DIR/nginx; mkdir -p "$NG/tmp"
+  NGUSER=""; [[ $(id -u) == 0 ]] && NGUSER="user root;"
+  # The agent owns this file from now on (see deploy/examples/nginx).
+  cat >"$NG/upstream.conf" <<NGX
+# golive-state: {"blue":100,"green":0,"generation":"initial"}
+# Written by the golive agent on every switch: do not edit.
+upstream golive_web {
+    server 127.0.0.1:$((BASE+25)) weight=100; # blue
+    server 127.0.0.1:$((BASE+26)) backup; # green
+    keepalive 32;
+}
+map \$host \$golive_web_generation {
+    default "initial";
+}
+NGX
+  cat >"$NG/nginx.conf" <<NGX
+$NGUSER
+worker_processes 1;
+pid $NG/nginx.pid;
+error_log $NG/error.log notice;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $NG/tmp/body;
+    proxy_temp_path $NG/tmp/proxy;
+    fastcgi_temp_path $NG/tmp/fastcgi;
+    uwsgi_temp_path $NG/tmp/uwsgi;
+    scgi_temp_path $NG/tmp/scgi;
+    include $NG/upstream.conf;
+    server {
+        listen 127.0.0.1:$((BASE+27));
+        location / {
+            proxy_pass http://golive_web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout 2s;
+            add_header X-Golive-Generation \$golive_web_generation always;
+            add_header X-Golive-Upstream \$upstream_addr always;
+        }
+    }
+}
+NGX
+  NGINX="$NGINX_BIN -p $NG/ -c $NG/nginx.conf -e $NG/error.log"
+  $NGINX
+fi
+
 step "start three agents (web-1, web-2, web-3), each running the sample service on its own port"
 for i in 1 2 3; do
   cat >"$DIR/agent-$i.hcl" <<HCL
@@ -163,6 +218,35 @@ service "ledger" {
 }
 HCL
   fi
+  if [[ $i == 3 && -n $NGINX ]]; then
+    cat >>"$DIR/agent-$i.hcl" <<HCL
+service "web" {
+  swap_mode = "blue-green"
+  exec {
+    command      = ["bin/sampleapp", "--port", "{port}"]
+    stop_timeout = "5s"
+  }
+  health {
+    url       = "http://127.0.0.1:{port}/healthz"
+    interval  = "300ms"
+    successes = 2
+    deadline  = "5s"
+  }
+  blue_green {
+    blue_port     = $((BASE+25))
+    green_port    = $((BASE+26))
+    keep_warm     = "15m"
+    drain_timeout = "5s"
+    router {
+      kind          = "nginx"
+      upstream_file = "$DIR/nginx/upstream.conf"
+      reload        = ["$NGINX_BIN", "-p", "$DIR/nginx/", "-c", "$DIR/nginx/nginx.conf", "-e", "$DIR/nginx/error.log", "-s", "reload"]
+      probe_url     = "http://127.0.0.1:$((BASE+27))/version"
+    }
+  }
+}
+HCL
+  fi
   PATH="$PGBIN:$PATH" $BIN/golive-agent run --config "$DIR/agent-$i.hcl" \
     --metrics-addr 127.0.0.1:$((BASE+10+i)) --grpc-addr "" >"$DIR/agent-$i.log" 2>&1 &
   PIDS+=($!)
@@ -216,6 +300,26 @@ ID=$(bob deploy --service app --release v3 --artifact $ART/sampleapp-v3.tar.gz -
 run $C watch "$ID" || echo "(exit $? — v3 rolled back, as it must be)"
 serving
 run $C history --service app
+
+if [[ -n $NGINX ]]; then
+  through() { http_get $((BASE+27)) /version 2>/dev/null || echo DOWN; }
+  slots() { printf '  nginx answers: %s   blue :%s answers: %s   green :%s answers: %s\n' "$(through)" \
+    $((BASE+25)) "$(http_get $((BASE+25)) /version 2>/dev/null || echo stopped)" $((BASE+26)) "$(http_get $((BASE+26)) /version 2>/dev/null || echo stopped)"; }
+  step "blue-green behind nginx on web-3: v1 starts in a slot, health-checked on its own port, then nginx is switched to it"
+  run bob deploy --service web --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" --min-healthy 1s --wait
+  slots
+  step "v2 to the idle slot: 20% of web-3's traffic for the 2s bake, then all of it; v1 stays warm for keep_warm (15m)"
+  run bob deploy --service web --release v2 --artifact $ART/sampleapp-v2.tar.gz --sha256 "$(sha sampleapp-v2)" --weight 20% --min-healthy 2s --wait
+  slots
+  step "rollback is a switch back to the warm slot: no restart"
+  t0=$(date +%s%N)
+  run bob rollback --service web --wait
+  t1=$(date +%s%N)
+  ok=0; until (( ok >= 20 )); do if [[ $(through) == v1* ]]; then ok=$((ok+1)); else ok=0; fi; done
+  echo "  rollback confirmed by the agent (nginx reloaded, old workers gone) $(( (t1 - t0) / 1000000 )) ms after the command started;"
+  echo "  then 20 new connections in a row through nginx all reached v1"
+  slots
+fi
 
 if [[ -n $PGBIN ]]; then
   step "ledger v1 on web-1: its migration creates and fills the accounts table, after a verified backup"
