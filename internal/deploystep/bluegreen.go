@@ -595,6 +595,9 @@ func (m servingManager) Restart(ctx context.Context, spec svcmgr.Spec) error {
 	s := m.slot()
 	spec.Port = m.r.slotPort(s)
 	spec.Env = m.r.cfg.Service.Env(spec.Port)
+	if err := m.r.editSlots(func(st *SlotState) { st.Slots[s] = SlotInfo{Release: filepath.Base(spec.ReleaseDir)} }); err != nil {
+		return fmt.Errorf("record slot %s: %w", s, err)
+	}
 	return m.r.cfg.Slots.Of(s).Restart(ctx, spec)
 }
 

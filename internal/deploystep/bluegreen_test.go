@@ -610,3 +610,37 @@ func TestBlueGreenFailureAfterSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestBlueGreenSwitchBackTime times 10 rollbacks (switches between two warm
+// slots) behind each proxy: from Run's call until it returns (the switch
+// confirmed through the proxy), and checks the proxy answers with the
+// other release right after each.
+func TestBlueGreenSwitchBackTime(t *testing.T) {
+	srv := serveArtifacts(t)
+	for _, kind := range proxyKinds {
+		t.Run(kind, func(t *testing.T) {
+			rg := newBGRig(t, kind, 0)
+			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
+			mustRun(t, rg.r, deployCmd(srv, "d2", "v2"), OutcomeSucceeded)
+			var took []time.Duration
+			want := "v1"
+			for i := range 10 {
+				start := time.Now()
+				res := rg.r.Run(t.Context(), Command{ID: fmt.Sprintf("r%d", i), Kind: KindRollback}, nil)
+				took = append(took, time.Since(start))
+				if res.Outcome != OutcomeSucceeded {
+					t.Fatalf("rollback %d: %s %s", i, res.Outcome, res.Error)
+				}
+				if got := rg.through(t); got != want {
+					t.Fatalf("after rollback %d: %q, want %q", i, got, want)
+				}
+				want = map[string]string{"v1": "v2", "v2": "v1"}[want]
+			}
+			s := loadgen.Latencies(took)
+			t.Logf("%s: switch back (rollback on a warm slot), 10 runs: p50 %s p90 %s max %s", kind, s.P50, s.P90, s.Max)
+			if s.P50 > time.Second {
+				t.Errorf("median switch back %s, goal <= 1s", s.P50)
+			}
+		})
+	}
+}
