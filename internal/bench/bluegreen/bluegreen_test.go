@@ -3,6 +3,7 @@ package bluegreen
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"github.com/golive/golive/internal/routertest"
 )
 
-// TestRunBrief: a short run through real nginx and HAProxy: every switch is
-// confirmed, no request of either load fails (the version check included),
-// every phase saw traffic, and the reverts are timed.
+// TestRunBrief: a short run through the real deploy step behind real nginx
+// and HAProxy: every step succeeds, no request of either load fails (the
+// version check included), every phase saw traffic and the reverts are
+// timed; restart mode on the same load fails some requests (its restart
+// gap), which shows the loads can see failures.
 func TestRunBrief(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -22,35 +25,44 @@ func TestRunBrief(t *testing.T) {
 	routertest.LookPath(t, "nginx")
 	routertest.LookPath(t, "haproxy")
 	defer goleak.VerifyNone(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
-	res, err := Run(ctx, Options{Rate: 100, Requests: 1000, CheckRate: 20, Switches: 4, RevertRuns: 3, Log: &progress})
+	res, err := Run(ctx, Options{Rate: 150, Requests: 1500, CheckRate: 30, Switches: 4, RevertRuns: 3, Log: &progress})
 	t.Log(progress.String())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if len(res) != 2 || res[0].Router != Nginx || res[1].Router != HAProxy {
-		t.Fatalf("results for %d routers", len(res))
+	if len(res) != 3 || res[0].Mode != Nginx || res[1].Mode != HAProxy || res[2].Mode != Restart {
+		t.Fatalf("results for %d modes", len(res))
 	}
 	for _, r := range res {
-		if r.Switches != 4 || r.SwitchCall.Samples != 4 || r.Prepare.Samples != 2 {
-			t.Errorf("%s: %d switches, %d switch calls, %d deploys timed", r.Router, r.Switches, r.SwitchCall.Samples, r.Prepare.Samples)
+		if r.Switches != 4 || r.Switch.Samples != 4 || r.Deploy.Samples != 2 || r.Rollback.Samples != 2 {
+			t.Errorf("%s: %d steps, %d switches, %d deploys, %d rollbacks timed", r.Mode, r.Switches, r.Switch.Samples, r.Deploy.Samples, r.Rollback.Samples)
 		}
-		if r.Failed() != 0 {
-			t.Errorf("%s: %d of %d requests failed: main %v, check %v (%v %v)", r.Router, r.Failed(), r.Requests(),
-				r.Main.Total.ByClass, r.Check.Total.ByClass, r.Main.Errors, r.Check.Errors)
+		if r.Main.Total.Requests < 1490 || r.Check.Total.Requests < 290 {
+			t.Errorf("%s: requests main %d check %d", r.Mode, r.Main.Total.Requests, r.Check.Total.Requests)
 		}
-		if r.Main.Total.Requests < 990 || r.Check.Total.Requests < 190 {
-			t.Errorf("%s: requests main %d check %d", r.Router, r.Main.Total.Requests, r.Check.Total.Requests)
+		if r.RevertRuns != 3 || r.Revert.Samples != 3 || r.RevertStep.P50 <= 0 {
+			t.Errorf("%s: reverts %d timed, %+v, steps %+v", r.Mode, r.RevertRuns, r.Revert, r.RevertStep)
 		}
-		for _, p := range []string{PhaseSteady, PhaseSwitch, PhaseSettle} {
+		for _, p := range []string{PhaseSteady, PhasePrepare, PhaseSwitch, PhaseSettle} {
 			if r.Main.Phases[p].Requests == 0 {
-				t.Errorf("%s: no main request in phase %s", r.Router, p)
+				t.Errorf("%s: no main request in phase %s", r.Mode, p)
 			}
 		}
-		if r.RevertRuns != 3 || r.Revert.Samples != 3 || r.RevertCall.P50 <= 0 {
-			t.Errorf("%s: reverts %d timed, %+v, calls %+v", r.Router, r.RevertRuns, r.Revert, r.RevertCall)
+		if r.Mode == Restart {
+			if r.Failed() == 0 {
+				t.Errorf("restart mode: no failed request through 4 restarts under load")
+			}
+			if r.Main.Phases[PhaseSteady].Failed != 0 {
+				t.Errorf("restart mode: failures in steady state: %v", r.Main.Phases[PhaseSteady].ByClass)
+			}
+			continue
+		}
+		if r.Failed() != 0 {
+			t.Errorf("%s: %d of %d requests failed: main %v, check %v (%v %v)", r.Mode, r.Failed(), r.Requests(),
+				r.Main.Total.ByClass, r.Check.Total.ByClass, r.Main.Errors, r.Check.Errors)
 		}
 	}
 	var table bytes.Buffer
@@ -58,7 +70,7 @@ func TestRunBrief(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + table.String())
-	for _, want := range []string{"nginx", "haproxy", "settle", "wrong_body", "0/1200", "revert p50/p99 ms"} {
+	for _, want := range []string{"nginx", "haproxy", "restart", "settle", "wrong_body", fmt.Sprintf(" 0/%d ", res[0].Requests()), "revert p50/p99 ms"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
@@ -66,7 +78,7 @@ func TestRunBrief(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	for _, o := range []Options{{Routers: []string{"traefik"}}, {Rate: -1}, {Switches: -1}, {Timeout: -1}, {RevertRuns: -2}} {
+	for _, o := range []Options{{Modes: []string{"traefik"}}, {Rate: -1}, {Switches: -1}, {Timeout: -1}, {RevertRuns: -2}, {HealthInterval: -1}} {
 		if err := o.defaults(); err == nil {
 			t.Errorf("%+v: no error", o)
 		}
@@ -75,7 +87,7 @@ func TestOptionsValidate(t *testing.T) {
 	if err := o.defaults(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Rate != 1000 || o.Requests != 100_000 || o.Switches != 20 || o.RevertRuns != 20 || len(o.Routers) != 2 {
+	if o.Rate != 1000 || o.Requests != 100_000 || o.Switches != 20 || o.RevertRuns != 20 || len(o.Modes) != 3 {
 		t.Errorf("defaults %+v", o)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/golive/golive/internal/bench/benchkit"
 	"github.com/golive/golive/internal/loadgen"
@@ -13,22 +14,24 @@ import (
 var failClasses = []loadgen.Class{loadgen.ClassConnError, loadgen.ClassTimeout, loadgen.Class5xx,
 	loadgen.ClassOtherStatus, loadgen.ClassWrongBody, loadgen.ClassDropped}
 
-// PrintTable prints, per router, one row per load and phase, the switch
-// and revert times, then a summary line per router.
+// PrintTable prints, per mode, one row per load and phase, then a summary
+// line per mode (failures, rates, step and revert times) and the distinct
+// errors of failed requests.
 func PrintTable(w io.Writer, rs ...Result) error {
 	if len(rs) == 0 {
 		return nil
 	}
 	r0 := rs[0]
-	fmt.Fprintf(w, "Blue-green switches under load, router level (internal/router driving real nginx / HAProxy; two sampleapp\n")
-	fmt.Fprintf(w, "processes as the slots). %d switches per router: deploy (drain+stop+start idle slot on a new version, health,\n", r0.Switches)
-	fmt.Fprintf(w, "Switch) and switch back, alternately. Loads, open loop, GET /version: main %.0f rps on keep-alive connections,\n", r0.Rate)
-	fmt.Fprintf(w, "check %.0f rps on a new connection each. Failed = conn_error + timeout + 5xx + other_status + dropped + wrong_body,\n", r0.CheckRate)
-	fmt.Fprintln(w, "wrong_body = not the version of the slot confirmed active when the request was sent (either while Switch runs).")
-	fmt.Fprintln(w, "Latency from the due time, over answered requests; phases: steady, prepare (idle slot redeployed), switch (Switch")
-	fmt.Fprintln(w, "call to return), settle (1s after).")
+	fmt.Fprintln(w, "Deploys under load through the real deploy step (deploystep.Runner with execmgr slots and router.New, as the agent")
+	fmt.Fprintf(w, "builds them; sampleapp releases). %d steps per mode: deploy, rollback, deploy, ... Blue-green behind real nginx /\n", r0.Switches)
+	fmt.Fprintln(w, "HAProxy (a rollback is the switch back to the warm slot); restart = the same service on one port, no proxy.")
+	fmt.Fprintf(w, "Loads, open loop, GET /version: main %.0f rps on keep-alive connections, check %.0f rps on a new connection each.\n", r0.Rate, r0.CheckRate)
+	fmt.Fprintln(w, "failed = conn_error + timeout + 5xx + other_status + wrong_body + dropped; wrong_body = not the release confirmed")
+	fmt.Fprintln(w, "serving when the request was sent (either is right during the switch phase). Latency from the due time, over")
+	fmt.Fprintln(w, "answered requests. Phases: steady; prepare (step before its switch: fetch, start + health of the idle slot);")
+	fmt.Fprintln(w, "switch (blue-green: switch stage until confirmed; restart: swap+restart+health); settle (until 1s after the step).")
 	tw := benchkit.NewTable(w)
-	head := []string{"router", "load", "phase", "seconds", "requests", "failed"}
+	head := []string{"mode", "load", "phase", "seconds", "requests", "failed"}
 	for _, c := range failClasses {
 		head = append(head, string(c))
 	}
@@ -44,7 +47,7 @@ func PrintTable(w io.Writer, rs ...Result) error {
 				if p != "total" {
 					s = l.load.Phases[p]
 				}
-				cells := []string{r.Router, l.name, p, fmt.Sprintf("%.1f", phaseSeconds(l.load, p, r)), fmt.Sprint(s.Requests), fmt.Sprint(s.Failed)}
+				cells := []string{r.Mode, l.name, p, fmt.Sprintf("%.1f", phaseSeconds(l.load, p, r)), fmt.Sprint(s.Requests), fmt.Sprint(s.Failed)}
 				for _, c := range failClasses {
 					cells = append(cells, fmt.Sprint(s.ByClass[c]))
 				}
@@ -58,26 +61,31 @@ func PrintTable(w io.Writer, rs ...Result) error {
 	}
 	fmt.Fprintln(w)
 	tw = benchkit.NewTable(w)
-	fmt.Fprintln(tw, "router\tswitches\tfailed/total\tachieved rps\tload avg\tswitch call p50/p99 ms\tprepare p50 ms\trevert runs\trevert p50/p99 ms\tswitch-back call p50/p99 ms\trevert <= 1s\t")
+	fmt.Fprintln(tw, "mode\tsteps\tfailed/total\tfailed %\tachieved rps\tload avg\tdeploy p50 ms\trollback p50 ms\tswitch p50/p99 ms\treverts\trevert p50/p99 ms\trevert step p50/p99 ms\tprobe errors\trevert <= 1s\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%.0f+%.0f\t%s -> %s\t%s/%s\t%s\t%d\t%s/%s\t%s/%s\t%s\t\n", r.Router, r.Switches, r.Failed(), r.Requests(),
+		pct := 0.0
+		if r.Requests() > 0 {
+			pct = 100 * float64(r.Failed()) / float64(r.Requests())
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%.3f\t%.0f+%.0f\t%s -> %s\t%s\t%s\t%s/%s\t%d\t%s/%s\t%s/%s\t%d\t%s\t\n", r.Mode, r.Switches, r.Failed(), r.Requests(), pct,
 			r.Main.Achieved, r.Check.Achieved, r.LoadAvgStart, r.LoadAvgEnd,
-			benchkit.Ms(r.SwitchCall.P50), benchkit.Ms(r.SwitchCall.P99), benchkit.Ms(r.Prepare.P50), r.RevertRuns,
-			benchkit.Ms(r.Revert.P50), benchkit.Ms(r.Revert.P99), benchkit.Ms(r.RevertCall.P50), benchkit.Ms(r.RevertCall.P99),
-			benchkit.MetWord(r.RevertRuns > 0 && r.Revert.P99+r.RevertCall.P99 <= 1e9))
+			benchkit.Ms(r.Deploy.P50), benchkit.Ms(r.Rollback.P50), benchkit.Ms(r.Switch.P50), benchkit.Ms(r.Switch.P99), r.RevertRuns,
+			benchkit.Ms(r.Revert.P50), benchkit.Ms(r.Revert.P99), benchkit.Ms(r.RevertStep.P50), benchkit.Ms(r.RevertStep.P99), r.ProbeErrors,
+			benchkit.MetWord(r.RevertRuns > 0 && r.Revert.P99 <= time.Second))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "  revert = from the switch back's return until the first of 20 consecutive new-connection probes through the proxy")
-	fmt.Fprintln(w, "  answered by the old slot (end of that answer); 'revert <= 1s' checks p99 of switch-back call + revert.")
+	fmt.Fprintln(w, "  revert = from the rollback step's return until the first of 20 consecutive new-connection probes through the")
+	fmt.Fprintln(w, "  proxy answered by the old release (end of that answer), after a deploy without load; revert step = the rollback")
+	fmt.Fprintln(w, "  step's own wall time (start_slot skipped on the warm slot, slot_health, switch confirmed).")
 	for _, r := range rs {
 		for _, l := range []struct {
 			name string
 			load Load
 		}{{"main", r.Main}, {"check", r.Check}} {
 			for _, e := range l.load.Errors {
-				fmt.Fprintf(w, "  %s %s failure: %s\n", r.Router, l.name, e)
+				fmt.Fprintf(w, "  %s %s failure: %s\n", r.Mode, l.name, e)
 			}
 		}
 	}

@@ -11,8 +11,8 @@
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
-//	bluegreen     20 blue-green switches through nginx and through HAProxy at 1,000 rps (100,000 requests each, plus a
-//	              new-connection check load), 20 instant reverts each; then restart mode at the same rate for comparison
+//	bluegreen     20 deploy/rollback steps (real deploy step) under 1,000 rps (100,000 requests plus a new-connection check
+//	              load) in blue-green mode through nginx, then HAProxy, then restart mode for comparison; 20 reverts each
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
