@@ -85,6 +85,8 @@ type epoch struct {
 	mu       sync.Mutex
 	failures []failure
 	dropped  int // welcomed streams that ended within the epoch
+	// dropExample is why the first of them ended.
+	dropExample string
 }
 
 type failure struct {
@@ -272,6 +274,9 @@ func (f *fleet) session(i int, first bool) (bool, error) {
 	if e != nil && e == f.cur.Load() && f.ctx.Err() == nil {
 		e.mu.Lock()
 		e.dropped++
+		if e.dropExample == "" && err != nil {
+			e.dropExample = err.Error()
+		}
 		e.mu.Unlock()
 	}
 	return true, err

@@ -35,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -148,8 +149,12 @@ type Result struct {
 	Causes           map[string]int
 	Examples         map[string]string
 	// Dropped counts streams welcomed after the restart that ended again
-	// before the end of the phase.
-	Dropped int
+	// before the end of the phase; DropExample is why the first ended.
+	Dropped     int
+	DropExample string
+	// LoadAvg is the machine's 1-minute load average when the storm ended
+	// (the figures are only as good as the CPUs the controller got).
+	LoadAvg string
 	// PeakCores is the new controller's highest CPU use over a span of
 	// at least 250 ms during the storm (CPU time has 10 ms resolution); MeanCores its mean from its start until all
 	// agents were welcomed (etcd start included). BenchCores is this
@@ -314,6 +319,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		res.BenchCores = float64(self1-self0) / float64(span)
 	}
 	res.PeakCores = peak
+	res.LoadAvg = loadAvg()
 	res.PeakRSS, _ = ctrl2.PeakRSS()
 	res.RSSEnd, _ = ctrl2.RSS()
 	res.PerAgent = perAgent(storm, up)
@@ -399,7 +405,7 @@ func tally(r *Result, e *epoch, up int64) {
 		}
 	}
 	r.Attempts = r.Errors + welcomed
-	r.Dropped = e.dropped
+	r.Dropped, r.DropExample = e.dropped, e.dropExample
 }
 
 func firstFailure(e *epoch) string {
@@ -465,6 +471,15 @@ func startSampler(pid int, every time.Duration) *sampler {
 func (s *sampler) stop() float64 {
 	close(s.done)
 	return <-s.peak
+}
+
+// loadAvg is the 1-minute load average from /proc/loadavg ("?" if unread).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }

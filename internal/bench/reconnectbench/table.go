@@ -29,14 +29,17 @@ func PrintTable(w io.Writer, results ...Result) error {
 	}
 	for _, r := range results {
 		fmt.Fprintf(w, "  N=%d %s: initial connect %s s, controller RSS %.1f MB with all connected; old controller exited %s s after the signal;"+
-			" health SERVING %s s after the listener; RSS after the storm %.1f MB; bench process (the agents) %.2f cores on %d CPUs",
+			" health SERVING %s s after the listener; RSS after the storm %.1f MB; bench process (the agents) %.2f cores on %d CPUs; load average %s",
 			r.N, r.Signal, benchkit.Sec(r.InitialConnect), mb(r.RSSConnected), benchkit.Sec(r.Stop), benchkit.Sec(r.ServingAfter),
-			mb(r.RSSEnd), r.BenchCores, runtime.NumCPU())
+			mb(r.RSSEnd), r.BenchCores, runtime.NumCPU(), r.LoadAvg)
 		if len(r.DownCauses) > 0 {
 			fmt.Fprintf(w, "\n    while down: %s", causes(r.DownCauses))
 		}
 		for _, c := range sortedCauses(r.Causes) {
 			fmt.Fprintf(w, "\n    error %s x%d, e.g. %s", c, r.Causes[c], benchkit.FirstLine(r.Examples[c]))
+		}
+		if r.Dropped > 0 {
+			fmt.Fprintf(w, "\n    %d streams dropped after their Welcome, the first: %s", r.Dropped, benchkit.FirstLine(r.DropExample))
 		}
 		if r.Err != nil {
 			fmt.Fprintf(w, "\n    stopped early: %v", benchkit.FirstLine(r.Err.Error()))
