@@ -61,6 +61,9 @@ type hub struct {
 
 	sessMu  sync.RWMutex
 	session *concurrency.Session
+	// sessSet is closed when a session is set (then replaced when it is
+	// cleared), so that streams arriving before it can wait for it.
+	sessSet chan struct{}
 
 	mu    sync.RWMutex
 	conns map[string]*agentConn
@@ -135,8 +138,58 @@ func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica str
 
 func (h *hub) setSession(s *concurrency.Session) {
 	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
 	h.session = s
-	h.sessMu.Unlock()
+	if h.sessSet == nil {
+		h.sessSet = make(chan struct{})
+	}
+	if s != nil {
+		select {
+		case <-h.sessSet:
+		default:
+			close(h.sessSet)
+		}
+	} else {
+		select {
+		case <-h.sessSet:
+			h.sessSet = make(chan struct{})
+		default:
+		}
+	}
+}
+
+// waitLease returns the session's lease, waiting up to d for a session: a
+// replica that just started (or is renewing its session) accepts streams a
+// moment before its etcd session exists, and a reconnecting fleet should
+// not be refused for that.
+func (h *hub) waitLease(ctx context.Context, d time.Duration) (clientv3.LeaseID, bool) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		if l, ok := h.lease(); ok {
+			return l, true
+		}
+		h.sessMu.Lock()
+		if h.sessSet == nil {
+			h.sessSet = make(chan struct{})
+		}
+		ch := h.sessSet
+		h.sessMu.Unlock()
+		select {
+		case <-ch:
+			// A session was set; it may already be done: check again,
+			// but not in a tight loop.
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return 0, false
+			}
+		case <-deadline.C:
+			return h.lease()
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
 }
 
 func (h *hub) lease() (clientv3.LeaseID, bool) {
@@ -497,7 +550,7 @@ func agentRecord(hello *golivev1.Hello, replica, addr string, since time.Time) *
 // replicas. A reconnect of the same agent process (same instance id) takes
 // over its stale stream; another process is refused.
 func (h *hub) claim(ctx context.Context, c *agentConn) error {
-	lease, ok := h.lease()
+	lease, ok := h.waitLease(ctx, 5*time.Second)
 	if !ok {
 		return status.Error(codes.Unavailable, "controller replica has no etcd session; try another replica")
 	}
