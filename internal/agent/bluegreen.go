@@ -45,7 +45,11 @@ func buildBlueGreen(ctx context.Context, cfg *agentconfig.Config, sc *agentconfi
 		var m slotManager
 		switch sc.Manager {
 		case agentconfig.ManagerSystemd:
-			sm, err := systemd.New(systemd.Config{Unit: sc.UnitName(string(slot)), Logger: log})
+			// The template's instance finds its release and port in its
+			// env file (EnvironmentFile=<service dir>/slot-%i.env:
+			// GOLIVE_RELEASE_DIR, PORT), rewritten before each start.
+			sm, err := systemd.New(systemd.Config{Unit: sc.UnitName(string(slot)), Logger: log,
+				EnvFile: filepath.Join(cfg.ServiceDir(sc.Name), "slot-"+string(slot)+".env")})
 			if err != nil {
 				return s, err
 			}
