@@ -1,0 +1,4 @@
+package agent
+
+// CloseServices is closeServices, for the external tests.
+var CloseServices = closeServices
