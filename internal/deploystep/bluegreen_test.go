@@ -31,6 +31,8 @@ type bgPlan struct {
 	Blue, Green int
 	Router      agentconfig.Router
 	KeepWarm    time.Duration
+	// SmokeV1: a smoke check wants "v1" at /version (v2 fails it once live).
+	SmokeV1 bool
 }
 
 // bgRig is a blue-green service on two execmgr slots behind a real nginx or
@@ -73,6 +75,9 @@ func bgService(p bgPlan) *agentconfig.Service {
 		keep = 10 * time.Minute
 	}
 	svc.BlueGreen = &agentconfig.BlueGreen{BluePort: p.Blue, GreenPort: p.Green, KeepWarm: keep, DrainTimeout: 2 * time.Second, Router: p.Router}
+	if p.SmokeV1 {
+		svc.Smoke = []*agentconfig.Smoke{{Name: "is-v1", Method: http.MethodGet, Path: "/version", ExpectStatus: 200, BodyContains: "v1"}}
+	}
 	return svc
 }
 
@@ -641,6 +646,84 @@ func TestBlueGreenSwitchBackTime(t *testing.T) {
 			t.Logf("%s: switch back (rollback on a warm slot), 10 runs: p50 %s p90 %s max %s", kind, s.P50, s.P90, s.Max)
 			if s.P50 > time.Second {
 				t.Errorf("median switch back %s, goal <= 1s", s.P50)
+			}
+		})
+	}
+}
+
+// TestBlueGreenKill9AtEveryFaultPoint crashes a blue-green deploy at every
+// point of BlueGreenFaultPoints (a 10% canary on the way in; v3, failing
+// its health check, for the undos before the switch; v2 failing a smoke
+// check for the undos of the switch and the canary), behind nginx or
+// HAProxy in turn, then adopts and recovers: never a torn host. Exactly
+// one slot takes all the traffic, it runs, slots.json and current name
+// its release (v1 or v2), and the proxy answers with it.
+func TestBlueGreenKill9AtEveryFaultPoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a helper binary")
+	}
+	srv := serveArtifacts(t)
+	bin := faultHelper(t)
+	for i, fp := range BlueGreenFaultPoints {
+		proxy := proxyKinds[i%len(proxyKinds)]
+		t.Run(fp+"/"+proxy, func(t *testing.T) {
+			p, url, diag := startProxy(t, proxy)
+			last := deployCmd(srv, "crash", "v2")
+			last.Weight, last.WeightBake = 10, 300*time.Millisecond
+			switch fp {
+			case "undo_switch", "undo_canary":
+				p.SmokeV1 = true
+			case "undo_fetch", "undo_unpack", "undo_start_slot":
+				last = deployCmd(srv, "crash", "v3")
+			}
+			state := t.TempDir()
+			plan, _ := json.Marshal(helperPlan{State: state, Fault: fp, Cmds: []Command{deployCmd(srv, "first", "v1"), last}, BG: &p})
+			cmd := exec.Command(bin, "-test.run=^TestHelperProcess$", "-test.v")
+			cmd.Env = append(os.Environ(), helperEnv+"="+string(plan))
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("helper did not die at %s: %v\n%s", fp, err, out)
+			}
+			r, mgrs, _ := newBGRunner(t, state, p, testLogger(t))
+			t.Cleanup(func() {
+				r.Close()
+				for _, m := range mgrs {
+					_ = m.Close()
+				}
+				killOrphans(t, state, p.Blue)
+				if t.Failed() {
+					t.Logf("proxy log:\n%s", diag())
+				}
+			})
+			r.Adopt(t.Context())
+			res, err := r.Recover(t.Context())
+			if err != nil || res == nil || !res.Recovered {
+				t.Fatalf("Recover: %+v, %v", res, err)
+			}
+			t.Logf("%s: recovered %s (failed stage %q: %s)", fp, res.Outcome, res.FailedStage, res.Error)
+			noJournal(t, r)
+			cur := current(t, r)
+			if cur != "v1" && cur != "v2" {
+				t.Fatalf("current %q", cur)
+			}
+			if (res.Outcome == OutcomeSucceeded) != (cur == "v2") {
+				t.Fatalf("outcome %s with current %s", res.Outcome, cur)
+			}
+			tr, err := r.cfg.Router.Active(t.Context())
+			if err != nil || (tr.Blue != 100 && tr.Green != 100) {
+				t.Fatalf("router %s, %v: want one slot serving", tr, err)
+			}
+			serving := tr.Primary()
+			if st, _ := r.SlotState(); st.Serving != serving || st.Slots[serving].Release != cur || !mgrs[serving].Running() {
+				t.Fatalf("slots %+v, router %s, serving slot running %v", st, tr, mgrs[serving].Running())
+			}
+			rg := &bgRig{plan: p, url: url}
+			if got := rg.through(t); got != cur {
+				t.Fatalf("through %s: %q, want %q", proxy, got, cur)
+			}
+			if again := r.Run(t.Context(), last, nil); !again.Replayed || again.Outcome != res.Outcome {
+				t.Fatalf("re-sent command: %+v", again)
 			}
 		})
 	}
