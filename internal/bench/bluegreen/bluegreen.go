@@ -78,8 +78,14 @@ var Phases = []string{PhaseSteady, PhasePrepare, PhaseSwitch, PhaseSettle}
 
 // Options configure a run. Zero values take the defaults named.
 type Options struct {
-	// Modes to measure, in order (default nginx, haproxy, restart).
+	// Modes to measure, in order (default nginx, haproxy, restart, then
+	// agent-nginx and agent-haproxy when ControllerBin and AgentBin are
+	// set). nginx, haproxy and restart drive deploystep.Runner in this
+	// process; agent-nginx and agent-haproxy drive the built controller and
+	// agent (Deploy and Rollback calls to the controller).
 	Modes []string
+	// ControllerBin and AgentBin are the binaries of the agent-* modes.
+	ControllerBin, AgentBin string
 	// Rate is the main load in requests per second (default 1000);
 	// Requests the main load's size (default 100,000), which sets the
 	// run's length (Requests/Rate).
@@ -111,6 +117,9 @@ type Options struct {
 func (o *Options) defaults() error {
 	if len(o.Modes) == 0 {
 		o.Modes = []string{Nginx, HAProxy, Restart}
+		if o.ControllerBin != "" && o.AgentBin != "" {
+			o.Modes = append(o.Modes, AgentNginx, AgentHAProxy)
+		}
 	}
 	if o.Rate == 0 {
 		o.Rate = 1000
@@ -146,8 +155,10 @@ func (o *Options) defaults() error {
 		o.Log = io.Discard
 	}
 	for _, m := range o.Modes {
-		if m != Nginx && m != HAProxy && m != Restart {
-			return fmt.Errorf("bluegreen: mode %q: want %s, %s or %s", m, Nginx, HAProxy, Restart)
+		switch m {
+		case Nginx, HAProxy, Restart, AgentNginx, AgentHAProxy:
+		default:
+			return fmt.Errorf("bluegreen: mode %q: want %s, %s, %s, %s or %s", m, Nginx, HAProxy, Restart, AgentNginx, AgentHAProxy)
 		}
 	}
 	switch {
@@ -171,6 +182,9 @@ type Load struct {
 	Seconds map[string]float64
 	// Achieved is the rate of answered requests (any status) over the run.
 	Achieved float64
+	// WrongMaxLag is the longest time from a confirmed switch to the
+	// sending of a request that still got the old version (0: none did).
+	WrongMaxLag time.Duration
 	// Errors are the distinct errors of failed requests (up to five).
 	Errors []string
 }
@@ -201,8 +215,26 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Failed is the failed requests of both loads.
+// Failed is the failed requests of both loads, of every class (the strict
+// count).
 func (r Result) Failed() int { return r.Main.Total.Failed + r.Check.Total.Failed }
+
+// StaleKeepAlive is, through nginx, the main (keep-alive) load's requests
+// answered by the old version after a confirmed switch: the limitation
+// package router documents (a connection an old worker accepted before the
+// reload keeps its upstream), which the issue's count leaves to the check
+// load's new connections. 0 for the other modes, where they count.
+func (r Result) StaleKeepAlive() int {
+	if strings.TrimPrefix(r.Mode, agentPrefix) != Nginx {
+		return 0
+	}
+	return r.Main.Total.ByClass[loadgen.ClassWrongBody]
+}
+
+// FailedIssue is the issue's count: connection errors, timeouts, 5xx,
+// other statuses, dropped requests, and wrong versions except
+// StaleKeepAlive.
+func (r Result) FailedIssue() int { return r.Failed() - r.StaleKeepAlive() }
 
 // Requests is the requests of both loads.
 func (r Result) Requests() int { return r.Main.Total.Requests + r.Check.Total.Requests }
@@ -261,6 +293,18 @@ func (tl *timeline) set(want string) {
 	tl.expects = append(tl.expects, want)
 }
 
+// since is how long before t the expectation in effect at t was set.
+func (tl *timeline) since(t time.Time) time.Duration {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for i := len(tl.from) - 1; i >= 0; i-- {
+		if !t.Before(tl.from[i]) {
+			return t.Sub(tl.from[i])
+		}
+	}
+	return 0
+}
+
 // want is the ExpectBody of the loads: the version followed by a newline
 // (so "v1" does not match "v10").
 func (tl *timeline) want(sent time.Time) string {
@@ -297,7 +341,7 @@ func get(ctx context.Context, c *http.Client, url string) (string, error) {
 	return string(b), nil
 }
 
-func summarize(r loadgen.Result) Load {
+func summarize(r loadgen.Result, tl *timeline) Load {
 	l := Load{Total: r.Summary(), Phases: map[string]loadgen.Summary{}, Seconds: map[string]float64{}}
 	for _, p := range Phases {
 		l.Phases[p] = r.Phase(p)
@@ -316,6 +360,9 @@ func summarize(r loadgen.Result) Load {
 	}
 	seen := map[string]bool{}
 	for _, rec := range r.Failures() {
+		if rec.Class == loadgen.ClassWrongBody {
+			l.WrongMaxLag = max(l.WrongMaxLag, tl.since(rec.Sent))
+		}
 		e := string(rec.Class)
 		if rec.Err != "" {
 			e += ": " + errorKind(rec.Err)

@@ -70,9 +70,15 @@ type service struct {
 	// switchStage begins a step's switch phase.
 	switchStage string
 	blueGreen   bool
+	rels        *releases
+	// agent, when set, drives the steps through the controller instead.
+	agent *agentLevel
 }
 
 func (s *service) close() {
+	if s.agent != nil {
+		s.agent.close()
+	}
 	if s.runner != nil {
 		s.runner.Close()
 	}
@@ -84,7 +90,7 @@ func (s *service) close() {
 	}
 }
 
-func startService(o Options, mode, dir string, logger hclog.Logger) (*service, error) {
+func startService(o Options, mode, dir string, rels *releases, logger hclog.Logger) (*service, error) {
 	svc := agentconfig.DefaultService("sampleapp")
 	svc.Exec = &agentconfig.Exec{Command: []string{"bin/sampleapp", "--port", "{port}"}, StopTimeout: 10 * time.Second}
 	svc.Health.URL = "http://127.0.0.1:{port}/healthz"
@@ -120,6 +126,7 @@ func startService(o Options, mode, dir string, logger hclog.Logger) (*service, e
 		s.url = func(path string) string { return "http://" + benchkit.LoopbackAddr(svc.Port) + path }
 		s.diag = func() string { return benchkit.Tail(filepath.Join(dir, svc.Name+".log"), 20) }
 		s.switchStage = deploystep.StageSwap
+		s.rels = rels
 		return s, nil
 	}
 
@@ -128,27 +135,12 @@ func startService(o Options, mode, dir string, logger hclog.Logger) (*service, e
 		return nil, err
 	}
 	rports := router.Ports{Blue: ports[0], Green: ports[1]}
-	bin, err := routertest.FindBinary(mode)
+	px, err := launchProxy(mode, dir, svc.Name, rports)
 	if err != nil {
 		return nil, err
 	}
-	var rc agentconfig.Router
-	switch mode {
-	case Nginx:
-		n, err := routertest.LaunchNginx(bin, filepath.Join(dir, "nginx"), router.UpstreamName(svc.Name), rports)
-		if err != nil {
-			return nil, err
-		}
-		s.url, s.stop, s.diag = n.URL, n.Stop, func() string { return lastLines(n.ErrorLog(), 20) }
-		rc = agentconfig.Router{Kind: agentconfig.RouterNginx, UpstreamFile: n.UpstreamFile, Reload: n.ReloadCommand(), ProbeURL: n.URL("/")}
-	case HAProxy:
-		h, err := routertest.LaunchHAProxy(bin, filepath.Join(dir, "haproxy"), svc.Name, rports, routertest.HAProxyOptions{HealthCheck: true})
-		if err != nil {
-			return nil, err
-		}
-		s.url, s.stop, s.diag = h.URL, h.Stop, func() string { return lastLines(h.Log(), 20) }
-		rc = agentconfig.Router{Kind: agentconfig.RouterHAProxy, AdminSocket: h.Socket, Backend: h.Backend, ProbeURL: h.URL("/")}
-	}
+	s.url, s.stop, s.diag = px.url, px.stop, px.diag
+	rc := px.rc
 	svc.SwapMode = agentconfig.SwapBlueGreen
 	svc.BlueGreen = &agentconfig.BlueGreen{BluePort: ports[0], GreenPort: ports[1], KeepWarm: 15 * time.Minute,
 		DrainTimeout: 10 * time.Second, Router: rc}
@@ -178,6 +170,7 @@ func startService(o Options, mode, dir string, logger hclog.Logger) (*service, e
 	}
 	s.switchStage = deploystep.StageSwitch
 	s.blueGreen = true
+	s.rels = rels
 	return s, nil
 }
 
@@ -189,9 +182,17 @@ type step struct {
 	returned       time.Time
 }
 
-// runStep runs cmd, moving the timeline from the serving version to want at
-// the confirmed switch and marking the phases.
-func (s *service) runStep(ctx context.Context, cmd deploystep.Command, want string, tl *timeline, mark func(string)) (step, error) {
+// runStep deploys release (rollback: release is "") and moves the timeline
+// from the serving version to want at the confirmed switch, marking the
+// phases.
+func (s *service) runStep(ctx context.Context, release, want string, tl *timeline, mark func(string)) (step, error) {
+	if s.agent != nil {
+		return s.agent.runStep(ctx, release, want, tl, mark)
+	}
+	cmd := s.rels.rollback()
+	if release != "" {
+		cmd = s.rels.deploy(release)
+	}
 	var st step
 	start := time.Now()
 	var switchAt, confirmed time.Time
@@ -233,7 +234,15 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 		return res, err
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "bluegreen-" + mode, Output: o.Log, Level: hclog.Info})
-	svc, err := startService(o, mode, dir, logger)
+	var (
+		svc *service
+		err error
+	)
+	if agentMode(mode) {
+		svc, err = startAgentService(ctx, o, mode, dir, rels, logf)
+	} else {
+		svc, err = startService(o, mode, dir, rels, logger)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -244,7 +253,7 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 
 	tl := &timeline{}
 	noMark := func(string) {}
-	if _, err := svc.runStep(ctx, rels.deploy("v1"), "v1", tl, noMark); err != nil {
+	if _, err := svc.runStep(ctx, "v1", "v1", tl, noMark); err != nil {
 		return fail(err)
 	}
 	logf("%s: v1 deployed; %s", mode, svc.url("/version"))
@@ -323,11 +332,11 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 			break
 		}
 		deploy := i%2 == 0
-		cmd, want := rels.rollback(), "v1"
+		release, want, kind := "", "v1", "rollback"
 		if deploy {
-			cmd, want = rels.deploy(next), next
+			release, want, kind = next, next, "deploy"
 		}
-		st, err := svc.runStep(ctx, cmd, want, tl, mark)
+		st, err := svc.runStep(ctx, release, want, tl, mark)
 		if err != nil {
 			runErr = fmt.Errorf("step %d: %w", i+1, err)
 			break
@@ -344,7 +353,7 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 		} else {
 			rollbacks = append(rollbacks, st.took)
 		}
-		logf("%s: step %d/%d %s %s -> %s in %v (switch %v)", mode, i+1, o.Switches, cmd.Kind, serving, want,
+		logf("%s: step %d/%d %s %s -> %s in %v (switch %v)", mode, i+1, o.Switches, kind, serving, want,
 			st.took.Round(time.Millisecond), st.switched.Round(time.Millisecond))
 		serving = want
 		if runErr = hold(st.returned.Add(time.Second)); runErr != nil {
@@ -359,8 +368,8 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 	res.Duration = time.Since(started)
 	res.LoadAvgEnd = loadAvg()
 	res.Deploy, res.Rollback, res.Switch = loadgen.Latencies(deploys), loadgen.Latencies(rollbacks), loadgen.Latencies(switches)
-	res.Main = summarize(mainOut.res)
-	res.Check = summarize(checkOut.res)
+	res.Main = summarize(mainOut.res, tl)
+	res.Check = summarize(checkOut.res, tl)
 	logf("%s: %d requests, %d failed; achieved %.0f + %.0f rps; load average %s -> %s", mode, res.Requests(), res.Failed(),
 		res.Main.Achieved, res.Check.Achieved, res.LoadAvgStart, res.LoadAvgEnd)
 	if runErr != nil {
@@ -372,11 +381,11 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 		}
 	}
 	if serving != "v1" {
-		if _, err := svc.runStep(ctx, rels.rollback(), "v1", tl, noMark); err != nil {
+		if _, err := svc.runStep(ctx, "", "v1", tl, noMark); err != nil {
 			return fail(err)
 		}
 	}
-	if err := measureReverts(ctx, o, mode, svc, rels, &res, logf); err != nil {
+	if err := measureReverts(ctx, o, mode, svc, &res, logf); err != nil {
 		return fail(fmt.Errorf("revert: %w", err))
 	}
 	return res, nil
@@ -385,7 +394,7 @@ func runMode(ctx context.Context, o Options, mode, tmp string, rels *releases, l
 // measureReverts times o.RevertRuns reverts: each a deploy of v2, then a
 // rollback (to v1), then probes until v1 answers o.RevertConsecutive times
 // in a row.
-func measureReverts(ctx context.Context, o Options, mode string, svc *service, rels *releases, res *Result, logf func(string, ...any)) error {
+func measureReverts(ctx context.Context, o Options, mode string, svc *service, res *Result, logf func(string, ...any)) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 	defer client.CloseIdleConnections()
 	url := svc.url("/version")
@@ -396,10 +405,10 @@ func measureReverts(ctx context.Context, o Options, mode string, svc *service, r
 		res.Revert, res.RevertStep, res.RevertRuns = loadgen.Latencies(reverts), loadgen.Latencies(steps), len(reverts)
 	}()
 	for i := 0; i < o.RevertRuns; i++ {
-		if _, err := svc.runStep(ctx, rels.deploy("v2"), "v2", tl, noMark); err != nil {
+		if _, err := svc.runStep(ctx, "v2", "v2", tl, noMark); err != nil {
 			return err
 		}
-		st, err := svc.runStep(ctx, rels.rollback(), "v1", tl, noMark)
+		st, err := svc.runStep(ctx, "", "v1", tl, noMark)
 		if err != nil {
 			return err
 		}
@@ -430,4 +439,41 @@ func measureReverts(ctx context.Context, o Options, mode string, svc *service, r
 			st.took.Round(time.Millisecond), firstOld.Sub(st.returned).Round(time.Microsecond))
 	}
 	return nil
+}
+
+// proxy is a running nginx or HAProxy in front of the two slot ports.
+type proxy struct {
+	url  func(path string) string
+	stop func() error
+	diag func() string
+	// rc is the service's router block for it.
+	rc agentconfig.Router
+}
+
+// launchProxy starts the proxy of mode (nginx or haproxy; its name without
+// an agent- prefix) in dir for service name.
+func launchProxy(mode, dir, name string, ports router.Ports) (proxy, error) {
+	kind := strings.TrimPrefix(mode, agentPrefix)
+	bin, err := routertest.FindBinary(kind)
+	if err != nil {
+		return proxy{}, err
+	}
+	switch kind {
+	case Nginx:
+		n, err := routertest.LaunchNginx(bin, filepath.Join(dir, "nginx"), router.UpstreamName(name), ports)
+		if err != nil {
+			return proxy{}, err
+		}
+		return proxy{url: n.URL, stop: n.Stop, diag: func() string { return lastLines(n.ErrorLog(), 20) },
+			rc: agentconfig.Router{Kind: agentconfig.RouterNginx, UpstreamFile: n.UpstreamFile, Reload: n.ReloadCommand(), ProbeURL: n.URL("/")}}, nil
+	case HAProxy:
+		// Health checks every 100ms, as a production backend has them.
+		h, err := routertest.LaunchHAProxy(bin, filepath.Join(dir, "haproxy"), name, ports, routertest.HAProxyOptions{HealthCheck: true})
+		if err != nil {
+			return proxy{}, err
+		}
+		return proxy{url: h.URL, stop: h.Stop, diag: func() string { return lastLines(h.Log(), 20) },
+			rc: agentconfig.Router{Kind: agentconfig.RouterHAProxy, AdminSocket: h.Socket, Backend: h.Backend, ProbeURL: h.URL("/")}}, nil
+	}
+	return proxy{}, fmt.Errorf("no proxy for mode %q", mode)
 }

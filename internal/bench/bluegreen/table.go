@@ -24,12 +24,15 @@ func PrintTable(w io.Writer, rs ...Result) error {
 	r0 := rs[0]
 	fmt.Fprintln(w, "Deploys under load through the real deploy step (deploystep.Runner with execmgr slots and router.New, as the agent")
 	fmt.Fprintf(w, "builds them; sampleapp releases). %d steps per mode: deploy, rollback, deploy, ... Blue-green behind real nginx /\n", r0.Switches)
-	fmt.Fprintln(w, "HAProxy (a rollback is the switch back to the warm slot); restart = the same service on one port, no proxy.")
+	fmt.Fprintln(w, "HAProxy (a rollback is the switch back to the warm slot); restart = the same service on one port, no proxy;")
+	fmt.Fprintln(w, "agent-nginx, agent-haproxy = the built golive-controller and golive-agent with the blue-green service in the")
+	fmt.Fprintln(w, "agent's config: Deploy and Rollback calls to the controller, each followed until its rollout is terminal.")
 	fmt.Fprintf(w, "Loads, open loop, GET /version: main %.0f rps on keep-alive connections, check %.0f rps on a new connection each.\n", r0.Rate, r0.CheckRate)
 	fmt.Fprintln(w, "failed = conn_error + timeout + 5xx + other_status + wrong_body + dropped; wrong_body = not the release confirmed")
 	fmt.Fprintln(w, "serving when the request was sent (either is right during the switch phase). Latency from the due time, over")
 	fmt.Fprintln(w, "answered requests. Phases: steady; prepare (step before its switch: fetch, start + health of the idle slot);")
-	fmt.Fprintln(w, "switch (blue-green: switch stage until confirmed; restart: swap+restart+health); settle (until 1s after the step).")
+	fmt.Fprintln(w, "switch (blue-green: switch stage until confirmed; restart: swap+restart+health; agent-*: the call until the")
+	fmt.Fprintln(w, "rollout succeeded, the controller does not report stages); settle (until 1s after the step).")
 	tw := benchkit.NewTable(w)
 	head := []string{"mode", "load", "phase", "seconds", "requests", "failed"}
 	for _, c := range failClasses {
@@ -61,13 +64,17 @@ func PrintTable(w io.Writer, rs ...Result) error {
 	}
 	fmt.Fprintln(w)
 	tw = benchkit.NewTable(w)
-	fmt.Fprintln(tw, "mode\tsteps\tfailed/total\tfailed %\tachieved rps\tload avg\tdeploy p50 ms\trollback p50 ms\tswitch p50/p99 ms\treverts\trevert p50/p99 ms\trevert step p50/p99 ms\tprobe errors\trevert <= 1s\t")
+	fmt.Fprintln(tw, "mode\tsteps\tfailed/total\tfailed %\tstale keep-alive (max lag ms)\tfailed (issue)\tachieved rps\tload avg\tdeploy p50 ms\trollback p50 ms\tswitch p50/p99 ms\treverts\trevert p50/p99 ms\trevert step p50/p99 ms\tprobe errors\trevert <= 1s\t")
 	for _, r := range rs {
 		pct := 0.0
 		if r.Requests() > 0 {
 			pct = 100 * float64(r.Failed()) / float64(r.Requests())
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%.3f\t%.0f+%.0f\t%s -> %s\t%s\t%s\t%s/%s\t%d\t%s/%s\t%s/%s\t%d\t%s\t\n", r.Mode, r.Switches, r.Failed(), r.Requests(), pct,
+		stale := "-"
+		if strings.TrimPrefix(r.Mode, agentPrefix) == Nginx {
+			stale = fmt.Sprintf("%d (%s)", r.StaleKeepAlive(), benchkit.Ms(r.Main.WrongMaxLag))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%.3f\t%s\t%d\t%.0f+%.0f\t%s -> %s\t%s\t%s\t%s/%s\t%d\t%s/%s\t%s/%s\t%d\t%s\t\n", r.Mode, r.Switches, r.Failed(), r.Requests(), pct, stale, r.FailedIssue(),
 			r.Main.Achieved, r.Check.Achieved, r.LoadAvgStart, r.LoadAvgEnd,
 			benchkit.Ms(r.Deploy.P50), benchkit.Ms(r.Rollback.P50), benchkit.Ms(r.Switch.P50), benchkit.Ms(r.Switch.P99), r.RevertRuns,
 			benchkit.Ms(r.Revert.P50), benchkit.Ms(r.Revert.P99), benchkit.Ms(r.RevertStep.P50), benchkit.Ms(r.RevertStep.P99), r.ProbeErrors,
@@ -76,9 +83,15 @@ func PrintTable(w io.Writer, rs ...Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "  revert = from the rollback step's return until the first of 20 consecutive new-connection probes through the")
-	fmt.Fprintln(w, "  proxy answered by the old release (end of that answer), after a deploy without load; revert step = the rollback")
-	fmt.Fprintln(w, "  step's own wall time (start_slot skipped on the warm slot, slot_health, switch confirmed).")
+	fmt.Fprintln(w, "  failed/total counts every class on both loads. stale keep-alive (nginx): main-load requests on kept-alive")
+	fmt.Fprintln(w, "  connections answered by the old release after the confirmed switch (a connection an old nginx worker accepted")
+	fmt.Fprintln(w, "  before the reload keeps the old upstream: package router's documented limitation), with the longest time from")
+	fmt.Fprintln(w, "  the confirm to such a request's sending; failed (issue) = failed minus those: the wrong-version check through")
+	fmt.Fprintln(w, "  nginx is the check load's, one new connection per request.")
+	fmt.Fprintln(w, "  revert = from the rollback step's return (agent-*: the rollback rollout seen succeeded) until the first of")
+	fmt.Fprintln(w, "  20 consecutive new-connection probes through the proxy answered by the old release (end of that answer), after")
+	fmt.Fprintln(w, "  a deploy, without load; revert step = the rollback step's own wall time (blue-green: start_slot skipped on the")
+	fmt.Fprintln(w, "  warm slot, slot_health, switch confirmed; agent-*: the Rollback call until the rollout succeeded).")
 	for _, r := range rs {
 		for _, l := range []struct {
 			name string

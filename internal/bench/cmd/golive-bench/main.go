@@ -2,7 +2,7 @@
 // table per benchmark (`make bench` builds the binaries first and runs it
 // from the module root).
 //
-//	golive-bench [-only NAME] [-quick] [-controller PATH] [-agents N,N] [-rounds N] [-controller-env VAR=value] [-cpuprofile FILE] [-v]
+//	golive-bench [-only NAME] [-quick] [-controller PATH] [-agent PATH] [-modes M,M] [-agents N,N] [-rounds N] [-controller-env VAR=value] [-cpuprofile FILE] [-v]
 //
 // Benchmarks, in order:
 //
@@ -11,8 +11,9 @@
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
-//	bluegreen     20 deploy/rollback steps (real deploy step) under 1,000 rps (100,000 requests plus a new-connection check
-//	              load) in blue-green mode through nginx, then HAProxy, then restart mode for comparison; 20 reverts each
+//	bluegreen     20 deploy/rollback steps under 1,000 rps (100,000 requests plus a new-connection check load): blue-green
+//	              through nginx, then HAProxy (deploystep.Runner), restart mode for comparison, then blue-green through
+//	              nginx and HAProxy driven by the controller and agent binaries (Deploy/Rollback calls); 20 reverts each
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
@@ -57,6 +58,8 @@ type bench struct {
 type config struct {
 	quick      bool
 	controller string
+	agent      string
+	modes      []string
 	agents     []int
 	env        []string
 	rounds     int
@@ -88,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "run only this benchmark: "+strings.Join(names, ", "))
 	quick := fs.Bool("quick", false, "small sizes, for a quick look")
 	ctrl := fs.String("controller", "bin/golive-controller", "controller binary for the fan-out benchmark")
+	agentBin := fs.String("agent", "bin/golive-agent", "agent binary for the bluegreen benchmark's agent-* modes")
+	bgModes := fs.String("modes", "", "bluegreen modes, comma-separated (default nginx,haproxy,restart,agent-nginx,agent-haproxy)")
 	agents := fs.String("agents", "", "fan-out and reconnect sizes, comma-separated (default fan-out 1000,5000, reconnect 5000; -quick 100,500 and 200)")
 	rounds := fs.Int("rounds", 0, "fan-out rounds (default 20; -quick 5)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the simulated agents) to FILE")
@@ -120,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "golive-bench: -only %q: want one of %s\n", *only, strings.Join(names, ", "))
 		return 2
 	}
-	cfg := config{quick: *quick, controller: *ctrl, agents: sizes, env: env, rounds: *rounds, progress: io.Discard}
+	cfg := config{quick: *quick, controller: *ctrl, agent: *agentBin, modes: splitList(*bgModes), agents: sizes, env: env, rounds: *rounds, progress: io.Discard}
 	if *verbose {
 		cfg.progress = stderr
 	}
@@ -279,7 +284,7 @@ func runSwapload(ctx context.Context, w io.Writer, cfg config) error {
 }
 
 func runBlueGreen(ctx context.Context, w io.Writer, cfg config) error {
-	opts := bluegreen.Options{Log: cfg.progress}
+	opts := bluegreen.Options{Modes: cfg.modes, ControllerBin: cfg.controller, AgentBin: cfg.agent, Log: cfg.progress}
 	if cfg.quick {
 		opts.Rate, opts.Requests, opts.Switches, opts.RevertRuns = 200, 4000, 4, 5
 	}
@@ -318,6 +323,17 @@ func runDB(ctx context.Context, w io.Writer, cfg config) error {
 		}
 	}
 	return err
+}
+
+// splitList splits a comma-separated flag (nil when empty).
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // envFlag collects repeated VAR=value flags.
