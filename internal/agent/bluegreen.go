@@ -103,10 +103,16 @@ func buildBlueGreen(ctx context.Context, cfg *agentconfig.Config, sc *agentconfi
 	s.Port = r.ServingPort()
 	if sc.Health.URL != "" {
 		check := health.Check{URL: sc.HealthURL(s.Port), ExpectStatus: sc.Health.ExpectStatus, Timeout: sc.Health.Timeout}
+		var follow func() string
 		if u := throughRouter(sc.BlueGreen.Router.ProbeURL, check.URL); u != "" {
 			check.URL = u
+		} else {
+			// No way through the router: probe the serving slot's own
+			// port, whichever it is after the latest switch.
+			follow = func() string { return sc.HealthURL(r.ServingPort()) }
 		}
-		p, err := health.NewProber(health.ProberConfig{Service: sc.Name, Interval: sc.Health.Interval, Window: sc.Health.Window, Metrics: hm, Logger: log, Check: check})
+		p, err := health.NewProber(health.ProberConfig{Service: sc.Name, Interval: sc.Health.Interval, Window: sc.Health.Window, Metrics: hm, Logger: log,
+			Check: check, URL: follow})
 		if err != nil {
 			return s, err
 		}

@@ -330,3 +330,26 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestProberFollowsURL: with URL set, every probe goes where it points now
+// (a blue-green switch moves the serving instance to another port).
+func TestProberFollowsURL(t *testing.T) {
+	good, bad := newFlipServer(t), newFlipServer(t)
+	bad.failing.Store(true)
+	var target atomic.Pointer[string]
+	u := good.URL + "/healthz"
+	target.Store(&u)
+	p, err := NewProber(ProberConfig{
+		Service: "app", Check: Check{URL: good.URL + "/healthz"}, Interval: 5 * time.Millisecond,
+		URL: func() string { return *target.Load() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	t.Cleanup(p.Stop)
+	waitFor(t, "healthy samples", func() bool { st := p.Snapshot(); return st.Requests >= 3 && st.Healthy })
+	b := bad.URL + "/healthz"
+	target.Store(&b)
+	waitFor(t, "failures from the new URL", func() bool { st := p.Snapshot(); return st.Errors >= 2 })
+}

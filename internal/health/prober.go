@@ -19,6 +19,10 @@ type ProberConfig struct {
 	Service string
 	// Check is probed every Interval.
 	Check Check
+	// URL, when set, is called before each probe for the URL to GET in
+	// place of Check.URL ("" keeps Check.URL): the instance that serves a
+	// blue-green service moves between ports on every switch.
+	URL func() string
 	// Interval between probes (default 1s).
 	Interval time.Duration
 	// Window is the sliding window size (default 60s).
@@ -119,7 +123,13 @@ func (p *Prober) loop(ctx context.Context, done chan struct{}) {
 	defer t.Stop()
 	wasHealthy := true
 	for {
-		latency, err := p.cfg.Check.Probe(ctx)
+		check := p.cfg.Check
+		if p.cfg.URL != nil {
+			if u := p.cfg.URL(); u != "" {
+				check.URL = u
+			}
+		}
+		latency, err := check.Probe(ctx)
 		if ctx.Err() != nil {
 			return // stopped mid-probe: not a service failure
 		}
