@@ -262,6 +262,10 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 4 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(64),
+		// A handshake that has not finished in 15s belongs to a client that
+		// is about to give up (gRPC clients wait 20s): drop it rather than
+		// spend CPU on it during a reconnect storm (default 120s).
+		grpc.ConnectionTimeout(15 * time.Second),
 		grpc.ChainUnaryInterceptor(s.unaryMetrics, az.unary),
 		grpc.ChainStreamInterceptor(az.stream),
 	}
