@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -201,165 +199,14 @@ func databaseCheck(ctx context.Context, envFile, key string) preflight.Result {
 	if !ok || strings.TrimSpace(dsn) == "" {
 		return failf("Env file %s has no value for key %s (the database DSN); set it before going live.", envFile, key)
 	}
-	pgEnv, err := libpqEnv(dsn)
-	if err != nil {
-		return failf("Database DSN at key %s of %s is not usable (%v); fix it.", key, envFile, err)
-	}
-	return preflight.DatabaseReachable(ctx, dsn, psqlPinger{env: pgEnv})
+	return preflight.DatabaseReachable(ctx, dsn, dsnPinger(dsn))
 }
 
-// psqlPinger runs SELECT 1 with psql, the connection given in env.
-type psqlPinger struct{ env []string }
+// dsnPinger pings with dbbackup.Ping: the DSN is parsed by the same code the
+// backups use and reaches psql only through PG* variables.
+type dsnPinger string
 
-func (p psqlPinger) Ping(ctx context.Context) error {
-	bin, err := exec.LookPath("psql")
-	if err != nil {
-		return errors.New("psql is not installed on this host (install the PostgreSQL client)")
-	}
-	cmd := exec.CommandContext(ctx, bin, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1")
-	cmd.Env = p.env
-	cmd.WaitDelay = time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-			return fmt.Errorf("psql: %s", strings.Join(strings.Fields(string(ee.Stderr)), " "))
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("no answer: %w", ctx.Err())
-		}
-		return fmt.Errorf("psql: %w", err)
-	}
-	if strings.TrimSpace(string(out)) != "1" {
-		return errors.New("SELECT 1 returned an unexpected answer")
-	}
-	return nil
-}
-
-// pgEnvNames maps libpq connection keywords onto the environment variables
-// that carry them, so nothing secret goes on psql's command line.
-var pgEnvNames = map[string]string{
-	"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
-	"user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS",
-	"application_name": "PGAPPNAME", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
-	"sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "requiressl": "PGREQUIRESSL",
-	"connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
-	"channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE", "service": "PGSERVICE",
-	"client_encoding": "PGCLIENTENCODING",
-}
-
-// libpqEnv turns a URL or keyword/value DSN into psql's environment: ours
-// without any PG* variable, plus the DSN's parameters. Errors never quote
-// the DSN or a value.
-func libpqEnv(dsn string) ([]string, error) {
-	params := map[string]string{}
-	s := strings.TrimSpace(dsn)
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return nil, errors.New("not a valid URL")
-		}
-		if u.User != nil {
-			params["user"] = u.User.Username()
-			if pw, ok := u.User.Password(); ok {
-				params["password"] = pw
-			}
-		}
-		if h := u.Hostname(); h != "" {
-			params["host"] = h
-		}
-		if p := u.Port(); p != "" {
-			params["port"] = p
-		}
-		if db := strings.TrimPrefix(u.Path, "/"); db != "" {
-			params["dbname"] = db
-		}
-		for k, vs := range u.Query() {
-			if len(vs) > 0 {
-				params[k] = vs[len(vs)-1]
-			}
-		}
-	} else if err := keywordParams(s, params); err != nil {
-		return nil, err
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			env = append(env, kv)
-		}
-	}
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		if _, ok := pgEnvNames[k]; !ok {
-			return nil, fmt.Errorf("unsupported parameter %q", k)
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, pgEnvNames[k]+"="+params[k])
-	}
-	if _, ok := params["connect_timeout"]; !ok {
-		env = append(env, "PGCONNECT_TIMEOUT=5")
-	}
-	if _, ok := params["application_name"]; !ok {
-		env = append(env, "PGAPPNAME=golive-preflight")
-	}
-	return env, nil
-}
-
-// keywordParams parses "host=h port=5432 password='x y'" into out.
-func keywordParams(s string, out map[string]string) error {
-	i := 0
-	for {
-		for i < len(s) && strings.ContainsRune(" \t\n", rune(s[i])) {
-			i++
-		}
-		if i >= len(s) {
-			return nil
-		}
-		eq := strings.IndexByte(s[i:], '=')
-		if eq < 0 {
-			return errors.New("expected keyword=value pairs")
-		}
-		key := strings.TrimSpace(s[i : i+eq])
-		if key == "" {
-			return errors.New("empty keyword")
-		}
-		i += eq + 1
-		for i < len(s) && s[i] == ' ' {
-			i++
-		}
-		var v strings.Builder
-		quoted := i < len(s) && s[i] == '\''
-		if quoted {
-			i++
-		}
-		closed := !quoted
-		for i < len(s) {
-			c := s[i]
-			if c == '\\' && i+1 < len(s) {
-				v.WriteByte(s[i+1])
-				i += 2
-				continue
-			}
-			if quoted && c == '\'' {
-				i++
-				closed = true
-				break
-			}
-			if !quoted && (c == ' ' || c == '\t' || c == '\n') {
-				break
-			}
-			v.WriteByte(c)
-			i++
-		}
-		if !closed {
-			return fmt.Errorf("unterminated quote in the value of %q", key)
-		}
-		out[key] = v.String()
-	}
-}
+func (d dsnPinger) Ping(ctx context.Context) error { return dbbackup.Ping(ctx, string(d), "") }
 
 // backupCheck looks at the newest backup record in dir.
 func backupCheck(dir string, maxAge time.Duration) preflight.Result {

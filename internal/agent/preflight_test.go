@@ -440,27 +440,3 @@ func TestPreflightDatabase(t *testing.T) {
 		wantCheck(t, checks, preflight.NameDatabase, "fail", "has no value for key DATABASE_URL")
 	})
 }
-
-func TestLibpqEnv(t *testing.T) {
-	env, err := libpqEnv(`host=db port=5433 dbname=app user=me password='a b\'c' sslmode=require`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "PG") {
-			got[k] = v
-		}
-	}
-	want := map[string]string{"PGHOST": "db", "PGPORT": "5433", "PGDATABASE": "app", "PGUSER": "me", "PGPASSWORD": "a b'c",
-		"PGSSLMODE": "require", "PGCONNECT_TIMEOUT": "5", "PGAPPNAME": "golive-preflight"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("env = %v, want %v", got, want)
-	}
-	for _, bad := range []string{"host=db password='open", "sslfoo=1", "justtext"} {
-		if _, err := libpqEnv(bad); err == nil || strings.Contains(err.Error(), "open") {
-			t.Errorf("libpqEnv(%q) = %v, want an error without the value", bad, err)
-		}
-	}
-}

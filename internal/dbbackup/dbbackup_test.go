@@ -308,6 +308,19 @@ func TestWrongDSNErrorHasNoSecret(t *testing.T) {
 			})
 		}
 	}
+	for _, tt := range tests {
+		t.Run("Ping/"+tt.name, func(t *testing.T) {
+			err := Ping(t.Context(), tt.give, "")
+			if err == nil || strings.Contains(err.Error(), canary) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Ping = %v, want an error with %q and without the password", err, tt.want)
+			}
+		})
+	}
+	t.Run("Ping/right DSN", func(t *testing.T) {
+		if err := Ping(t.Context(), pg.DSN("app"), ""); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("missing key", func(t *testing.T) {
 		opts := optionsFor(t, pg, pg.DSN("app"))
 		opts.DSNKey = "NOPE"

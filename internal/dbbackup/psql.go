@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -148,4 +149,26 @@ func parseCounts(out string) ([]TableCount, error) {
 	}
 	sort.Slice(tables, func(i, j int) bool { return tables[i].Name < tables[j].Name })
 	return tables, nil
+}
+
+// Ping runs SELECT 1 with psql (from binDir, "" = PATH) on the database dsn
+// names. The DSN reaches psql only through PG* variables; errors never
+// contain it or its password.
+func Ping(ctx context.Context, dsn, binDir string) error {
+	c, err := parseDSN(dsn)
+	red := newRedactor(dsn, c)
+	if err != nil {
+		return red.err(err)
+	}
+	out, err := runPSQL(ctx, Options{BinDir: binDir}.bin("psql"), c, "SELECT 1")
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer: %w", ctx.Err())
+		}
+		return red.err(err)
+	}
+	if out != "1" {
+		return errors.New("SELECT 1 returned an unexpected answer")
+	}
+	return nil
 }
