@@ -355,7 +355,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		} else {
 			idx++ // try the next replica
 		}
-		d := backoff(attempt, a.cfg.MaxBackoff)
+		d := Backoff(attempt, a.cfg.MaxBackoff)
 		attempt++
 		a.log.Warn("controller stream ended; reconnecting", "controller", addr, "error", err, "retry_in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
@@ -368,8 +368,11 @@ func (a *Agent) connectLoop(ctx context.Context) {
 	}
 }
 
-// backoff is full-jitter exponential: uniform in [d/2, d], d = 200ms*2^n capped.
-func backoff(n int, max time.Duration) time.Duration {
+// Backoff is the agent's reconnect delay after n failed attempts in a row
+// (n is reset after a welcomed session): full-jitter exponential, uniform in
+// [d/2, d] with d = 200ms*2^n capped at max. Exported for the reconnect
+// benchmark, which must back off exactly like the agent.
+func Backoff(n int, max time.Duration) time.Duration {
 	d := time.Duration(float64(200*time.Millisecond) * math.Pow(2, float64(min(n, 16))))
 	if d > max {
 		d = max

@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
-	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -22,20 +20,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/agent"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
-
-// backoff is the real agent's reconnect delay (internal/agent, unexported
-// there, replicated here): full jitter, uniform in [d/2, d] with
-// d = 200ms*2^n capped at max. n is reset to 0 after a session that was
-// welcomed.
-func backoff(n int, max time.Duration) time.Duration {
-	d := time.Duration(float64(200*time.Millisecond) * math.Pow(2, float64(min(n, 16))))
-	if d > max {
-		d = max
-	}
-	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
-}
 
 // fleet is the simulated agents: one goroutine each running the real
 // agent's connect loop (session, then backoff, forever) over its own
@@ -153,7 +140,7 @@ func (f *fleet) loop(i int) {
 		if e := f.cur.Load(); e != nil && err != nil && !welcomed {
 			e.fail(began, err)
 		}
-		t := time.NewTimer(backoff(attempt, f.opts.MaxBackoff))
+		t := time.NewTimer(agent.Backoff(attempt, f.opts.MaxBackoff))
 		attempt++
 		select {
 		case <-f.ctx.Done():

@@ -71,19 +71,6 @@ func TestRunTiny(t *testing.T) {
 	}
 }
 
-// The replicated backoff keeps the real agent's bounds: [d/2, d] with
-// d = 200ms*2^n, capped.
-func TestBackoffBounds(t *testing.T) {
-	for n := range 10 {
-		d := min(200*time.Millisecond<<n, 10*time.Second)
-		for range 200 {
-			if b := backoff(n, 10*time.Second); b < d/2 || b > d {
-				t.Fatalf("backoff(%d) = %s, want within [%s, %s]", n, b, d/2, d)
-			}
-		}
-	}
-}
-
 func TestClassify(t *testing.T) {
 	for err, want := range map[error]string{
 		errWelcomeTimeout: "no Welcome in time",
