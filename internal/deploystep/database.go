@@ -83,18 +83,11 @@ func (s *step) backup(ctx context.Context) error {
 	return nil
 }
 
-// pruneBackups applies keep_backups and max_backup_age, and removes the
-// records of the dumps it removed.
+// pruneBackups applies keep_backups and max_backup_age (dbbackup.Prune
+// removes each pruned dump's record with it).
 func (r *Runner) pruneBackups() error {
 	db := r.cfg.Service.Database
 	removed, err := dbbackup.Prune(r.cfg.BackupDir, db.KeepBackups, db.MaxBackupAge)
-	for _, name := range removed {
-		if id, ok := strings.CutSuffix(name, ".dump"); ok {
-			if rerr := os.Remove(filepath.Join(r.cfg.BackupDir, id+".json")); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				err = errors.Join(err, rerr)
-			}
-		}
-	}
 	if len(removed) > 0 {
 		r.log.Info("old database backups pruned", "removed", removed)
 	}

@@ -412,7 +412,11 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev, PreviousLink: prevLink,
 		RestoreBackupID: cmd.RestoreBackupID, Completed: []string{}, Started: time.Now().UTC(),
 	}}
-	if r.blueGreen() {
+	if r.blueGreen() && restoreRec == nil {
+		// Slots are recorded only for the blue-green stages: a database
+		// restore runs restoreStages in place on the serving slot, and its
+		// recovery must follow the restart-mode path (which knows about
+		// the restored database), not recoverBlueGreen.
 		old := r.serving(ctx)
 		if old == "" {
 			old = router.Green // nothing serves yet: the first release goes to blue
