@@ -242,7 +242,16 @@ func TestRateLimitSparesTheBrake(t *testing.T) {
 		if _, err := dave.Revoke(ctx, &golivev1.RevokeRequest{Reason: "brake"}); err != nil {
 			t.Fatalf("revoke %d limited: %v", i, err)
 		}
+		// Pause and abort are brakes too: refused for a missing rollout,
+		// never for the rate.
+		if _, err := dave.PauseRollout(ctx, &golivev1.PauseRolloutRequest{Id: "none"}); status.Code(err) == codes.ResourceExhausted {
+			t.Fatalf("pause %d limited: %v", i, err)
+		}
+		if _, err := dave.AbortRollout(ctx, &golivev1.AbortRolloutRequest{Id: "none"}); status.Code(err) == codes.ResourceExhausted {
+			t.Fatalf("abort %d limited: %v", i, err)
+		}
 	}
+
 }
 
 func TestNoTLSOnlyOnLoopback(t *testing.T) {

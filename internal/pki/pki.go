@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golive/golive/internal/agentconfig"
 	"github.com/golive/golive/internal/atomicfile"
 )
 
@@ -285,6 +286,9 @@ func (ca *CA) sign(req Request) ([]byte, *ecdsa.PrivateKey, error) {
 			tmpl.DNSNames = []string{req.Name}
 		}
 	case req.Agent:
+		if !agentconfig.ValidName(req.Name) {
+			return nil, nil, fmt.Errorf("agent name %q must be a valid host id (letters, digits, '.', '_', '-'; at most 64), the one its Hello claims", req.Name)
+		}
 		if len(req.Roles) > 0 {
 			return nil, nil, errors.New("an agent certificate carries no operator role")
 		}

@@ -71,6 +71,9 @@ func TestInitIssueAndIdentities(t *testing.T) {
 	if _, _, err := loaded.Issue(Request{Name: "../x", Agent: true}, dir, "x"); err == nil {
 		t.Fatal("bad name issued")
 	}
+	if _, _, err := loaded.Issue(Request{Name: "web-1@corp", Agent: true}, dir, "x"); err == nil {
+		t.Fatal("an agent certificate whose name no Hello may claim was issued")
+	}
 	if _, err := ParseRoles("deployer,root"); err == nil {
 		t.Fatal("unknown role accepted")
 	}

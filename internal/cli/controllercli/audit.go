@@ -21,10 +21,6 @@ import (
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
-func init() {
-	extraCmds = append(extraCmds, newAuditCmd)
-}
-
 // parseWhen reads "24h" (that long ago) or an RFC 3339 time.
 func parseWhen(flag, s string) (*timestamppb.Timestamp, error) {
 	if s == "" {
@@ -45,7 +41,7 @@ func entryOf(e *golivev1.AuditEntry) audit.Entry {
 		Reason: e.Reason, Detail: e.Detail, Source: e.Source, PrevHash: e.PrevHash, Hash: e.Hash}
 }
 
-func newAuditCmd(co *clientOpts, _ io.Writer) *cobra.Command {
+func newAuditCmd(co *clientOpts) *cobra.Command {
 	var (
 		req          golivev1.ListAuditRequest
 		since, until string

@@ -88,16 +88,9 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
 		newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
-		newPreflightCmd(co), newBackupsCmd(co))
-	for _, c := range extraCmds {
-		root.AddCommand(c(co, stderr))
-	}
+		newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
 	return root
 }
-
-// extraCmds are added by the files that define them (init functions), so
-// that commands can be added without editing this file.
-var extraCmds []func(co *clientOpts, stderr io.Writer) *cobra.Command
 
 func newServeCmd(stderr io.Writer) *cobra.Command {
 	cfg := controller.DefaultConfig()

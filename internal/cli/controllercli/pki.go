@@ -2,7 +2,6 @@ package controllercli
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,11 +15,7 @@ import (
 	"github.com/golive/golive/internal/pki"
 )
 
-func init() {
-	extraCmds = append(extraCmds, newPKICmd, newKeygenCmd, newSignCmd)
-}
-
-func newPKICmd(_ *clientOpts, _ io.Writer) *cobra.Command {
+func newPKICmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "pki",
@@ -131,7 +126,7 @@ func splitList(s string) []string {
 	return out
 }
 
-func newKeygenCmd(_ *clientOpts, _ io.Writer) *cobra.Command {
+func newKeygenCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "keygen",
@@ -150,7 +145,7 @@ func newKeygenCmd(_ *clientOpts, _ io.Writer) *cobra.Command {
 	return cmd
 }
 
-func newSignCmd(_ *clientOpts, _ io.Writer) *cobra.Command {
+func newSignCmd() *cobra.Command {
 	var key string
 	cmd := &cobra.Command{
 		Use:   "sign FILE",
