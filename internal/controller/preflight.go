@@ -266,56 +266,31 @@ func (s *Server) preflightHosts(ctx context.Context, req *golivev1.PreflightRequ
 	if err != nil {
 		return nil, nil, err
 	}
-	hosts := planHosts(agents)
-	byID := map[string]rollout.Host{}
-	for _, h := range hosts {
-		byID[h.ID] = h
+	selected, err := rollout.SelectHosts(planHosts(agents), req.Service, req.Hosts, req.Selector)
+	switch {
+	case errors.Is(err, rollout.ErrUnknownHost), errors.Is(err, rollout.ErrNoHosts):
+		return nil, nil, fmt.Errorf("%w: %v", errNotFound, err)
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %v", errInvalid, err)
 	}
-	runs := func(h rollout.Host) bool { return slices.Contains(h.Services, req.Service) }
-	if len(req.Hosts) > 0 {
-		seen := map[string]bool{}
-		for _, id := range req.Hosts {
-			h, ok := byID[id]
-			switch {
-			case seen[id]:
-				return nil, nil, fmt.Errorf("%w: host %q is named twice", errInvalid, id)
-			case !ok:
-				return nil, nil, fmt.Errorf("%w: host %q is not known to the controller (see `golive-controller agents`)", errNotFound, id)
-			case !runs(h):
-				return nil, nil, fmt.Errorf("%w: host %q does not run service %q", errInvalid, id, req.Service)
-			case h.Lost:
-				lost = append(lost, id)
-			default:
-				ask = append(ask, id)
-			}
-			seen[id] = true
+	for _, h := range selected {
+		switch {
+		case !h.Lost:
+			ask = append(ask, h.ID)
+		case len(req.Hosts) > 0:
+			lost = append(lost, h.ID) // named: reported as not connected
 		}
-	} else {
-		for _, h := range hosts {
-			if runs(h) && !h.Lost && labelsMatch(h.Labels, req.Selector) {
-				ask = append(ask, h.ID)
-			}
+	}
+	if len(ask) == 0 && len(lost) == 0 {
+		what := fmt.Sprintf("no connected host runs service %q", req.Service)
+		if len(req.Selector) > 0 {
+			what += " with labels " + rollout.FormatSelector(req.Selector)
 		}
-		if len(ask) == 0 {
-			what := fmt.Sprintf("no connected host runs service %q", req.Service)
-			if len(req.Selector) > 0 {
-				what += " with labels " + rollout.FormatSelector(req.Selector)
-			}
-			return nil, nil, fmt.Errorf("%w: %s (see `golive-controller agents`)", errNotFound, what)
-		}
+		return nil, nil, fmt.Errorf("%w: %s (see `golive-controller agents`)", errNotFound, what)
 	}
 	sort.Strings(ask)
 	sort.Strings(lost)
 	return ask, lost, nil
-}
-
-func labelsMatch(labels, selector map[string]string) bool {
-	for k, v := range selector {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Preflight runs the pre-live checks of a service on its hosts. Checking

@@ -197,6 +197,30 @@ func validateParams(spec Spec) error {
 }
 
 func selectHosts(hosts []Host, spec Spec) ([]Host, error) {
+	out, err := SelectHosts(hosts, spec.Service, spec.Hosts, spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	var lost []string
+	for _, h := range out {
+		if h.Lost {
+			lost = append(lost, h.ID)
+		}
+	}
+	if len(lost) > 0 {
+		sort.Strings(lost)
+		return nil, fmt.Errorf("%w: %s lost (no agent stream): bring them back or leave them out with --hosts or --selector",
+			ErrUnavailable, quoteList(lost, "is", "are"))
+	}
+	return out, nil
+}
+
+// SelectHosts picks the hosts named (each must be known and run service)
+// or, without names, every host running service whose labels match
+// selector. Lost hosts are included: the caller decides what they mean (a
+// rollout refuses them; preflight reports them).
+func SelectHosts(hosts []Host, service string, names []string, selector map[string]string) ([]Host, error) {
+	spec := Spec{Service: service, Hosts: names, Selector: selector}
 	if len(spec.Hosts) > 0 && len(spec.Selector) > 0 {
 		return nil, fmt.Errorf("%w: use --hosts or --selector, not both", ErrInvalid)
 	}
@@ -246,17 +270,6 @@ func selectHosts(hosts []Host, spec Spec) ([]Host, error) {
 			}
 			return nil, fmt.Errorf("%w: %s (%d agents known; see `golive-controller agents`)", ErrNoHosts, what, len(hosts))
 		}
-	}
-	var lost []string
-	for _, h := range out {
-		if h.Lost {
-			lost = append(lost, h.ID)
-		}
-	}
-	if len(lost) > 0 {
-		sort.Strings(lost)
-		return nil, fmt.Errorf("%w: %s lost (no agent stream): bring them back or leave them out with --hosts or --selector",
-			ErrUnavailable, quoteList(lost, "is", "are"))
 	}
 	return out, nil
 }
