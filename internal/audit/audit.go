@@ -117,29 +117,6 @@ func (l *Log) Append(ctx context.Context, e Entry, cmps []clientv3.Cmp, ops []cl
 	}
 }
 
-// List returns entries oldest first; action filters when not empty; limit
-// keeps the newest limit entries when > 0.
-func (l *Log) List(ctx context.Context, action string, limit int) ([]Entry, error) {
-	resp, err := l.cli.Get(ctx, l.keys.AuditEntries(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	var out []Entry
-	for _, kv := range resp.Kvs {
-		var e Entry
-		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			return nil, fmt.Errorf("audit entry %s is corrupt: %w", kv.Key, err)
-		}
-		if action == "" || e.Action == action {
-			out = append(out, e)
-		}
-	}
-	if limit > 0 && len(out) > limit {
-		out = out[len(out)-limit:]
-	}
-	return out, nil
-}
-
 // Filter selects audit entries; zero fields select everything.
 type Filter struct {
 	Action string
@@ -153,12 +130,6 @@ type Filter struct {
 func (f Filter) match(e Entry) bool {
 	return (f.Action == "" || e.Action == f.Action) && (f.Actor == "" || e.Actor == f.Actor) &&
 		(f.Since.IsZero() || !e.At.Before(f.Since)) && (f.Until.IsZero() || e.At.Before(f.Until))
-}
-
-// ListFiltered returns the entries f selects, oldest first.
-func (l *Log) ListFiltered(ctx context.Context, f Filter) ([]Entry, error) {
-	entries, _, _, err := l.Snapshot(ctx, f)
-	return entries, err
 }
 
 // Snapshot returns the entries f selects, oldest first, and the chain's

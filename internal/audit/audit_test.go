@@ -40,7 +40,7 @@ func TestVerifyFindsTheFirstBrokenLink(t *testing.T) {
 	if seq, why, err := l.Verify(ctx()); err != nil || seq != 0 {
 		t.Fatalf("intact chain: %d %q %v", seq, why, err)
 	}
-	entries, err := l.List(ctx(), "", 0)
+	entries, _, _, err := l.Snapshot(ctx(), audit.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +88,9 @@ func TestVerifyFindsTheFirstBrokenLink(t *testing.T) {
 	}
 }
 
-func TestListFiltered(t *testing.T) {
+func TestSnapshotFilters(t *testing.T) {
 	l, _, ctx, _ := setup(t, 9)
-	got, err := l.ListFiltered(ctx(), audit.Filter{Actor: "alice", Action: "act0"})
+	got, _, _, err := l.Snapshot(ctx(), audit.Filter{Actor: "alice", Action: "act0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,10 +102,10 @@ func TestListFiltered(t *testing.T) {
 	if len(got) != 2 { // entries 1 (i=0) and 7 (i=6)
 		t.Fatalf("got %d entries, want 2", len(got))
 	}
-	if got, _ := l.ListFiltered(ctx(), audit.Filter{Since: time.Now().Add(time.Hour)}); len(got) != 0 {
+	if got, _, _, _ := l.Snapshot(ctx(), audit.Filter{Since: time.Now().Add(time.Hour)}); len(got) != 0 {
 		t.Fatalf("since the future: %d entries", len(got))
 	}
-	if got, _ := l.ListFiltered(ctx(), audit.Filter{Limit: 3}); len(got) != 3 || got[2].Seq != 9 {
+	if got, seq, _, _ := l.Snapshot(ctx(), audit.Filter{Limit: 3}); len(got) != 3 || got[2].Seq != 9 || seq != 9 {
 		t.Fatalf("limit 3: %+v", got)
 	}
 }
