@@ -208,21 +208,7 @@ func orDefault(s, def string) string {
 
 // preflightOK reports whether hosts allow going live: every host answered
 // and no check failed.
-func preflightOK(hosts []*golivev1.HostChecks) bool {
-	for _, h := range hosts {
-		if h.Error != "" {
-			return false
-		}
-		for _, c := range h.Checks {
-			switch preflight.Status(c.Status) {
-			case preflight.StatusPass, preflight.StatusWarn, preflight.StatusSkip:
-			default:
-				return false
-			}
-		}
-	}
-	return true
-}
+func preflightOK(hosts []*golivev1.HostChecks) bool { return len(preflightFailures(hosts)) == 0 }
 
 // preflightFailures names each host's error and failed check, "host h1:
 // tls: <detail>", in host order.
@@ -365,16 +351,10 @@ type preflightRun struct {
 	hosts  []*golivev1.HostChecks
 }
 
-// preflightRuns holds the runs of every Server in this process, keyed by
-// server and rollout id (a test process may hold several replicas).
-var preflightRuns = struct {
+// preflightRuns holds a leader's rollout preflight runs by rollout id.
+type preflightRuns struct {
 	sync.Mutex
-	m map[preflightRunKey]*preflightRun
-}{m: map[preflightRunKey]*preflightRun{}}
-
-type preflightRunKey struct {
-	s  *Server
-	id string
+	m map[string]*preflightRun
 }
 
 // rolloutPreflight is the executor's observation of st's preflight: it
@@ -382,14 +362,17 @@ type preflightRunKey struct {
 // the run's outcome (pending until it is done) and its table (nil while
 // pending). Outside the preflight phase it forgets the rollout's run.
 func (s *Server) rolloutPreflight(ctx context.Context, st rollout.State, req *golivev1.DeployRequest) (rollout.PreflightResult, []*golivev1.HostChecks) {
-	key := preflightRunKey{s, st.ID}
-	preflightRuns.Lock()
-	defer preflightRuns.Unlock()
+	key := st.ID
+	s.preflightRuns.Lock()
+	defer s.preflightRuns.Unlock()
+	if s.preflightRuns.m == nil {
+		s.preflightRuns.m = map[string]*preflightRun{}
+	}
 	if st.Phase != rollout.PhasePreflight {
-		delete(preflightRuns.m, key)
+		delete(s.preflightRuns.m, key)
 		return rollout.PreflightResult{}, nil
 	}
-	run := preflightRuns.m[key]
+	run := s.preflightRuns.m[key]
 	if run == nil || !run.start.Equal(st.PhaseStart) {
 		s.startRolloutPreflight(ctx, st, req)
 		return rollout.PreflightResult{Result: rollout.ResultPending}, nil
@@ -401,13 +384,13 @@ func (s *Server) rolloutPreflight(ctx context.Context, st rollout.State, req *go
 }
 
 // startRolloutPreflight starts st's preflight run in its own goroutine
-// (preflightRuns must be locked). Its timeout stays well inside the
+// (s.preflightRuns must be locked). Its timeout stays well inside the
 // rollout's progress deadline, so a silent host fails the preflight with a
 // clear reason rather than the deadline.
 func (s *Server) startRolloutPreflight(ctx context.Context, st rollout.State, req *golivev1.DeployRequest) {
-	key := preflightRunKey{s, st.ID}
+	key := st.ID
 	run := &preflightRun{start: st.PhaseStart}
-	preflightRuns.m[key] = run
+	s.preflightRuns.m[key] = run
 	timeout := DefaultPreflightTimeout
 	if d := st.Plan.ProgressDeadline; d > 0 && d < 2*timeout {
 		timeout = d / 2
@@ -416,16 +399,16 @@ func (s *Server) startRolloutPreflight(ctx context.Context, st rollout.State, re
 		Hosts: slices.Clone(st.Plan.Hosts), Skip: req.GetSkipChecks(), Timeout: timeout}
 	go func() {
 		hosts, err := s.fanOutPreflight(ctx, spec)
-		preflightRuns.Lock()
-		defer preflightRuns.Unlock()
-		if preflightRuns.m[key] != run {
+		s.preflightRuns.Lock()
+		defer s.preflightRuns.Unlock()
+		if s.preflightRuns.m[key] != run {
 			return // forgotten or superseded meanwhile
 		}
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				s.log.Warn("rollout preflight could not run; retrying on the next pass", "rollout_id", st.ID, "error", err)
 			}
-			delete(preflightRuns.m, key)
+			delete(s.preflightRuns.m, key)
 			return
 		}
 		run.done, run.hosts = true, hosts

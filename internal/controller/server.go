@@ -146,7 +146,9 @@ type Server struct {
 	notifier  *notify.Notifier
 	kick      chan struct{}
 	isLeader  atomic.Bool
-	election  atomic.Pointer[concurrency.Election]
+	// preflightRuns are the rollout preflights this replica runs as leader.
+	preflightRuns preflightRuns
+	election      atomic.Pointer[concurrency.Election]
 
 	grpcAddr    net.Addr
 	metricsAddr net.Addr
