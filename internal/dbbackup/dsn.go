@@ -239,3 +239,26 @@ func (e redactedError) Error() string { return e.msg }
 func (e redactedError) Is(target error) bool {
 	return errors.Is(e.cause, target)
 }
+
+// Redactor removes a DSN, its password (raw and URL-escaped) and any extra
+// secret from text, e.g. the output of a migration that was given the DSN.
+type Redactor struct{ r redactor }
+
+// NewRedactor returns the Redactor for dsn ("" : none) and extra secrets.
+func NewRedactor(dsn string, extra ...string) Redactor {
+	var r redactor
+	if dsn != "" {
+		c, _ := parseDSN(dsn) // a DSN that does not parse is still removed whole
+		r = newRedactor(dsn, c)
+	}
+	for _, e := range extra {
+		if e != "" {
+			r.secrets = append(r.secrets, e, url.QueryEscape(e))
+		}
+	}
+	sort.Slice(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
+	return Redactor{r}
+}
+
+// String is s with every secret replaced by [redacted].
+func (r Redactor) String(s string) string { return r.r.string(s) }

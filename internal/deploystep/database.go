@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -141,9 +138,9 @@ func (s *step) migrate(ctx context.Context) error {
 		PreviousRelease: s.j.Previous,
 		Env:             env,
 	})
-	s.report.HookOutput = red.redact(string(res.Output))
+	s.report.HookOutput = red.String(string(res.Output))
 	if err != nil {
-		return errors.New(red.redact(err.Error()))
+		return errors.New(red.String(err.Error()))
 	}
 	s.j.Migration = migrationDone
 	return nil
@@ -151,7 +148,7 @@ func (s *step) migrate(ctx context.Context) error {
 
 // migrationEnv is the migration's environment: exec.env_file, the database
 // env file, then exec.env; and a redactor for the DSN and its password.
-func (r *Runner) migrationEnv() (map[string]string, redactor, error) {
+func (r *Runner) migrationEnv() (map[string]string, dbbackup.Redactor, error) {
 	svc := r.cfg.Service
 	env := map[string]string{}
 	files := []string{}
@@ -164,7 +161,7 @@ func (r *Runner) migrationEnv() (map[string]string, redactor, error) {
 	for _, f := range files {
 		kv, err := svcmgr.ReadEnvFile(f)
 		if err != nil {
-			return nil, redactor{}, err
+			return nil, dbbackup.Redactor{}, err
 		}
 		for k, v := range kv {
 			env[k] = v
@@ -173,66 +170,14 @@ func (r *Runner) migrationEnv() (map[string]string, redactor, error) {
 	for k, v := range svc.Env(svc.Port) {
 		env[k] = v
 	}
-	var red redactor
+	dsn := ""
 	if svc.Database != nil {
-		dsn, ok := env[svc.Database.DSNEnvKey]
-		if !ok {
-			return nil, red, fmt.Errorf("the database env file has no key %s (the DSN)", svc.Database.DSNEnvKey)
-		}
-		red = newRedactor(dsn)
-	}
-	if pw := env["PGPASSWORD"]; pw != "" {
-		red.secrets = append(red.secrets, pw)
-	}
-	red.sort()
-	return env, red, nil
-}
-
-// redactor removes the DSN and its password from text a migration printed.
-type redactor struct{ secrets []string }
-
-var keywordPassword = regexp.MustCompile(`password\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))`)
-
-func newRedactor(dsn string) redactor {
-	r := redactor{}
-	if dsn == "" {
-		return r
-	}
-	r.secrets = append(r.secrets, dsn)
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			r.secrets = append(r.secrets, pw, url.QueryEscape(pw), url.PathEscape(pw))
-		}
-		if u.RawQuery != "" {
-			if pw := u.Query().Get("password"); pw != "" {
-				r.secrets = append(r.secrets, pw, url.QueryEscape(pw))
-			}
+		var ok bool
+		if dsn, ok = env[svc.Database.DSNEnvKey]; !ok {
+			return nil, dbbackup.Redactor{}, fmt.Errorf("the database env file has no key %s (the DSN)", svc.Database.DSNEnvKey)
 		}
 	}
-	for _, m := range keywordPassword.FindAllStringSubmatch(dsn, -1) {
-		for _, g := range m[1:] {
-			if g != "" {
-				r.secrets = append(r.secrets, g, strings.ReplaceAll(g, `\'`, `'`))
-			}
-		}
-	}
-	r.sort()
-	return r
-}
-
-// sort puts longer secrets first, so a DSN is replaced whole before its
-// password is looked for.
-func (r *redactor) sort() {
-	sort.Slice(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
-}
-
-func (r redactor) redact(s string) string {
-	for _, sec := range r.secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "[redacted]")
-		}
-	}
-	return s
+	return env, dbbackup.NewRedactor(dsn, env["PGPASSWORD"]), nil
 }
 
 // loadRestore finds the backup a rollback asks to restore: a verified backup
