@@ -48,11 +48,12 @@ func (r *Runner) runSmoke(ctx context.Context) (out string, err error) {
 	}
 	defer client.CloseIdleConnections()
 	var lines, failed []string
+	port := r.livePort()
 	for _, sm := range svc.Smoke {
 		if sm == nil {
 			continue
 		}
-		desc, cerr := smokeCheck(ctx, client, svc, sm, r.livePort())
+		desc, cerr := smokeCheck(ctx, client, svc, sm, port)
 		if cerr != nil {
 			lines = append(lines, fmt.Sprintf("FAIL %s: %s: %v", sm.Name, desc, cerr))
 			failed = append(failed, fmt.Sprintf("%s (%s): %v", sm.Name, desc, cerr))
