@@ -45,7 +45,9 @@ type Service struct {
 	// StopOnExit stops the service when the agent exits cleanly (services
 	// the agent supervises itself; systemd units stay up).
 	StopOnExit bool
-	// Port is the port the current release listens on.
+	// Port is the port the current release listens on (blue-green: the
+	// serving slot's when the agent started; the runner's ServingPort
+	// follows switches).
 	Port int
 	// Recovered is the result of a step a crash interrupted, reported once
 	// the agent connects.
