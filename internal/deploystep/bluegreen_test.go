@@ -658,6 +658,18 @@ func TestBlueGreenSwitchBackTime(t *testing.T) {
 // HAProxy in turn, then adopts and recovers: never a torn host. Exactly
 // one slot takes all the traffic, it runs, slots.json and current name
 // its release (v1 or v2), and the proxy answers with it.
+// bgCrashWant is the release a crash at fp must recover to: v2 once the
+// router has switched all traffic to the new slot (inside the switch, or
+// any later stage), v1 before that or while undoing a failed step.
+func bgCrashWant(fp string) string {
+	switch fp {
+	case "inside_switch", "after_switch", "before_smoke", "after_smoke", "before_post_swap", "after_post_swap",
+		"before_cleanup", "after_cleanup", "before_finish":
+		return "v2"
+	}
+	return "v1"
+}
+
 func TestBlueGreenKill9AtEveryFaultPoint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a helper binary")
@@ -709,6 +721,9 @@ func TestBlueGreenKill9AtEveryFaultPoint(t *testing.T) {
 			}
 			if (res.Outcome == OutcomeSucceeded) != (cur == "v2") {
 				t.Fatalf("outcome %s with current %s", res.Outcome, cur)
+			}
+			if want := bgCrashWant(fp); cur != want {
+				t.Fatalf("crash at %s recovered to %s, want %s (forward once the router serves the new slot alone, back before)", fp, cur, want)
 			}
 			tr, err := r.cfg.Router.Active(t.Context())
 			if err != nil || (tr.Blue != 100 && tr.Green != 100) {
