@@ -491,7 +491,8 @@ func pgRestore(ctx context.Context, opts Options, c conn, path string, args ...s
 // pg_restore --clean --if-exists in a single transaction, so a failure
 // leaves the database as it was. Objects created after the backup (a table a
 // migration added) are not in the dump and stay. The caller takes a safety
-// backup first; SafetyBackupAndRestore does both.
+// backup first (BackupAndVerify with ReleaseAfter "pre-restore"; the agent
+// journals between the two).
 func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
 	if err := opts.validate(); err != nil {
 		return err
@@ -513,24 +514,6 @@ func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
 	}
 	opts.logger().Info("database restored", "backup_id", rec.ID)
 	return nil
-}
-
-// SafetyBackupAndRestore takes a backup of the database as it is now
-// (release name "pre-restore") with BackupAndVerify, so it is verified and
-// has its record, then restores rec. It returns the safety backup's record,
-// also when the restore fails, so the operator can go back. When the safety
-// backup fails nothing is restored.
-func SafetyBackupAndRestore(ctx context.Context, rec *Record, opts Options) (Record, error) {
-	if err := checkFile(rec); err != nil {
-		return Record{}, fmt.Errorf("restore backup %s: %w", rec.ID, err)
-	}
-	so := opts
-	so.ReleaseAfter = "pre-restore"
-	safety, err := BackupAndVerify(ctx, so)
-	if err != nil {
-		return Record{}, fmt.Errorf("safety backup before restore: %w", err)
-	}
-	return safety, Restore(ctx, rec, opts)
 }
 
 // Prune removes old dumps from dir: those beyond the newest keepCount and

@@ -126,7 +126,7 @@ ALTER TABLE users ADD COLUMN email text;`)
 	}
 
 	f.opts.Now = func() time.Time { return time.Now().Add(time.Second) } // distinct file name
-	safety, err := SafetyBackupAndRestore(ctx, &rec, f.opts)
+	safety, err := safetyBackupAndRestore(ctx, &rec, f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,3 +433,15 @@ func mustJSON(t *testing.T, v any) string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// safetyBackupAndRestore is what the agent's restore does (with a journal
+// write between the two): a verified "pre-restore" backup, then the restore.
+func safetyBackupAndRestore(ctx context.Context, rec *Record, opts Options) (Record, error) {
+	so := opts
+	so.ReleaseAfter = "pre-restore"
+	safety, err := BackupAndVerify(ctx, so)
+	if err != nil {
+		return Record{}, err
+	}
+	return safety, Restore(ctx, rec, opts)
+}

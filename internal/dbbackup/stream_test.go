@@ -68,7 +68,7 @@ func TestBackupAndVerifyStreamsRoundTrip(t *testing.T) {
 	}
 	f.pg.Exec(t, "app", `DELETE FROM orders WHERE id % 3 = 0; UPDATE users SET name = 'changed'; TRUNCATE billing."Invoices"`)
 	f.opts.Now = func() time.Time { return time.Now().Add(time.Second) } // distinct file name
-	safety, err := SafetyBackupAndRestore(ctx, loaded, f.opts)
+	safety, err := safetyBackupAndRestore(ctx, loaded, f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
