@@ -78,7 +78,7 @@ func TestGrantRevokeAudit(t *testing.T) {
 	if err != nil || b.Token <= a.Token {
 		t.Fatalf("regrant token %d (prev %d), %v", b.Token, a.Token, err)
 	}
-	entries, err := log.List(t.Context(), "", 0)
+	entries, _, _, err := log.Snapshot(t.Context(), audit.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestExpiryEndsApprovalOnce(t *testing.T) {
 	if err != nil || cur.Token != 0 {
 		t.Fatalf("approval still present: %+v %v", cur, err)
 	}
-	entries, _ := log.List(t.Context(), "approval_expired", 0)
+	entries, _, _, _ := log.Snapshot(t.Context(), audit.Filter{Action: "approval_expired"})
 	if len(entries) != 1 {
 		t.Fatalf("expired audited %d times", len(entries))
 	}
