@@ -1650,7 +1650,11 @@ type CommandResult struct {
 	Checks          []*CheckResult         `protobuf:"bytes,8,rep,name=checks,proto3" json:"checks,omitempty"`
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// backup made before a migration, if any (JSON of the backup record).
-	BackupJson    string `protobuf:"bytes,10,opt,name=backup_json,json=backupJson,proto3" json:"backup_json,omitempty"`
+	BackupJson string `protobuf:"bytes,10,opt,name=backup_json,json=backupJson,proto3" json:"backup_json,omitempty"`
+	// unchanged: the step failed before it changed anything on the host
+	// (fetch, verify, unpack, a refused re-deploy): the live release was not
+	// stopped or restarted, so there is nothing to roll back.
+	Unchanged     bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1753,6 +1757,13 @@ func (x *CommandResult) GetBackupJson() string {
 		return x.BackupJson
 	}
 	return ""
+}
+
+func (x *CommandResult) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
 }
 
 // ResultAck tells the agent a result is stored and need not be resent.
@@ -1934,7 +1945,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\vCheckResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\x96\x03\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xb4\x03\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x18\n" +
@@ -1949,7 +1960,8 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"finishedAt\x12\x1f\n" +
 	"\vbackup_json\x18\n" +
 	" \x01(\tR\n" +
-	"backupJson\"*\n" +
+	"backupJson\x12\x1c\n" +
+	"\tunchanged\x18\v \x01(\bR\tunchanged\"*\n" +
 	"\tResultAck\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId*\xca\x01\n" +
