@@ -586,8 +586,12 @@ type ServiceState struct {
 	// active_slot is "blue" or "green" for blue-green services.
 	ActiveSlot string `protobuf:"bytes,7,opt,name=active_slot,json=activeSlot,proto3" json:"active_slot,omitempty"`
 	// the command in flight on this service, if any.
-	CommandId     string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	Stage         string `protobuf:"bytes,9,opt,name=stage,proto3" json:"stage,omitempty"`
+	CommandId string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Stage     string `protobuf:"bytes,9,opt,name=stage,proto3" json:"stage,omitempty"`
+	// traffic is what real users' requests through the service's load
+	// balancer did, per slot, next to the agent's own probe (health). Absent
+	// for a service with no router the agent can read.
+	Traffic       *TrafficWindow `protobuf:"bytes,10,opt,name=traffic,proto3" json:"traffic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,6 +689,204 @@ func (x *ServiceState) GetStage() string {
 	return ""
 }
 
+func (x *ServiceState) GetTraffic() *TrafficWindow {
+	if x != nil {
+		return x.Traffic
+	}
+	return nil
+}
+
+// TrafficWindow is the load balancer's own count of the requests it sent to
+// a service's slots over a sliding window: HAProxy's "show stat" counters,
+// or the lines of an nginx JSON access log, read by the agent.
+type TrafficWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source is "haproxy" or "nginx".
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// slots has one entry per slot ("blue", "green"; "" for a restart-mode
+	// service) that has been observed, in slot order.
+	Slots []*SlotTraffic `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
+	// observed_at is when the figures were last read from the load balancer.
+	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// error, when set, is why the last read failed (e.g. the admin socket is
+	// unreachable, the access log is missing); the slots then hold what was
+	// read before it and are stale past observed_at.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficWindow) Reset() {
+	*x = TrafficWindow{}
+	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficWindow) ProtoMessage() {}
+
+func (x *TrafficWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficWindow.ProtoReflect.Descriptor instead.
+func (*TrafficWindow) Descriptor() ([]byte, []int) {
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TrafficWindow) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TrafficWindow) GetSlots() []*SlotTraffic {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *TrafficWindow) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
+func (x *TrafficWindow) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// SlotTraffic is one slot's requests over the last window_seconds.
+type SlotTraffic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// requests the load balancer sent to the slot (nginx: every upstream
+	// attempt, so a retried request counts once per slot it reached).
+	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	// errors are requests answered 5xx plus those that failed to connect or
+	// to get a response; errors <= requests.
+	Errors uint64 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	// avg_latency_ms is the mean upstream response time (HAProxy: rtime,
+	// its mean over the server's last 1024 requests, weighted by the
+	// window's requests; nginx: $upstream_response_time).
+	AvgLatencyMs float64 `protobuf:"fixed64,4,opt,name=avg_latency_ms,json=avgLatencyMs,proto3" json:"avg_latency_ms,omitempty"`
+	// p99_latency_ms is the 99th percentile of the upstream response time
+	// (bucketed, within about 10%); absent when the source gives no
+	// per-request times (HAProxy).
+	P99LatencyMs *float64 `protobuf:"fixed64,5,opt,name=p99_latency_ms,json=p99LatencyMs,proto3,oneof" json:"p99_latency_ms,omitempty"`
+	// window_seconds is the time the figures cover: the configured window,
+	// or less when observation of the slot started more recently.
+	WindowSeconds float64                `protobuf:"fixed64,6,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	Source        string                 `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	ObservedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotTraffic) Reset() {
+	*x = SlotTraffic{}
+	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotTraffic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotTraffic) ProtoMessage() {}
+
+func (x *SlotTraffic) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotTraffic.ProtoReflect.Descriptor instead.
+func (*SlotTraffic) Descriptor() ([]byte, []int) {
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SlotTraffic) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *SlotTraffic) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *SlotTraffic) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *SlotTraffic) GetAvgLatencyMs() float64 {
+	if x != nil {
+		return x.AvgLatencyMs
+	}
+	return 0
+}
+
+func (x *SlotTraffic) GetP99LatencyMs() float64 {
+	if x != nil && x.P99LatencyMs != nil {
+		return *x.P99LatencyMs
+	}
+	return 0
+}
+
+func (x *SlotTraffic) GetWindowSeconds() float64 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *SlotTraffic) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *SlotTraffic) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
 // HealthWindow summarises the agent's probes over its sliding window.
 type HealthWindow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -702,7 +904,7 @@ type HealthWindow struct {
 
 func (x *HealthWindow) Reset() {
 	*x = HealthWindow{}
-	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	mi := &file_golive_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +916,7 @@ func (x *HealthWindow) String() string {
 func (*HealthWindow) ProtoMessage() {}
 
 func (x *HealthWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	mi := &file_golive_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +929,7 @@ func (x *HealthWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthWindow.ProtoReflect.Descriptor instead.
 func (*HealthWindow) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HealthWindow) GetRequests() uint64 {
@@ -803,7 +1005,7 @@ type ApprovalUpdate struct {
 
 func (x *ApprovalUpdate) Reset() {
 	*x = ApprovalUpdate{}
-	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	mi := &file_golive_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1017,7 @@ func (x *ApprovalUpdate) String() string {
 func (*ApprovalUpdate) ProtoMessage() {}
 
 func (x *ApprovalUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	mi := &file_golive_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1030,7 @@ func (x *ApprovalUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalUpdate.ProtoReflect.Descriptor instead.
 func (*ApprovalUpdate) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApprovalUpdate) GetFencingToken() int64 {
@@ -877,7 +1079,7 @@ type ApprovalAck struct {
 
 func (x *ApprovalAck) Reset() {
 	*x = ApprovalAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[8]
+	mi := &file_golive_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1091,7 @@ func (x *ApprovalAck) String() string {
 func (*ApprovalAck) ProtoMessage() {}
 
 func (x *ApprovalAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[8]
+	mi := &file_golive_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1104,7 @@ func (x *ApprovalAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalAck.ProtoReflect.Descriptor instead.
 func (*ApprovalAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApprovalAck) GetFencingToken() int64 {
@@ -941,7 +1143,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_golive_v1_agent_proto_msgTypes[9]
+	mi := &file_golive_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1155,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[9]
+	mi := &file_golive_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1168,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Command) GetId() string {
@@ -1090,7 +1292,7 @@ type DeployAction struct {
 
 func (x *DeployAction) Reset() {
 	*x = DeployAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[10]
+	mi := &file_golive_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1304,7 @@ func (x *DeployAction) String() string {
 func (*DeployAction) ProtoMessage() {}
 
 func (x *DeployAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[10]
+	mi := &file_golive_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1317,7 @@ func (x *DeployAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployAction.ProtoReflect.Descriptor instead.
 func (*DeployAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeployAction) GetService() string {
@@ -1189,7 +1391,7 @@ type RollbackAction struct {
 
 func (x *RollbackAction) Reset() {
 	*x = RollbackAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[11]
+	mi := &file_golive_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1403,7 @@ func (x *RollbackAction) String() string {
 func (*RollbackAction) ProtoMessage() {}
 
 func (x *RollbackAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[11]
+	mi := &file_golive_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1416,7 @@ func (x *RollbackAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAction.ProtoReflect.Descriptor instead.
 func (*RollbackAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RollbackAction) GetService() string {
@@ -1259,7 +1461,7 @@ type PreflightAction struct {
 
 func (x *PreflightAction) Reset() {
 	*x = PreflightAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[12]
+	mi := &file_golive_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1473,7 @@ func (x *PreflightAction) String() string {
 func (*PreflightAction) ProtoMessage() {}
 
 func (x *PreflightAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[12]
+	mi := &file_golive_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1486,7 @@ func (x *PreflightAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightAction.ProtoReflect.Descriptor instead.
 func (*PreflightAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PreflightAction) GetService() string {
@@ -1325,7 +1527,7 @@ type CancelAction struct {
 
 func (x *CancelAction) Reset() {
 	*x = CancelAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[13]
+	mi := &file_golive_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1539,7 @@ func (x *CancelAction) String() string {
 func (*CancelAction) ProtoMessage() {}
 
 func (x *CancelAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[13]
+	mi := &file_golive_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1552,7 @@ func (x *CancelAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAction.ProtoReflect.Descriptor instead.
 func (*CancelAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelAction) GetCommandId() string {
@@ -1372,7 +1574,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	mi := &file_golive_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1586,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	mi := &file_golive_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1599,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommandAck) GetCommandId() string {
@@ -1435,7 +1637,7 @@ type CommandProgress struct {
 
 func (x *CommandProgress) Reset() {
 	*x = CommandProgress{}
-	mi := &file_golive_v1_agent_proto_msgTypes[15]
+	mi := &file_golive_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1649,7 @@ func (x *CommandProgress) String() string {
 func (*CommandProgress) ProtoMessage() {}
 
 func (x *CommandProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[15]
+	mi := &file_golive_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1662,7 @@ func (x *CommandProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandProgress.ProtoReflect.Descriptor instead.
 func (*CommandProgress) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommandProgress) GetCommandId() string {
@@ -1512,7 +1714,7 @@ type StageReport struct {
 
 func (x *StageReport) Reset() {
 	*x = StageReport{}
-	mi := &file_golive_v1_agent_proto_msgTypes[16]
+	mi := &file_golive_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1726,7 @@ func (x *StageReport) String() string {
 func (*StageReport) ProtoMessage() {}
 
 func (x *StageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[16]
+	mi := &file_golive_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1739,7 @@ func (x *StageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageReport.ProtoReflect.Descriptor instead.
 func (*StageReport) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StageReport) GetStage() string {
@@ -1588,7 +1790,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_golive_v1_agent_proto_msgTypes[17]
+	mi := &file_golive_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1802,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[17]
+	mi := &file_golive_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1815,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckResult) GetName() string {
@@ -1661,7 +1863,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_golive_v1_agent_proto_msgTypes[18]
+	mi := &file_golive_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1875,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[18]
+	mi := &file_golive_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1888,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -1776,7 +1978,7 @@ type ResultAck struct {
 
 func (x *ResultAck) Reset() {
 	*x = ResultAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[19]
+	mi := &file_golive_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +1990,7 @@ func (x *ResultAck) String() string {
 func (*ResultAck) ProtoMessage() {}
 
 func (x *ResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[19]
+	mi := &file_golive_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2003,7 @@ func (x *ResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultAck.ProtoReflect.Descriptor instead.
 func (*ResultAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResultAck) GetCommandId() string {
@@ -1852,7 +2054,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\bservices\x18\x01 \x03(\v2\x17.golive.v1.ServiceStateR\bservices\x12#\n" +
 	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xb0\x02\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xe4\x02\n" +
 	"\fServiceState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fcurrent_release\x18\x02 \x01(\tR\x0ecurrentRelease\x12)\n" +
@@ -1864,7 +2066,26 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"activeSlot\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\b \x01(\tR\tcommandId\x12\x14\n" +
-	"\x05stage\x18\t \x01(\tR\x05stage\"\xa9\x02\n" +
+	"\x05stage\x18\t \x01(\tR\x05stage\x122\n" +
+	"\atraffic\x18\n" +
+	" \x01(\v2\x18.golive.v1.TrafficWindowR\atraffic\"\xa8\x01\n" +
+	"\rTrafficWindow\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12,\n" +
+	"\x05slots\x18\x02 \x03(\v2\x16.golive.v1.SlotTrafficR\x05slots\x12;\n" +
+	"\vobserved_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb5\x02\n" +
+	"\vSlotTraffic\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12$\n" +
+	"\x0eavg_latency_ms\x18\x04 \x01(\x01R\favgLatencyMs\x12)\n" +
+	"\x0ep99_latency_ms\x18\x05 \x01(\x01H\x00R\fp99LatencyMs\x88\x01\x01\x12%\n" +
+	"\x0ewindow_seconds\x18\x06 \x01(\x01R\rwindowSeconds\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12;\n" +
+	"\vobserved_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAtB\x11\n" +
+	"\x0f_p99_latency_ms\"\xa9\x02\n" +
 	"\fHealthWindow\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x16\n" +
 	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12$\n" +
@@ -1988,7 +2209,7 @@ func file_golive_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_golive_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_golive_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_golive_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_golive_v1_agent_proto_goTypes = []any{
 	(CommandOutcome)(0),           // 0: golive.v1.CommandOutcome
 	(*ConnectRequest)(nil),        // 1: golive.v1.ConnectRequest
@@ -1997,63 +2218,69 @@ var file_golive_v1_agent_proto_goTypes = []any{
 	(*Welcome)(nil),               // 4: golive.v1.Welcome
 	(*Heartbeat)(nil),             // 5: golive.v1.Heartbeat
 	(*ServiceState)(nil),          // 6: golive.v1.ServiceState
-	(*HealthWindow)(nil),          // 7: golive.v1.HealthWindow
-	(*ApprovalUpdate)(nil),        // 8: golive.v1.ApprovalUpdate
-	(*ApprovalAck)(nil),           // 9: golive.v1.ApprovalAck
-	(*Command)(nil),               // 10: golive.v1.Command
-	(*DeployAction)(nil),          // 11: golive.v1.DeployAction
-	(*RollbackAction)(nil),        // 12: golive.v1.RollbackAction
-	(*PreflightAction)(nil),       // 13: golive.v1.PreflightAction
-	(*CancelAction)(nil),          // 14: golive.v1.CancelAction
-	(*CommandAck)(nil),            // 15: golive.v1.CommandAck
-	(*CommandProgress)(nil),       // 16: golive.v1.CommandProgress
-	(*StageReport)(nil),           // 17: golive.v1.StageReport
-	(*CheckResult)(nil),           // 18: golive.v1.CheckResult
-	(*CommandResult)(nil),         // 19: golive.v1.CommandResult
-	(*ResultAck)(nil),             // 20: golive.v1.ResultAck
-	nil,                           // 21: golive.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*TrafficWindow)(nil),         // 7: golive.v1.TrafficWindow
+	(*SlotTraffic)(nil),           // 8: golive.v1.SlotTraffic
+	(*HealthWindow)(nil),          // 9: golive.v1.HealthWindow
+	(*ApprovalUpdate)(nil),        // 10: golive.v1.ApprovalUpdate
+	(*ApprovalAck)(nil),           // 11: golive.v1.ApprovalAck
+	(*Command)(nil),               // 12: golive.v1.Command
+	(*DeployAction)(nil),          // 13: golive.v1.DeployAction
+	(*RollbackAction)(nil),        // 14: golive.v1.RollbackAction
+	(*PreflightAction)(nil),       // 15: golive.v1.PreflightAction
+	(*CancelAction)(nil),          // 16: golive.v1.CancelAction
+	(*CommandAck)(nil),            // 17: golive.v1.CommandAck
+	(*CommandProgress)(nil),       // 18: golive.v1.CommandProgress
+	(*StageReport)(nil),           // 19: golive.v1.StageReport
+	(*CheckResult)(nil),           // 20: golive.v1.CheckResult
+	(*CommandResult)(nil),         // 21: golive.v1.CommandResult
+	(*ResultAck)(nil),             // 22: golive.v1.ResultAck
+	nil,                           // 23: golive.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_golive_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: golive.v1.ConnectRequest.hello:type_name -> golive.v1.Hello
 	5,  // 1: golive.v1.ConnectRequest.heartbeat:type_name -> golive.v1.Heartbeat
-	9,  // 2: golive.v1.ConnectRequest.approval_ack:type_name -> golive.v1.ApprovalAck
-	15, // 3: golive.v1.ConnectRequest.command_ack:type_name -> golive.v1.CommandAck
-	16, // 4: golive.v1.ConnectRequest.command_progress:type_name -> golive.v1.CommandProgress
-	19, // 5: golive.v1.ConnectRequest.command_result:type_name -> golive.v1.CommandResult
+	11, // 2: golive.v1.ConnectRequest.approval_ack:type_name -> golive.v1.ApprovalAck
+	17, // 3: golive.v1.ConnectRequest.command_ack:type_name -> golive.v1.CommandAck
+	18, // 4: golive.v1.ConnectRequest.command_progress:type_name -> golive.v1.CommandProgress
+	21, // 5: golive.v1.ConnectRequest.command_result:type_name -> golive.v1.CommandResult
 	4,  // 6: golive.v1.ConnectResponse.welcome:type_name -> golive.v1.Welcome
-	8,  // 7: golive.v1.ConnectResponse.approval:type_name -> golive.v1.ApprovalUpdate
-	10, // 8: golive.v1.ConnectResponse.command:type_name -> golive.v1.Command
-	20, // 9: golive.v1.ConnectResponse.result_ack:type_name -> golive.v1.ResultAck
-	21, // 10: golive.v1.Hello.labels:type_name -> golive.v1.Hello.LabelsEntry
+	10, // 7: golive.v1.ConnectResponse.approval:type_name -> golive.v1.ApprovalUpdate
+	12, // 8: golive.v1.ConnectResponse.command:type_name -> golive.v1.Command
+	22, // 9: golive.v1.ConnectResponse.result_ack:type_name -> golive.v1.ResultAck
+	23, // 10: golive.v1.Hello.labels:type_name -> golive.v1.Hello.LabelsEntry
 	6,  // 11: golive.v1.Hello.services:type_name -> golive.v1.ServiceState
-	19, // 12: golive.v1.Hello.unacked_results:type_name -> golive.v1.CommandResult
-	22, // 13: golive.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	8,  // 14: golive.v1.Welcome.approval:type_name -> golive.v1.ApprovalUpdate
+	21, // 12: golive.v1.Hello.unacked_results:type_name -> golive.v1.CommandResult
+	24, // 13: golive.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	10, // 14: golive.v1.Welcome.approval:type_name -> golive.v1.ApprovalUpdate
 	6,  // 15: golive.v1.Heartbeat.services:type_name -> golive.v1.ServiceState
-	23, // 16: golive.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	7,  // 17: golive.v1.ServiceState.health:type_name -> golive.v1.HealthWindow
-	23, // 18: golive.v1.HealthWindow.last_probe:type_name -> google.protobuf.Timestamp
-	23, // 19: golive.v1.ApprovalUpdate.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 20: golive.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	11, // 21: golive.v1.Command.deploy:type_name -> golive.v1.DeployAction
-	12, // 22: golive.v1.Command.rollback:type_name -> golive.v1.RollbackAction
-	13, // 23: golive.v1.Command.preflight:type_name -> golive.v1.PreflightAction
-	14, // 24: golive.v1.Command.cancel:type_name -> golive.v1.CancelAction
-	22, // 25: golive.v1.DeployAction.weight_bake:type_name -> google.protobuf.Duration
-	23, // 26: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
-	0,  // 27: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
-	17, // 28: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
-	18, // 29: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
-	23, // 30: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 31: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
-	2,  // 32: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
-	32, // [32:33] is the sub-list for method output_type
-	31, // [31:32] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	25, // 16: golive.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	9,  // 17: golive.v1.ServiceState.health:type_name -> golive.v1.HealthWindow
+	7,  // 18: golive.v1.ServiceState.traffic:type_name -> golive.v1.TrafficWindow
+	8,  // 19: golive.v1.TrafficWindow.slots:type_name -> golive.v1.SlotTraffic
+	25, // 20: golive.v1.TrafficWindow.observed_at:type_name -> google.protobuf.Timestamp
+	25, // 21: golive.v1.SlotTraffic.observed_at:type_name -> google.protobuf.Timestamp
+	25, // 22: golive.v1.HealthWindow.last_probe:type_name -> google.protobuf.Timestamp
+	25, // 23: golive.v1.ApprovalUpdate.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 24: golive.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	13, // 25: golive.v1.Command.deploy:type_name -> golive.v1.DeployAction
+	14, // 26: golive.v1.Command.rollback:type_name -> golive.v1.RollbackAction
+	15, // 27: golive.v1.Command.preflight:type_name -> golive.v1.PreflightAction
+	16, // 28: golive.v1.Command.cancel:type_name -> golive.v1.CancelAction
+	24, // 29: golive.v1.DeployAction.weight_bake:type_name -> google.protobuf.Duration
+	25, // 30: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
+	0,  // 31: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
+	19, // 32: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
+	20, // 33: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
+	25, // 34: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 35: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
+	2,  // 36: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
+	36, // [36:37] is the sub-list for method output_type
+	35, // [35:36] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_agent_proto_init() }
@@ -2075,7 +2302,8 @@ func file_golive_v1_agent_proto_init() {
 		(*ConnectResponse_Command)(nil),
 		(*ConnectResponse_ResultAck)(nil),
 	}
-	file_golive_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_golive_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
+	file_golive_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
 		(*Command_Deploy)(nil),
 		(*Command_Rollback)(nil),
 		(*Command_Preflight)(nil),
@@ -2087,7 +2315,7 @@ func file_golive_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_agent_proto_rawDesc), len(file_golive_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
