@@ -1,0 +1,42 @@
+// Package analysis owns PromQL analysis: judging a release by queries on
+// the user's Prometheus, as a rollout gate between waves.
+//
+// An analysis file (HCL) holds metric blocks. Parse reads and validates
+// it, refusing unknown placeholders in queries at once. At a gate the
+// leader calls Start with the wave's Values (hosts, service, release,
+// slot), which renders each query, then calls Step whenever NextAt is
+// reached, storing the returned State (Encode) with the rollout record in
+// the same transaction as the rollout's own state. Step is the only part
+// that does I/O (through a Querier); Record, Judge and Cut are pure, so a
+// new leader resumes a run from the stored State exactly.
+//
+//	Start --> running --Step/Record--> passed  (every metric took Count
+//	             |                              conclusive measurements
+//	             |                              within its failure_limit)
+//	             +--> failed (a metric's failures > failure_limit, its
+//	             |            consecutive errors > consecutive_error_limit,
+//	             |            or its query refused by Prometheus)
+//	             +--Cut--> failed (cut short: the gate needed a verdict
+//	                               before Count measurements)
+//
+// # Invariants
+//
+//   - Fail closed. Only VerdictPass counts towards a pass. An empty
+//     vector, NaN, an infinity, a native histogram, several series without
+//     a declared reduce, a matrix or string result are inconclusive and
+//     count as failures; a query error, a timeout or an unreachable
+//     Prometheus never passes (it is retried, then fails the run past
+//     consecutive_error_limit); a run ended before Count conclusive
+//     measurements fails. A run whose every measurement errored can never
+//     pass, because errors do not count towards Count.
+//   - The one exception is explicit: on_no_data = "pass" lets an empty
+//     vector pass; each such measurement says so (Measurement.NoData),
+//     and State.Notes lists it for the deploy's audit entry. It never
+//     applies to NaN, which is what a ratio over no traffic returns.
+//   - A run ends: each error run is at most consecutive_error_limit long
+//     before a conclusive measurement or the end, so a metric takes at
+//     most Count*(consecutive_error_limit+1) measurements.
+//   - Every measurement keeps the query as sent, the evaluation time, the
+//     value as Prometheus writes it (NaN and infinities as "NaN", "+Inf":
+//     the State is always valid JSON), the verdict and a message.
+package analysis
