@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -168,4 +169,93 @@ func TestBinary(t *testing.T) {
 		defer os.Remove(filepath.Join(root, "CRASH"))
 		crash(t, t.TempDir())
 	})
+}
+
+func TestFailer(t *testing.T) {
+	tests := []struct {
+		give float64
+		n    int
+		want int
+	}{
+		{give: 0, n: 100, want: 0},
+		{give: 0.05, n: 100, want: 5},
+		{give: 0.05, n: 1000, want: 50},
+		{give: 0.001, n: 10000, want: 10},
+		{give: 1, n: 7, want: 7},
+	}
+	for _, tt := range tests {
+		f := &failer{rate: tt.give}
+		got := 0
+		for range tt.n {
+			if f.next() {
+				got++
+			}
+		}
+		if got != tt.want {
+			t.Errorf("rate %g over %d requests: %d failed, want %d", tt.give, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestFailRateLatencyAndMetrics(t *testing.T) {
+	bin := build(t, "v4")
+	root := filepath.Dir(filepath.Dir(bin))
+	for name, content := range map[string]string{"FAIL_RATE": "0.05\n", "LATENCY": "30ms\n"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := start(t, bin, t.TempDir())
+	failed := 0
+	for i := 1; i <= 40; i++ {
+		begin := time.Now()
+		code, _ := get(t, "http://"+a.addr+"/")
+		if d := time.Since(begin); d < 30*time.Millisecond {
+			t.Fatalf("request %d took %v, want >= 30ms (LATENCY)", i, d)
+		}
+		if code == 500 {
+			failed++
+			if i%20 != 0 {
+				t.Errorf("request %d failed; want only every 20th", i)
+			}
+		}
+	}
+	if failed != 2 {
+		t.Errorf("%d of 40 requests failed, want 2", failed)
+	}
+	if code, _ := get(t, "http://"+a.addr+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d, want 200 whatever FAIL_RATE says", code)
+	}
+	_, body := get(t, "http://"+a.addr+"/metrics")
+	for _, want := range []string{
+		`sampleapp_http_requests_total{code="200",path="/"} 38`,
+		`sampleapp_http_requests_total{code="500",path="/"} 2`,
+		`sampleapp_http_requests_total{code="200",path="/healthz"} 1`,
+		`sampleapp_http_request_duration_seconds_count{path="/"} 40`,
+		`sampleapp_http_request_duration_seconds_bucket{path="/",le="0.025"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+func TestBadMarkers(t *testing.T) {
+	tests := []struct{ env, want string }{
+		{env: "SAMPLE_FAIL_RATE=1.5", want: "FAIL_RATE"},
+		{env: "SAMPLE_FAIL_RATE=x", want: "FAIL_RATE"},
+		{env: "SAMPLE_LATENCY=soon", want: "LATENCY"},
+	}
+	for _, tt := range tests {
+		k, v, _ := strings.Cut(tt.env, "=")
+		_, err := parseConfig(nil, func(key string) string {
+			if key == k {
+				return v
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to name %s", tt.env, err, tt.want)
+		}
+	}
 }

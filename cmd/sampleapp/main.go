@@ -1,7 +1,9 @@
 // Command sampleapp is the tiny HTTP service golive deploys in its tests and
-// demo. It answers / and /version with its version, /healthz with "ok", and
-// can be told to fail its health check or crash at start, so a broken
-// release can be built from the same source (see app.go).
+// demo. It answers / and /version with its version, /healthz with "ok",
+// /metrics with its request counts and latencies (Prometheus), and can be
+// told to fail its health check, crash at start, answer 500 on a fraction
+// of the requests to / or add latency to them, so broken releases can be
+// built from the same source (see app.go).
 package main
 
 import (

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the sample releases golive deploys in tests and the demo:
-#   $OUT/sampleapp-v1.tar.gz, -v2 (healthy) and -v3 (broken: FAIL_HEALTH marker),
-#   each holding bin/sampleapp and VERSION; $OUT/ledger-v1/v2.tar.gz (with a
+#   $OUT/sampleapp-v1.tar.gz, -v2 (healthy), -v3 (broken: FAIL_HEALTH marker),
+#   -v4 (healthy probe, but 5% of requests to / answer 500: FAIL_RATE marker)
+#   and -v5 (healthy, but / takes 300 ms longer: LATENCY marker), each holding
+#   bin/sampleapp and VERSION; $OUT/ledger-v1/v2.tar.gz (with a
 #   database migration, see below); plus $OUT/SHA256SUMS.
 # Reproducible-ish: static trimmed build, sorted entries, mtime 0, uid/gid 0,
 # gzip without name/timestamp. Usage: mkreleases.sh [OUT_DIR] (default dist).
@@ -15,7 +17,7 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for v in v1 v2 v3; do
+for v in v1 v2 v3 v4 v5; do
 	root="$work/sampleapp-$v"
 	mkdir -p "$root/bin"
 	(cd "$repo" && CGO_ENABLED=0 "$go" build -trimpath -buildvcs=false \
@@ -23,6 +25,12 @@ for v in v1 v2 v3; do
 	echo "$v" >"$root/VERSION"
 	if [[ $v == v3 ]]; then
 		echo "v3 is deliberately broken: /healthz answers 500" >"$root/FAIL_HEALTH"
+	fi
+	if [[ $v == v4 ]]; then
+		echo "0.05" >"$root/FAIL_RATE" # every 20th request to / answers 500; /healthz stays 200
+	fi
+	if [[ $v == v5 ]]; then
+		echo "300ms" >"$root/LATENCY" # added to every request to /
 	fi
 	chmod -R u=rwX,go=rX "$root"
 	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
@@ -50,5 +58,5 @@ for v in v1 v2; do
 		-C "$root" -cf - . | gzip -9n >"$out/ledger-$v.tar.gz"
 done
 
-(cd "$out" && sha256sum sampleapp-v1.tar.gz sampleapp-v2.tar.gz sampleapp-v3.tar.gz ledger-v1.tar.gz ledger-v2.tar.gz >SHA256SUMS)
-echo "wrote $out/sampleapp-v{1,2,3}.tar.gz, $out/ledger-v{1,2}.tar.gz and $out/SHA256SUMS"
+(cd "$out" && sha256sum sampleapp-v1.tar.gz sampleapp-v2.tar.gz sampleapp-v3.tar.gz sampleapp-v4.tar.gz sampleapp-v5.tar.gz ledger-v1.tar.gz ledger-v2.tar.gz >SHA256SUMS)
+echo "wrote $out/sampleapp-v{1,2,3,4,5}.tar.gz, $out/ledger-v{1,2}.tar.gz and $out/SHA256SUMS"
