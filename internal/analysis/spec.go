@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/big"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,9 @@ type Condition struct {
 	Threshold float64 `json:"threshold"`
 }
 
+// decimalRe is a decimal number, as thresholds are written.
+var decimalRe = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
+
 // ParseCondition reads "<op> <number>": op one of > < >= <= == !=, the
 // number finite.
 func ParseCondition(s string) (Condition, error) {
@@ -73,7 +77,7 @@ func ParseCondition(s string) (Condition, error) {
 	}
 	num := strings.TrimSpace(t[len(op):])
 	x, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(x) || math.IsInf(x, 0) || strings.ContainsAny(num, "_") {
+	if !decimalRe.MatchString(num) || err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
 		return Condition{}, fmt.Errorf("invalid condition %q: %q is not a finite number", s, num)
 	}
 	return Condition{Op: op, Threshold: x}, nil
