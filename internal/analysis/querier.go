@@ -81,6 +81,7 @@ const DefaultQueryTimeout = 30 * time.Second
 // Prometheus is the Querier of a Prometheus server's HTTP API.
 type Prometheus struct {
 	api     promv1.API
+	tr      *http.Transport
 	timeout time.Duration
 }
 
@@ -121,8 +122,12 @@ func NewPrometheus(cfg PrometheusConfig) (*Prometheus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
-	return &Prometheus{api: promv1.NewAPI(c), timeout: cfg.Timeout}, nil
+	return &Prometheus{api: promv1.NewAPI(c), tr: tr, timeout: cfg.Timeout}, nil
 }
+
+// Close drops the client's idle connections. The Prometheus may still be
+// used after it (and opens new ones).
+func (p *Prometheus) Close() { p.tr.CloseIdleConnections() }
 
 // Query runs an instant query at the time at.
 func (p *Prometheus) Query(ctx context.Context, query string, at time.Time) (Result, error) {

@@ -168,6 +168,7 @@ func (s *Server) Stop() {
 		case <-time.After(stopTimeout):
 			s.kill()
 		}
+		client.CloseIdleConnections()
 		if s.t.Failed() {
 			s.t.Logf("prometheus log:\n%s", s.log.String())
 		}
@@ -183,7 +184,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -211,7 +212,7 @@ func (s *Server) Targets(ctx context.Context) ([]Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +271,7 @@ func get(ctx context.Context, url string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return false, err
 	}
@@ -278,6 +279,10 @@ func get(ctx context.Context, url string) (bool, error) {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK, nil
 }
+
+// client is the tests' HTTP client; Stop closes its idle connections so
+// goleak finds no stray connection goroutines.
+var client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
