@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 )
 
 // BackupAndVerify takes a backup and proves it restorable in one pass, then
@@ -124,13 +123,18 @@ func backupAndVerify(ctx context.Context, opts Options, c conn) (_ Record, err e
 	return rec, nil
 }
 
-// errRestoreFailed is the cause with which a failed pg_restore stops pg_dump.
-var errRestoreFailed = errors.New("pg_restore failed")
-
 // streamDump runs pg_dump -Fc of src in snapshot and pg_restore into dst
 // concurrently, copying pg_dump's output to both out and pg_restore's
 // stdin. It returns the size and sha256 of what it wrote to out. A failure
 // of either process stops the other.
+//
+// The error is the root cause, whatever the timing: the first failure is
+// recorded as the cause of cancelling the other process, and what that
+// cancellation does to the other (killed, "context canceled" from a start
+// that came too late) is never reported instead. Each failure is recorded
+// before the other side can see any effect of it: a failed pg_restore
+// before it stops pg_dump; a failed pg_dump (or a failed write of the file)
+// before pg_restore's input is closed.
 func streamDump(ctx context.Context, opts Options, src, dst conn, snapshot string, out *os.File) (int64, string, error) {
 	db := dst.database()
 	if strings.ContainsAny(db, "= ") || strings.Contains(db, "://") {
@@ -156,57 +160,47 @@ func streamDump(ctx context.Context, opts Options, src, dst conn, snapshot strin
 	if err != nil {
 		return 0, "", fmt.Errorf("start pg_restore: %w", err)
 	}
-	// copying is true until every byte pg_dump wrote has been passed on; a
-	// pg_restore failing before that stops pg_dump.
-	var copying atomic.Bool
-	copying.Store(true)
-	restoreDone := make(chan error, 1)
+	restoreDone := make(chan struct{})
 	go func() {
-		err := restore.Wait()
-		if err != nil && copying.Load() {
-			stop(errRestoreFailed)
+		defer close(restoreDone)
+		if err := restore.Wait(); err != nil {
+			stop(toolError("pg_restore", err, restoreOut))
 		}
-		restoreDone <- err
 	}()
 
 	dump := exec.CommandContext(sctx, opts.bin("pg_dump"), "-Fc", "--no-password", "--snapshot="+snapshot)
 	dump.Env = src.env()
 	dumpErr := &lockedBuffer{}
 	dump.Stderr = dumpErr
-	dumpOut, err := dump.StdoutPipe()
 	var size int64
 	var sum string
-	var copyErr, dumpWait error
+	dumpOut, err := dump.StdoutPipe()
 	if err == nil {
 		err = dump.Start()
 	}
 	if err != nil {
-		copyErr = fmt.Errorf("start pg_dump: %w", err)
+		stop(fmt.Errorf("start pg_dump: %w", err))
 	} else {
 		if f, ok := dumpOut.(*os.File); ok {
 			growPipe(f)
 		}
+		var copyErr error
 		size, sum, copyErr = tee(dumpOut, out, pw)
 		if copyErr != nil {
 			stop(copyErr)
 		}
-		copying.Store(false)
-		dumpWait = dump.Wait()
+		if err := dump.Wait(); err != nil {
+			stop(toolError("pg_dump", err, dumpErr))
+		}
 	}
 	pw.Close()
-	restoreWait := <-restoreDone
+	<-restoreDone
 
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		return 0, "", fmt.Errorf("stopped: %w", ctx.Err())
-	case copyErr != nil:
-		return 0, "", copyErr
-	case restoreWait != nil && errors.Is(context.Cause(sctx), errRestoreFailed):
-		return 0, "", toolError("pg_restore", restoreWait, restoreOut)
-	case dumpWait != nil:
-		return 0, "", toolError("pg_dump", dumpWait, dumpErr)
-	case restoreWait != nil:
-		return 0, "", toolError("pg_restore", restoreWait, restoreOut)
+	}
+	if sctx.Err() != nil {
+		return 0, "", context.Cause(sctx)
 	}
 	return size, sum, nil
 }

@@ -163,6 +163,24 @@ func TestBackupAndVerifyFailsLeaveNothing(t *testing.T) {
 			wantErr: []string{"pg_restore: exit status 1", "simulated restore failure"},
 		},
 		{
+			// pg_restore fails at once, before pg_dump is started or while it
+			// is: the error is pg_restore's, never what stopping pg_dump
+			// caused ("context canceled", "signal: killed").
+			name:    "pg_restore fails at once",
+			scripts: map[string]string{"pg_restore": `echo "pg_restore: error: simulated corrupt archive" >&2; exit 1`},
+			wantErr: []string{"pg_restore: exit status 1", "simulated corrupt archive"},
+		},
+		{
+			// pg_restore fails while pg_dump has not connected yet: pg_dump is
+			// killed, the error is still pg_restore's.
+			name: "pg_restore fails before pg_dump writes",
+			scripts: map[string]string{
+				"pg_restore": `echo "pg_restore: error: simulated early failure" >&2; exit 1`,
+				"pg_dump":    `sleep 2; exec "$REAL" "$@"`,
+			},
+			wantErr: []string{"pg_restore: exit status 1", "simulated early failure"},
+		},
+		{
 			name:    "pg_restore fails at the end",
 			scripts: map[string]string{"pg_restore": `cat >/dev/null; echo "pg_restore: error: simulated late failure" >&2; exit 1`},
 			wantErr: []string{"pg_restore: exit status 1", "simulated late failure"},
