@@ -2,8 +2,8 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/golive/golive/internal/controller/apierr"
 	"net"
 	"strings"
 	"sync"
@@ -140,14 +140,14 @@ func (a *authz) check(ctx context.Context, method string) (context.Context, erro
 			}
 		}
 		if !a.limits.allow(key) {
-			a.s.metrics.rateLimited.Inc()
+			a.s.metrics.RateLimited.Inc()
 			return nil, status.Errorf(codes.ResourceExhausted, "rate limit: %s makes more than %g control calls per second; retry shortly", id.Name, float64(a.limits.r))
 		}
 	}
 	if a.twoPerson && twoPersonMethods[method] {
 		ap, _, err := a.s.approvals.Current(ctx)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, apierr.ToStatus(err)
 		}
 		actor, _ := actorAndSource(ctx)
 		if ap.Token != 0 && ap.Active(time.Now()) && ap.GrantedBy == actor {
@@ -225,22 +225,6 @@ type ctxStream struct {
 }
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
-
-// agentIdentityMatches checks, with TLS, that an agent's Hello claims the
-// host its certificate names.
-func agentIdentityMatches(ctx context.Context, hostID string) error {
-	id, err := pki.FromContext(ctx)
-	if errors.Is(err, pki.ErrNoIdentity) {
-		return nil // dev mode: no TLS
-	}
-	if err != nil {
-		return status.Error(codes.PermissionDenied, err.Error())
-	}
-	if !id.Agent || id.Name != hostID {
-		return status.Errorf(codes.PermissionDenied, "certificate %s may not speak for host %q", id, hostID)
-	}
-	return nil
-}
 
 // limiter is a token bucket per identity. Idle buckets are forgotten.
 type limiter struct {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/golive/golive/internal/controller/apierr"
+	"github.com/golive/golive/internal/controller/hub"
+	"github.com/golive/golive/internal/rollout"
 	"io"
 	"regexp"
 	"slices"
@@ -14,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -117,44 +119,26 @@ func (s *Server) backupOps(host string, res *golivev1.CommandResult) ([]clientv3
 	}
 	rec, err := parseBackup(host, res)
 	if err != nil {
-		s.metrics.backupRecords.WithLabelValues("rejected").Inc()
+		s.metrics.BackupRecords.WithLabelValues("rejected").Inc()
 		s.log.Warn("dropped the backup record of a result", "host_id", host, "command_id", res.CommandId, "error", err)
 		clean := proto.Clone(res).(*golivev1.CommandResult)
 		clean.BackupJson = ""
 		return nil, clean
 	}
-	s.metrics.backupRecords.WithLabelValues("stored").Inc()
+	s.metrics.BackupRecords.WithLabelValues("stored").Inc()
 	s.log.Info("backup recorded", "host_id", host, "service", rec.Service, "backup_id", rec.Id, "command_id", res.CommandId,
 		"release_before", rec.ReleaseBefore, "release_after", rec.ReleaseAfter)
-	b, _ := marshal.Marshal(rec)
-	return []clientv3.Op{clientv3.OpPut(s.keys.Backup(rec.Service, host, rec.Id), string(b))}, res
+	return []clientv3.Op{s.store.OpPutBackup(rec)}, res
 }
 
 // listBackups returns the backup records of service (all services when
 // empty) made on host (any when empty), newest first.
 func (s *Server) listBackups(ctx context.Context, service, host string) ([]*golivev1.BackupRecord, error) {
-	prefix := s.keys.Backups()
-	if service != "" {
-		prefix = s.keys.ServiceBackups(service)
-		if host != "" {
-			prefix += host + "/"
-		}
-	}
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	out, err := s.store.Backups(ctx, service, host, func(key string, err error) {
+		s.log.Error("corrupt backup record in etcd", "key", key, "error", err)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read backups: %w", err)
-	}
-	var out []*golivev1.BackupRecord
-	for _, kv := range resp.Kvs {
-		r := &golivev1.BackupRecord{}
-		if err := protojson.Unmarshal(kv.Value, r); err != nil {
-			s.log.Error("corrupt backup record in etcd", "key", string(kv.Key), "error", err)
-			continue
-		}
-		if host != "" && r.HostId != host {
-			continue
-		}
-		out = append(out, r)
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].CreatedAt.AsTime(), out[j].CreatedAt.AsTime()
@@ -173,15 +157,15 @@ func (s *Server) listBackups(ctx context.Context, service, host string) ([]*goli
 func (c *control) ListBackups(ctx context.Context, req *golivev1.ListBackupsRequest) (*golivev1.ListBackupsResponse, error) {
 	if req.Service != "" {
 		if err := validName("service", req.Service); err != nil {
-			return nil, toStatus(err)
+			return nil, apierr.ToStatus(err)
 		}
 	}
-	if req.HostId != "" && !hostIDPattern.MatchString(req.HostId) {
-		return nil, toStatus(fmt.Errorf("%w: host id %q: use letters, digits, '.', '_' or '-'", errInvalid, req.HostId))
+	if req.HostId != "" && !hub.ValidHostID(req.HostId) {
+		return nil, apierr.ToStatus(fmt.Errorf("%w: host id %q: use letters, digits, '.', '_' or '-'", apierr.ErrInvalid, req.HostId))
 	}
 	recs, err := c.s.listBackups(ctx, req.Service, req.HostId)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if req.Limit > 0 && len(recs) > int(req.Limit) {
 		recs = recs[:req.Limit]
@@ -202,7 +186,7 @@ func (s *Server) restoreTarget(ctx context.Context, req *golivev1.RollbackReques
 	}
 	if !req.ConfirmRestore {
 		return "", nil, nil, fmt.Errorf("%w: restoring backup %s replaces the database of service %s with its contents "+
-			"(the agent takes a safety backup of the current database first): add --yes to confirm", errInvalid, id, req.Service)
+			"(the agent takes a safety backup of the current database first): add --yes to confirm", apierr.ErrInvalid, id, req.Service)
 	}
 	all, err := s.listBackups(ctx, req.Service, "")
 	if err != nil {
@@ -215,7 +199,7 @@ func (s *Server) restoreTarget(ctx context.Context, req *golivev1.RollbackReques
 		}
 	}
 	if len(holders) == 0 {
-		return "", nil, nil, fmt.Errorf("%w: no backup %s of service %s (see `golive-controller backups --service %s`)", errNotFound, id, req.Service, req.Service)
+		return "", nil, nil, fmt.Errorf("%w: no backup %s of service %s (see `golive-controller backups --service %s`)", apierr.ErrNotFound, id, req.Service, req.Service)
 	}
 	var hostsOf []string
 	for _, b := range holders {
@@ -230,12 +214,12 @@ func (s *Server) restoreTarget(ctx context.Context, req *golivev1.RollbackReques
 		}
 		if len(named) == 0 {
 			return "", nil, nil, fmt.Errorf("%w: backup %s is on host %s and the restore runs only there: name it with --hosts %s, or leave --hosts out",
-				errInvalid, id, strings.Join(hostsOf, ", "), hostsOf[0])
+				apierr.ErrInvalid, id, strings.Join(hostsOf, ", "), hostsOf[0])
 		}
 		holders = named
 	}
 	if len(holders) > 1 {
-		return "", nil, nil, fmt.Errorf("%w: hosts %s each hold a backup %s: name one with --hosts", errInvalid, strings.Join(hostsOf, ", "), id)
+		return "", nil, nil, fmt.Errorf("%w: hosts %s each hold a backup %s: name one with --hosts", apierr.ErrInvalid, strings.Join(hostsOf, ", "), id)
 	}
 	b := holders[0]
 	var warnings []string
@@ -311,11 +295,11 @@ func (s *Server) migrationWarnings(ctx context.Context, service string, hosts []
 		rid := rolloutOf(b.CommandId)
 		if _, ok := kinds[rid]; !ok {
 			kinds[rid] = ""
-			if r, err := s.getRollout(ctx, rid); err == nil {
-				kinds[rid] = r.Kind
+			if r, err := s.store.GetRollout(ctx, rid); err == nil {
+				kinds[rid] = string(r.State.Plan.Kind)
 			}
 		}
-		if kinds[rid] == "rollback" {
+		if kinds[rid] == string(rollout.KindRollback) {
 			continue
 		}
 		delete(current, b.ReleaseAfter)
@@ -323,4 +307,12 @@ func (s *Server) migrationWarnings(ctx context.Context, service string, hosts []
 			"the old binary must work with the new schema (expand/contract), or roll back with --restore-db %s --yes", b.ReleaseAfter, b.Id, b.Id))
 	}
 	return warnings
+}
+
+// rolloutOf returns the rollout id of a command id (<rollout id>-<n>).
+func rolloutOf(commandID string) string {
+	if i := strings.LastIndex(commandID, "-"); i > 0 {
+		return commandID[:i]
+	}
+	return commandID
 }

@@ -3,7 +3,11 @@ package controller
 import (
 	"context"
 	"fmt"
+	"github.com/golive/golive/internal/controller/apierr"
+	"github.com/golive/golive/internal/controller/hub"
+	"github.com/golive/golive/internal/controller/store"
 	"os/user"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -61,12 +65,12 @@ func (c *control) Authorize(ctx context.Context, req *golivev1.AuthorizeRequest)
 	a, err := c.s.approvals.Grant(ctx, actor, src, req.Phrase, req.Ttl.AsDuration(), req.Reason)
 	if err != nil {
 		c.s.log.Warn("authorize refused", "actor", actor, "source", src, "error", err)
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	c.s.log.Info("automation authorized", "actor", actor, "fencing_token", a.Token, "expires_at", a.ExpiresAt)
 	c.s.notifier.Notify(notify.Event{Kind: notify.KindApprovalGranted, Actor: actor, Reason: req.Reason, FencingToken: a.Token,
 		Details: map[string]string{"expires_at": a.ExpiresAt.UTC().Format(time.RFC3339)}})
-	c.s.hub.Broadcast(approvalUpdate(a, a.Token, "granted"))
+	c.s.hub.Broadcast(hub.ApprovalUpdate(a, a.Token, "granted"))
 	return &golivev1.AuthorizeResponse{Approval: approvalProto(a)}, nil
 }
 
@@ -74,7 +78,7 @@ func (c *control) Revoke(ctx context.Context, req *golivev1.RevokeRequest) (*gol
 	actor, src := actorAndSource(ctx)
 	tok, rev, err := c.s.approvals.RevokeRev(ctx, actor, src, req.Reason)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if tok != 0 {
 		c.s.log.Info("automation revoked", "actor", actor, "fencing_token", tok)
@@ -87,7 +91,7 @@ func (c *control) Revoke(ctx context.Context, req *golivev1.RevokeRequest) (*gol
 func (c *control) GetApproval(ctx context.Context, _ *golivev1.GetApprovalRequest) (*golivev1.GetApprovalResponse, error) {
 	a, _, err := c.s.approvals.Current(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.GetApprovalResponse{Approval: approvalProto(a)}, nil
 }
@@ -95,13 +99,17 @@ func (c *control) GetApproval(ctx context.Context, _ *golivev1.GetApprovalReques
 func (c *control) Status(ctx context.Context, _ *golivev1.StatusRequest) (*golivev1.StatusResponse, error) {
 	a, _, err := c.s.approvals.Current(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
-	agents, err := c.s.hub.agents(ctx)
+	agents, err := c.s.hub.Agents(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
-	resp := &golivev1.StatusResponse{Approval: approvalProto(a), Replica: c.s.cfg.ReplicaID, Leader: c.s.leaderName(ctx)}
+	leader, err := c.s.store.Leader(ctx)
+	if err != nil {
+		return nil, apierr.ToStatus(err)
+	}
+	resp := &golivev1.StatusResponse{Approval: approvalProto(a), Replica: c.s.cfg.ReplicaID, Leader: leader}
 	for _, ag := range agents {
 		if ag.State == "connected" {
 			resp.AgentsConnected++
@@ -109,16 +117,16 @@ func (c *control) Status(ctx context.Context, _ *golivev1.StatusRequest) (*goliv
 			resp.AgentsLost++
 		}
 	}
-	if resp.Rollouts, err = c.s.activeRollouts(ctx); err != nil {
-		return nil, toStatus(err)
+	if resp.Rollouts, err = c.s.rollouts(ctx, "", true, 0); err != nil {
+		return nil, apierr.ToStatus(err)
 	}
 	return resp, nil
 }
 
 func (c *control) ListAgents(ctx context.Context, _ *golivev1.ListAgentsRequest) (*golivev1.ListAgentsResponse, error) {
-	agents, err := c.s.hub.agents(ctx)
+	agents, err := c.s.hub.Agents(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.ListAgentsResponse{Agents: agents}, nil
 }
@@ -133,7 +141,7 @@ func (c *control) ListAudit(ctx context.Context, req *golivev1.ListAuditRequest)
 	}
 	entries, seq, hash, err := c.s.audit.Snapshot(ctx, f)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	resp := &golivev1.ListAuditResponse{HeadSeq: seq, HeadHash: hash}
 	for _, e := range entries {
@@ -147,14 +155,14 @@ func auditProto(e audit.Entry) *golivev1.AuditEntry {
 		Reason: e.Reason, Detail: e.Detail, Source: e.Source, PrevHash: e.PrevHash, Hash: e.Hash}
 }
 
-// requireApproval returns the live approval or errNoApproval. It writes nothing.
+// requireApproval returns the live approval or apierr.ErrNoApproval. It writes nothing.
 func (c *control) requireApproval(ctx context.Context) (approval.Approval, error) {
 	a, _, err := c.s.approvals.Current(ctx)
 	if err != nil {
 		return approval.Approval{}, err
 	}
 	if !a.Active(time.Now()) {
-		return approval.Approval{}, errNoApproval
+		return approval.Approval{}, apierr.ErrNoApproval
 	}
 	return a, nil
 }
@@ -162,37 +170,36 @@ func (c *control) requireApproval(ctx context.Context) (approval.Approval, error
 func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*golivev1.DeployResponse, error) {
 	actor, src := actorAndSource(ctx)
 	if req.Service == "" || req.Release == "" {
-		return nil, toStatus(fmt.Errorf("%w: --service and --release are required", errInvalid))
+		return nil, apierr.ToStatus(fmt.Errorf("%w: --service and --release are required", apierr.ErrInvalid))
 	}
 	if !req.DryRun {
 		// The approval gate comes first: without it nothing is planned,
 		// nothing is written.
 		if _, err := c.requireApproval(ctx); err != nil {
-			c.s.metrics.deploysRefused.WithLabelValues("no_approval").Inc()
+			c.s.metrics.DeploysRefused.WithLabelValues("no_approval").Inc()
 			c.s.log.Warn("deploy refused: no approval", "actor", actor, "service", req.Service, "release", req.Release)
-			return nil, toStatus(err)
+			return nil, apierr.ToStatus(err)
 		}
 		if req.ArtifactUrl == "" || len(req.Sha256) != 64 {
-			return nil, toStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", errInvalid))
+			return nil, apierr.ToStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", apierr.ErrInvalid))
 		}
 	}
 	sched, err := c.s.plan(ctx, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if req.DryRun {
-		return &golivev1.DeployResponse{Rollout: planProto(sched)}, nil
+		return &golivev1.DeployResponse{Rollout: planView(sched, req)}, nil
 	}
 	a, err := c.requireApproval(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
-	r, err := c.s.startRollout(ctx, actor, src, a.Token, req, sched)
+	r, err := c.s.startDeploy(ctx, actor, src, a.Token, req, sched)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	c.s.notifier.Notify(notify.Event{Kind: notify.KindRolloutStarted, Actor: actor, RolloutID: r.Id, Service: req.Service, Release: req.Release, FencingToken: a.Token})
-	r.StateJson = ""
 	return &golivev1.DeployResponse{Rollout: r}, nil
 }
 
@@ -208,20 +215,29 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 	if req.RestoreDbBackupId != "" {
 		host, b, w, err := c.s.restoreTarget(ctx, req)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, apierr.ToStatus(err)
 		}
 		req.Hosts, warnings = []string{host}, w
 		if req.ToRelease == "" {
 			req.ToRelease = b.ReleaseBefore
 		}
 	}
-	if running, err := c.s.cli.Get(ctx, c.s.keys.ServiceLock(req.Service)); err == nil && len(running.Kvs) == 1 {
-		id := string(running.Kvs[0].Value)
-		return nil, toStatus(fmt.Errorf("%w: rollout %s of %s is running: `golive-controller abort %s` stops it and rolls back every host it touched", errConflict, id, req.Service, id))
+	if err := validName("service", req.Service); err != nil {
+		return nil, apierr.ToStatus(err)
 	}
-	agents, err := c.s.hub.agents(ctx)
+	if req.ToRelease != "" {
+		if err := validName("release", req.ToRelease); err != nil {
+			return nil, apierr.ToStatus(err)
+		}
+	}
+	if id, err := c.s.store.RunningRollout(ctx, req.Service); err != nil {
+		return nil, apierr.ToStatus(err)
+	} else if id != "" {
+		return nil, apierr.ToStatus(runningError(req.Service, id))
+	}
+	agents, err := c.s.hub.Agents(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if len(req.Hosts) == 0 {
 		// The instant revert: every host that runs the service, at once.
@@ -233,7 +249,7 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 			}
 		}
 		if len(req.Hosts) == 0 {
-			return nil, toStatus(fmt.Errorf("%w: no host runs service %q", errNotFound, req.Service))
+			return nil, apierr.ToStatus(fmt.Errorf("%w: no host runs service %q", apierr.ErrNotFound, req.Service))
 		}
 	}
 	switch {
@@ -244,13 +260,24 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 			warnings = append(warnings, w)
 		}
 	}
-	r, err := c.s.startCommands(ctx, actor, src, "rollback", req.Service, req.ToRelease, req.Hosts, 0, func(string) *golivev1.Command {
-		return &golivev1.Command{Action: &golivev1.Command_Rollback{Rollback: &golivev1.RollbackAction{
-			Service: req.Service, ToRelease: req.ToRelease, Operator: true, RestoreDbBackupId: req.RestoreDbBackupId,
-		}}}
-	})
+	if len(req.Hosts) > 0 {
+		known := map[string]*golivev1.Agent{}
+		for _, a := range agents {
+			known[a.HostId] = a
+		}
+		for _, h := range req.Hosts {
+			a := known[h]
+			if a == nil {
+				return nil, apierr.ToStatus(fmt.Errorf("%w: host %q is not known to the controller (see `golive-controller agents`)", apierr.ErrNotFound, h))
+			}
+			if !runsService(a, req.Service) {
+				return nil, apierr.ToStatus(fmt.Errorf("%w: host %q does not run service %q (its agent config declares %s)", apierr.ErrInvalid, h, req.Service, serviceNames(a)))
+			}
+		}
+	}
+	r, err := c.s.startRollback(ctx, actor, src, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if req.RestoreDbBackupId != "" {
 		c.s.log.Warn("database restore requested", "actor", actor, "service", req.Service, "backup_id", req.RestoreDbBackupId,
@@ -260,17 +287,17 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 }
 
 func (c *control) GetRollout(ctx context.Context, req *golivev1.GetRolloutRequest) (*golivev1.GetRolloutResponse, error) {
-	r, err := c.s.getRollout(ctx, req.Id)
+	r, err := c.s.store.GetRollout(ctx, req.Id)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
-	return &golivev1.GetRolloutResponse{Rollout: r}, nil
+	return &golivev1.GetRolloutResponse{Rollout: r.View()}, nil
 }
 
 func (c *control) ListRollouts(ctx context.Context, req *golivev1.ListRolloutsRequest) (*golivev1.ListRolloutsResponse, error) {
-	rs, err := c.s.listRollouts(ctx, req.Service, int(req.Limit))
+	rs, err := c.s.rollouts(ctx, req.Service, false, int(req.Limit))
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.ListRolloutsResponse{Rollouts: rs}, nil
 }
@@ -279,9 +306,9 @@ func (c *control) WatchRollout(req *golivev1.WatchRolloutRequest, stream golivev
 	ctx := stream.Context()
 	id := req.Id
 	if id == "" {
-		rs, err := c.s.activeRollouts(ctx)
+		rs, err := c.s.rollouts(ctx, req.Service, true, 0)
 		if err != nil {
-			return toStatus(err)
+			return apierr.ToStatus(err)
 		}
 		for _, r := range rs {
 			if req.Service == "" || r.Service == req.Service {
@@ -290,11 +317,12 @@ func (c *control) WatchRollout(req *golivev1.WatchRolloutRequest, stream golivev
 			}
 		}
 		if id == "" {
-			return toStatus(fmt.Errorf("%w: no running rollout%s; name one (see `golive-controller history`)", errNotFound, forService(req.Service)))
+			return apierr.ToStatus(fmt.Errorf("%w: no running rollout%s; name one (see `golive-controller history`)", apierr.ErrNotFound, forService(req.Service)))
 		}
 	}
-	return toStatus(c.s.watchRollout(ctx, id, func(r *golivev1.Rollout) error {
-		return stream.Send(&golivev1.WatchRolloutResponse{Rollout: r, Gate: r.Gate})
+	return apierr.ToStatus(c.s.store.WatchRollout(ctx, id, func(rec store.Record) (bool, error) {
+		r := rec.View()
+		return rec.Terminal(), stream.Send(&golivev1.WatchRolloutResponse{Rollout: r, Gate: r.Gate})
 	}))
 }
 
@@ -309,26 +337,26 @@ func forService(s string) string {
 // leader's executor, audited in the same transaction.
 func (c *control) rolloutRequest(ctx context.Context, id, kind, reason string) (*golivev1.Rollout, error) {
 	actor, src := actorAndSource(ctx)
-	r, err := c.s.getRollout(ctx, id)
+	rec, err := c.s.store.GetRollout(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if terminal(r.State) {
-		return nil, fmt.Errorf("%w: rollout %s already ended (%s)", errConflict, id, r.State)
+	r := rec.View()
+	if rec.Terminal() {
+		return nil, fmt.Errorf("%w: rollout %s already ended (%s)", apierr.ErrConflict, id, r.State)
 	}
 	entry := audit.Entry{Actor: actor, Action: kind, Outcome: "requested", Reason: reason, Source: src,
 		Detail: fmt.Sprintf("rollout=%s service=%s release=%s", id, r.Service, r.Release)}
-	if _, _, err := c.s.audit.Append(ctx, entry, nil, []clientv3.Op{clientv3.OpPut(c.s.keys.RolloutRequest(id, kind), actor)}); err != nil {
+	if _, _, err := c.s.audit.Append(ctx, entry, nil, []clientv3.Op{c.s.store.OpPutRequest(id, kind, actor)}); err != nil {
 		return nil, err
 	}
-	r.StateJson = ""
 	return r, nil
 }
 
 func (c *control) PauseRollout(ctx context.Context, req *golivev1.PauseRolloutRequest) (*golivev1.PauseRolloutResponse, error) {
-	r, err := c.rolloutRequest(ctx, req.Id, "pause", req.Reason)
+	r, err := c.rolloutRequest(ctx, req.Id, store.RequestPause, req.Reason)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.PauseRolloutResponse{Rollout: r}, nil
 }
@@ -336,20 +364,40 @@ func (c *control) PauseRollout(ctx context.Context, req *golivev1.PauseRolloutRe
 // ResumeRollout needs a live approval: the rollout continues under it.
 func (c *control) ResumeRollout(ctx context.Context, req *golivev1.ResumeRolloutRequest) (*golivev1.ResumeRolloutResponse, error) {
 	if _, err := c.requireApproval(ctx); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
-	r, err := c.rolloutRequest(ctx, req.Id, "resume", "")
+	r, err := c.rolloutRequest(ctx, req.Id, store.RequestResume, "")
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.ResumeRolloutResponse{Rollout: r}, nil
 }
 
 // AbortRollout is a safety action: allowed without approval, audited.
 func (c *control) AbortRollout(ctx context.Context, req *golivev1.AbortRolloutRequest) (*golivev1.AbortRolloutResponse, error) {
-	r, err := c.rolloutRequest(ctx, req.Id, "abort", req.Reason)
+	r, err := c.rolloutRequest(ctx, req.Id, store.RequestAbort, req.Reason)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &golivev1.AbortRolloutResponse{Rollout: r}, nil
+}
+
+func runsService(a *golivev1.Agent, service string) bool {
+	for _, sv := range a.Services {
+		if sv.Name == service {
+			return true
+		}
+	}
+	return false
+}
+
+func serviceNames(a *golivev1.Agent) string {
+	var n []string
+	for _, s := range a.Services {
+		n = append(n, s.Name)
+	}
+	if len(n) == 0 {
+		return "none"
+	}
+	return strings.Join(n, ", ")
 }

@@ -2,122 +2,44 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/audit"
+	"github.com/golive/golive/internal/controller/apierr"
+	"github.com/golive/golive/internal/controller/hub"
+	"github.com/golive/golive/internal/controller/store"
+	"github.com/golive/golive/internal/preflight"
+	"github.com/golive/golive/internal/rollout"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
-// Commands flow: the Deploy/Rollback RPC writes a rollout record and one
-// command per host in a single etcd transaction — fenced on the approval's
-// create revision for a deploy, so nothing is written once it has ended.
-// Every replica watches commands/ and pushes those for hosts whose stream it
-// holds (and, on an agent's Hello, every pending one for that host). The
-// agent acks, reports progress and a result; the replica stores the result,
-// deletes the command and updates the rollout's host entry.
+// Every rollout — a deploy, an operator's rollback — is one record under
+// rollouts/<id>, written here by the RPC that starts it (in the
+// transaction of its audit entry) and driven from then on by the leader's
+// executor alone (internal/controller/executor). Commands reach agents
+// through etcd: every replica watches commands/ and pushes those for hosts
+// whose stream it holds (and, on an agent's Hello, every pending one for
+// that host); the agent's result is stored by whichever replica holds the
+// stream, in one transaction with the command's removal.
 //
-//	Deploy RPC --txn(fence)--> rollouts/<id> + commands/<host>/<cmd>
+//	Deploy/Rollback RPC --txn(audit[, approval fence], service lock)--> rollouts/<id>
+//	leader's executor --txn(leader, approval)--> record; commands/<host>/<cmd>
 //	replica watch(commands/) --> stream --> agent --> result
-//	result --txn--> results/<host>/<cmd>, -commands/<host>/<cmd>, rollouts/<id>
+//	result --txn--> results/<host>/<cmd>, -commands/<host>/<cmd>[, backups/…]
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 
 func validName(kind, s string) error {
 	if !nameRE.MatchString(s) || strings.Contains(s, "..") || strings.HasSuffix(s, ".tmp") {
-		return fmt.Errorf("%w: %s %q: use letters, digits, '.', '_', '+' or '-' (no '/', no '..')", errInvalid, kind, s)
+		return fmt.Errorf("%w: %s %q: use letters, digits, '.', '_', '+' or '-' (no '/', no '..')", apierr.ErrInvalid, kind, s)
 	}
 	return nil
-}
-
-var marshal = protojson.MarshalOptions{UseProtoNames: true}
-
-// startCommands validates req and writes the rollout and its commands.
-// token 0 means an operator's rollback (unfenced, audited).
-func (s *Server) startCommands(ctx context.Context, actor, source string, kind string, service, release string, hosts []string,
-	token int64, build func(host string) *golivev1.Command) (*golivev1.Rollout, error) {
-	if err := validName("service", service); err != nil {
-		return nil, err
-	}
-	if release != "" {
-		if err := validName("release", release); err != nil {
-			return nil, err
-		}
-	}
-	if len(hosts) == 0 {
-		return nil, fmt.Errorf("%w: name the hosts with --hosts h1,h2", errInvalid)
-	}
-	known, err := s.hub.agents(ctx)
-	if err != nil {
-		return nil, err
-	}
-	byHost := map[string]*golivev1.Agent{}
-	for _, a := range known {
-		byHost[a.HostId] = a
-	}
-	seen := map[string]bool{}
-	for _, h := range hosts {
-		a := byHost[h]
-		if a == nil {
-			return nil, fmt.Errorf("%w: host %q is not known to the controller (see `golive-controller agents`)", errNotFound, h)
-		}
-		if seen[h] {
-			return nil, fmt.Errorf("%w: host %q is named twice", errInvalid, h)
-		}
-		seen[h] = true
-		hasSvc := false
-		for _, sv := range a.Services {
-			hasSvc = hasSvc || sv.Name == service
-		}
-		if !hasSvc {
-			return nil, fmt.Errorf("%w: host %q does not run service %q (its agent config declares %s)", errInvalid, h, service, serviceNames(a))
-		}
-	}
-	sort.Strings(hosts)
-	now := time.Now()
-	id := now.UTC().Format("20060102T150405") + "-" + newID()[:6]
-	r := &golivev1.Rollout{Id: id, Service: service, Release: release, State: "running", CreatedBy: actor,
-		CreatedAt: timestamppb.New(now), UpdatedAt: timestamppb.New(now), FencingToken: token, Kind: kind,
-		Waves: []*golivev1.Wave{{Index: 0, Name: "all", Hosts: hosts, State: "running"}}}
-	var ops []clientv3.Op
-	restore := ""
-	for i, h := range hosts {
-		cmd := build(h)
-		if id := cmd.GetRollback().GetRestoreDbBackupId(); id != "" {
-			restore = " restore_db_backup=" + id
-		}
-		cmd.Id = fmt.Sprintf("%s-%d", id, i)
-		cmd.RolloutId = id
-		cmd.FencingToken = token
-		cmd.IssuedAt = timestamppb.New(now)
-		b, _ := marshal.Marshal(cmd)
-		ops = append(ops, clientv3.OpPut(s.keys.Command(h, cmd.Id), string(b)))
-		r.Hosts = append(r.Hosts, &golivev1.HostProgress{HostId: h, CommandId: cmd.Id, State: "pending", Release: release})
-	}
-	rb, _ := marshal.Marshal(r)
-	ops = append(ops, clientv3.OpPut(s.keys.Rollout(id), string(rb)))
-	var cmps []clientv3.Cmp
-	if token != 0 {
-		cmps = append(cmps, s.approvals.Fence(token))
-	}
-	entry := audit.Entry{Actor: actor, Action: kind, Outcome: "started", Source: source,
-		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%s token=%d%s", id, service, orNone(release), strings.Join(hosts, ","), token, restore)}
-	if _, _, err := s.audit.Append(ctx, entry, cmps, ops); err != nil {
-		if errors.Is(err, audit.ErrPrecondition) {
-			return nil, errNoApproval
-		}
-		return nil, err
-	}
-	s.log.Info("rollout started", "rollout_id", id, "kind", kind, "service", service, "release", release, "hosts", hosts)
-	return r, nil
 }
 
 func orNone(s string) string {
@@ -127,318 +49,222 @@ func orNone(s string) string {
 	return s
 }
 
-func serviceNames(a *golivev1.Agent) string {
-	var n []string
-	for _, s := range a.Services {
-		n = append(n, s.Name)
-	}
-	if len(n) == 0 {
-		return "none"
-	}
-	return strings.Join(n, ", ")
+func newRolloutID(now time.Time) string {
+	return now.UTC().Format("20060102T150405") + "-" + hub.NewID()[:6]
 }
 
-// dispatchCommands pushes pending commands to the agents this replica holds.
+// planHosts converts known agents for the planner.
+func planHosts(agents []*golivev1.Agent) []rollout.Host {
+	var out []rollout.Host
+	for _, a := range agents {
+		h := rollout.Host{ID: a.HostId, Labels: a.Labels, Lost: a.State != "connected", Releases: map[string]string{}}
+		for _, s := range a.Services {
+			h.Services = append(h.Services, s.Name)
+			h.Releases[s.Name] = s.CurrentRelease
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// specFrom turns a DeployRequest into a plan spec.
+func specFrom(req *golivev1.DeployRequest) rollout.Spec {
+	spec := rollout.Spec{Service: req.Service, Release: req.Release, Selector: req.Selector, Hosts: req.Hosts,
+		Canary: int(req.Canary), Batch: req.Batch, Gate: rollout.DefaultGate(), PauseAfterCanary: req.PauseAfterCanary,
+		ProgressDeadline: rollout.DefaultProgressDeadline}
+	if req.MinHealthy != nil {
+		spec.Gate.MinHealthy = req.MinHealthy.AsDuration()
+	}
+	if req.MaxErrorRate > 0 {
+		spec.Gate.MaxErrorRate = req.MaxErrorRate
+	}
+	if req.MaxAvgLatency != nil {
+		spec.Gate.MaxAvgLatency = req.MaxAvgLatency.AsDuration()
+	}
+	if req.ProgressDeadline != nil {
+		spec.ProgressDeadline = req.ProgressDeadline.AsDuration()
+	}
+	return spec
+}
+
+// plan computes the schedule of a deploy against the agents known now.
+func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout.Schedule, error) {
+	if err := validName("service", req.Service); err != nil {
+		return rollout.Schedule{}, err
+	}
+	if err := validName("release", req.Release); err != nil {
+		return rollout.Schedule{}, err
+	}
+	if err := preflight.ValidateSkips(req.SkipChecks); err != nil {
+		return rollout.Schedule{}, fmt.Errorf("%w: --skip-check: %v", apierr.ErrInvalid, err)
+	}
+	agents, err := s.hub.Agents(ctx)
+	if err != nil {
+		return rollout.Schedule{}, err
+	}
+	sched, err := rollout.Plan(planHosts(agents), specFrom(req))
+	if err != nil {
+		return rollout.Schedule{}, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
+	}
+	return sched, nil
+}
+
+// planView is a dry run's answer: the plan as a rollout that never ran.
+func planView(sched rollout.Schedule, req *golivev1.DeployRequest) *golivev1.Rollout {
+	v := store.Record{State: rollout.New("", sched, 0, time.Now()), Request: req}.View()
+	v.State, v.CreatedAt, v.UpdatedAt = "plan", nil, nil
+	for _, w := range v.Waves {
+		w.State = "planned"
+	}
+	return v
+}
+
+// startRollout writes a new rollout's record for the leader to execute: one
+// transaction with its audit entry, taking the service's one-rollout lock,
+// fenced on the approval when token is not 0 (an operator's rollback runs
+// without one).
+func (s *Server) startRollout(ctx context.Context, entry audit.Entry, rec store.Record) (*golivev1.Rollout, error) {
+	st := rec.State
+	cmps := []clientv3.Cmp{s.store.CmpServiceFree(st.Plan.Service)}
+	if st.Token != 0 {
+		cmps = append(cmps, s.approvals.Fence(st.Token))
+	}
+	put, err := s.store.OpPutRollout(rec)
+	if err != nil {
+		return nil, err
+	}
+	_, _, err = s.audit.Append(ctx, entry, cmps, []clientv3.Op{s.store.OpLockService(st.Plan.Service, st.ID), put})
+	if err == audit.ErrPrecondition {
+		if st.Token != 0 {
+			if a, _, aerr := s.approvals.Current(ctx); aerr == nil && !a.Active(time.Now()) {
+				return nil, apierr.ErrNoApproval
+			}
+		}
+		if id, _ := s.store.RunningRollout(ctx, st.Plan.Service); id != "" {
+			return nil, runningError(st.Plan.Service, id)
+		}
+		return nil, fmt.Errorf("%w: the approval or the service's rollout changed meanwhile; try again", apierr.ErrConflict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("rollout planned", "rollout_id", st.ID, "kind", st.Plan.Kind, "service", st.Plan.Service, "release", st.Plan.Release,
+		"to_release", st.Plan.ToRelease, "waves", len(st.Plan.Waves), "hosts", len(st.Plan.Hosts))
+	s.exec.Kick()
+	return rec.View(), nil
+}
+
+func runningError(service, id string) error {
+	return fmt.Errorf("%w: rollout %s of %s is running: follow it with `golive-controller watch %s`, or stop it with `golive-controller abort %s` (it rolls back every host it touched)",
+		apierr.ErrConflict, id, service, id, id)
+}
+
+// startDeploy writes a deploy planned by plan.
+func (s *Server) startDeploy(ctx context.Context, actor, source string, token int64, req *golivev1.DeployRequest, sched rollout.Schedule) (*golivev1.Rollout, error) {
+	now := time.Now()
+	st := rollout.New(newRolloutID(now), sched, token, now)
+	entry := audit.Entry{Actor: actor, Action: "deploy", Outcome: "started", Source: source,
+		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%d waves=%d token=%d", st.ID, req.Service, req.Release, len(sched.Hosts), len(sched.Waves), token)}
+	if len(req.SkipChecks) > 0 {
+		// Skipping a pre-live check is the operator's call: on the record.
+		entry.Detail += " skip_checks=" + strings.Join(req.SkipChecks, ",")
+	}
+	return s.startRollout(ctx, entry, store.Record{State: st, Request: req, CreatedBy: actor})
+}
+
+// startRollback writes an operator's rollback of hosts (token 0: no
+// approval needed; audited).
+func (s *Server) startRollback(ctx context.Context, actor, source string, req *golivev1.RollbackRequest) (*golivev1.Rollout, error) {
+	sched, err := rollout.PlanRollback(rollout.RollbackSpec{Service: req.Service, Hosts: req.Hosts, ToRelease: req.ToRelease, RestoreBackupID: req.RestoreDbBackupId})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
+	}
+	now := time.Now()
+	st := rollout.New(newRolloutID(now), sched, 0, now)
+	restore := ""
+	if req.RestoreDbBackupId != "" {
+		restore = " restore_db_backup=" + req.RestoreDbBackupId
+	}
+	entry := audit.Entry{Actor: actor, Action: "rollback", Outcome: "started", Source: source,
+		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%s token=0%s", st.ID, req.Service, orNone(req.ToRelease), strings.Join(sched.Hosts, ","), restore)}
+	return s.startRollout(ctx, entry, store.Record{State: st, CreatedBy: actor})
+}
+
+// dispatchCommands pushes pending commands to the agents this replica
+// holds: every pending one, then each new one (list, then watch).
 func (s *Server) dispatchCommands(ctx context.Context) {
 	for ctx.Err() == nil {
-		resp, err := s.cli.Get(ctx, s.keys.Commands(), clientv3.WithPrefix())
-		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues("commands").Inc()
+		err := s.store.WatchNewCommands(ctx, func(host string, cmd *golivev1.Command, err error) {
+			if err != nil {
+				s.log.Error("corrupt command in etcd", "host_id", host, "error", err)
+				return
+			}
+			s.hub.SendCommand(host, cmd)
+		})
+		if err != nil && ctx.Err() == nil {
+			s.metrics.EtcdErrors.WithLabelValues("commands").Inc()
 			sleepCtx(ctx, time.Second)
-			continue
 		}
-		for _, kv := range resp.Kvs {
-			s.sendCommandKV(kv.Key, kv.Value)
-		}
-		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.keys.Commands(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		for wr := range wch {
-			if wr.Err() != nil {
-				break
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
-					s.sendCommandKV(ev.Kv.Key, ev.Kv.Value)
-				}
-			}
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
 	}
 }
 
-func (s *Server) sendCommandKV(key, value []byte) {
-	rest := strings.TrimPrefix(string(key), s.keys.Commands())
-	host, _, ok := strings.Cut(rest, "/")
-	if !ok || !s.hub.Holds(host) {
-		return
-	}
-	cmd := &golivev1.Command{}
-	if err := protojson.Unmarshal(value, cmd); err != nil {
-		s.log.Error("corrupt command in etcd", "key", string(key), "error", err)
-		return
-	}
-	s.hub.SendCommand(host, cmd)
-}
-
-// pendingFor sends every pending command of host (on its Hello).
-func (s *Server) pendingFor(host string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// AgentHello sends every pending command of host (hub.Owner).
+func (s *Server) AgentHello(ctx context.Context, host string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.keys.HostCommands(host), clientv3.WithPrefix())
+	cmds, err := s.store.HostCommands(ctx, host)
 	if err != nil {
-		s.metrics.etcdErrors.WithLabelValues("commands").Inc()
+		s.metrics.EtcdErrors.WithLabelValues("commands").Inc()
+		s.log.Warn("cannot read a reconnected agent's pending commands", "host_id", host, "error", err)
 		return
 	}
-	for _, kv := range resp.Kvs {
-		s.sendCommandKV(kv.Key, kv.Value)
+	for _, c := range cmds {
+		s.hub.SendCommand(host, c)
 	}
 }
 
-// rolloutOf returns the rollout id of a command id (<rollout id>-<n>).
-func rolloutOf(commandID string) string {
-	if i := strings.LastIndex(commandID, "-"); i > 0 {
-		return commandID[:i]
-	}
-	return commandID
-}
-
-// updateRollout applies change to the rollout record in a compare-and-swap
-// loop, together with ops, in one transaction. Results retry until ctx ends
-// (many hosts finish at once); progress, being advisory, gives up sooner.
-func (s *Server) updateRollout(ctx context.Context, id, op string, change func(*golivev1.Rollout), ops ...clientv3.Op) {
-	attempts := 5
-	if op == "result" {
-		attempts = 1 << 30
-	}
-	for attempt := 0; attempt < attempts && ctx.Err() == nil; attempt++ {
-		get, err := s.cli.Get(ctx, s.keys.Rollout(id))
-		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues(op).Inc()
-			return
-		}
-		all := append([]clientv3.Op(nil), ops...)
-		var cmps []clientv3.Cmp
-		if len(get.Kvs) == 1 {
-			r := &golivev1.Rollout{}
-			if err := protojson.Unmarshal(get.Kvs[0].Value, r); err == nil {
-				change(r)
-				rb, _ := marshal.Marshal(r)
-				all = append(all, clientv3.OpPut(s.keys.Rollout(id), string(rb)))
-				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Rollout(id)), "=", get.Kvs[0].ModRevision))
-			}
-		}
-		tr, err := s.cli.Txn(ctx).If(cmps...).Then(all...).Commit()
-		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues(op).Inc()
-			return
-		}
-		if tr.Succeeded {
-			return
-		}
-	}
-}
-
-// recordResult stores a command's result and updates its rollout.
-func (s *Server) recordResult(host string, res *golivev1.CommandResult) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// AgentResult stores a command's result with the command's removal (and a
+// verified backup's record), in one transaction (hub.Owner). The rollout's
+// record is the executor's alone: it reads results from results/.
+func (s *Server) AgentResult(ctx context.Context, host string, res *golivev1.CommandResult) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// A verified backup's record is kept in the result's transaction.
 	backupOps, res := s.backupOps(host, res)
-	b, _ := marshal.Marshal(res)
-	ops := []clientv3.Op{clientv3.OpPut(s.keys.Result(host, res.CommandId), string(b)), clientv3.OpDelete(s.keys.Command(host, res.CommandId))}
-	ops = append(ops, backupOps...)
-	if get, err := s.cli.Get(ctx, s.keys.Rollout(rolloutOf(res.CommandId))); err == nil && len(get.Kvs) == 1 {
-		if rec, err := s.decodeRecord(get.Kvs[0].Value); err == nil && rec.StateJson != "" {
-			// The leader's executor owns a fleet rollout's record and reads
-			// the result from results/: no contention on the record.
-			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-				s.metrics.etcdErrors.WithLabelValues("result").Inc()
-			}
-			return
-		}
-	}
-	s.updateRollout(ctx, rolloutOf(res.CommandId), "result", func(r *golivev1.Rollout) { applyResult(r, host, res) }, ops...)
-}
-
-// recordProgress shows a host's current stage in its rollout.
-func (s *Server) recordProgress(host string, p *golivev1.CommandProgress) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s.updateRollout(ctx, rolloutOf(p.CommandId), "progress", func(r *golivev1.Rollout) {
-		if r.StateJson != "" {
-			return
-		}
-		for _, h := range r.Hosts {
-			if h.HostId == host && h.CommandId == p.CommandId && (h.State == "pending" || h.State == "running") {
-				h.State, h.Stage = "running", p.Stage
-			}
-		}
-		r.UpdatedAt = timestamppb.Now()
-	})
-}
-
-func applyResult(r *golivev1.Rollout, host string, res *golivev1.CommandResult) {
-	done, failed, rolledBack := 0, 0, 0
-	for _, h := range r.Hosts {
-		if h.HostId == host && h.CommandId == res.CommandId {
-			h.State = outcomeWord(res.Outcome)
-			h.Error = res.Error
-			h.Stage = "done"
-		}
-		switch h.State {
-		case "succeeded":
-			done++
-		case "pending", "running":
-		case "rolled_back":
-			done++
-			failed++
-			rolledBack++
-		default:
-			done++
-			failed++
-		}
-	}
-	r.UpdatedAt = timestamppb.Now()
-	if done == len(r.Hosts) {
-		r.State = "succeeded"
-		switch {
-		case failed > 0 && rolledBack == failed:
-			// Every failed host put its previous release back by itself.
-			r.State = "rolled_back"
-			r.Reason = fmt.Sprintf("%d of %d hosts failed and rolled back to their previous release", failed, len(r.Hosts))
-		case failed > 0:
-			r.State = "failed"
-			r.Reason = fmt.Sprintf("%d of %d hosts failed", failed, len(r.Hosts))
-		}
-		for _, w := range r.Waves {
-			w.State = r.State
-		}
+	ops := append([]clientv3.Op{s.store.OpPutResult(host, res), s.store.OpDeleteCommand(host, res.CommandId)}, backupOps...)
+	if _, err := s.store.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+		s.metrics.EtcdErrors.WithLabelValues("result").Inc()
+		s.log.Warn("cannot store a result; the agent sends it again", "host_id", host, "command_id", res.CommandId, "error", err)
 	}
 }
 
-func outcomeWord(o golivev1.CommandOutcome) string {
-	switch o {
-	case golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED:
-		return "succeeded"
-	case golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK:
-		return "rolled_back"
-	case golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED:
-		return "rejected"
-	case golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED:
-		return "cancelled"
-	}
-	return "failed"
-}
-
-// recordAck stores a refused command as its final, rejected result.
-func (s *Server) recordAck(host string, ack *golivev1.CommandAck) {
+// AgentAck stores a refused command as its final, rejected result: the
+// agent changed nothing (hub.Owner).
+func (s *Server) AgentAck(ctx context.Context, host string, ack *golivev1.CommandAck) {
 	if ack.Accepted {
 		return
 	}
-	s.recordResult(host, &golivev1.CommandResult{CommandId: ack.CommandId, Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED,
-		Error: ack.Reason, FinishedAt: timestamppb.Now()})
+	s.AgentResult(ctx, host, &golivev1.CommandResult{CommandId: ack.CommandId, Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED,
+		Error: ack.Reason, Unchanged: true, FinishedAt: timestamppb.Now()})
 }
 
-// activeRollouts lists rollouts still running.
-func (s *Server) activeRollouts(ctx context.Context) ([]*golivev1.Rollout, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Rollouts(), clientv3.WithPrefix())
+// rollouts lists rollouts, newest first, of service ("" all), the running
+// ones only when running, at most limit (0: all).
+func (s *Server) rollouts(ctx context.Context, service string, running bool, limit int) ([]*golivev1.Rollout, error) {
+	recs, err := s.store.ListRollouts(ctx, func(key string, err error) {
+		s.log.Error("unreadable rollout record", "key", key, "error", err)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read rollouts: %w", err)
+		return nil, err
 	}
 	var out []*golivev1.Rollout
-	for _, kv := range resp.Kvs {
-		r := &golivev1.Rollout{}
-		if err := protojson.Unmarshal(kv.Value, r); err != nil {
+	for _, r := range recs {
+		if service != "" && r.State.Plan.Service != service || running && r.Terminal() {
 			continue
 		}
-		if !terminal(r.State) {
-			r.StateJson = ""
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-func (s *Server) getRollout(ctx context.Context, id string) (*golivev1.Rollout, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Rollout(id))
-	if err != nil {
-		return nil, fmt.Errorf("read rollout: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("%w: rollout %q", errNotFound, id)
-	}
-	r := &golivev1.Rollout{}
-	if err := protojson.Unmarshal(resp.Kvs[0].Value, r); err != nil {
-		return nil, fmt.Errorf("rollout %s is corrupt: %w", id, err)
-	}
-	return r, nil
-}
-
-// listRollouts returns rollouts, newest first, optionally of one service.
-func (s *Server) listRollouts(ctx context.Context, service string, limit int) ([]*golivev1.Rollout, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Rollouts(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
-	if err != nil {
-		return nil, fmt.Errorf("read rollouts: %w", err)
-	}
-	var out []*golivev1.Rollout
-	for _, kv := range resp.Kvs {
-		r := &golivev1.Rollout{}
-		if err := protojson.Unmarshal(kv.Value, r); err != nil {
-			continue
-		}
-		if service != "" && r.Service != service {
-			continue
-		}
-		r.StateJson = ""
-		out = append(out, r)
+		out = append(out, r.View())
 		if limit > 0 && len(out) == limit {
 			break
 		}
 	}
 	return out, nil
-}
-
-// terminal reports whether a rollout state is final.
-func terminal(state string) bool {
-	switch state {
-	case "succeeded", "failed", "rolled_back", "aborted":
-		return true
-	}
-	return false
-}
-
-// watchRollout sends the rollout now and on every change until it ends.
-func (s *Server) watchRollout(ctx context.Context, id string, send func(*golivev1.Rollout) error) error {
-	get, err := s.cli.Get(ctx, s.keys.Rollout(id))
-	if err != nil {
-		return fmt.Errorf("read rollout: %w", err)
-	}
-	if len(get.Kvs) == 0 {
-		return fmt.Errorf("%w: rollout %q", errNotFound, id)
-	}
-	emit := func(v []byte) (bool, error) {
-		r := &golivev1.Rollout{}
-		if err := protojson.Unmarshal(v, r); err != nil {
-			return false, fmt.Errorf("rollout %s is corrupt: %w", id, err)
-		}
-		r.StateJson = ""
-		return terminal(r.State), send(r)
-	}
-	if done, err := emit(get.Kvs[0].Value); done || err != nil {
-		return err
-	}
-	wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.keys.Rollout(id), clientv3.WithRev(get.Header.Revision+1))
-	for wr := range wch {
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		for _, ev := range wr.Events {
-			if ev.Type != clientv3.EventTypePut {
-				continue
-			}
-			if done, err := emit(ev.Kv.Value); done || err != nil {
-				return err
-			}
-		}
-	}
-	return ctx.Err()
 }

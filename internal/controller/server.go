@@ -4,10 +4,23 @@
 // to every agent the moment it changes.
 //
 // Several replicas may share one etcd. Each serves agents and operators; one
-// leads (clientv3/concurrency election) and runs the leader-only loops
-// (rollouts). A replica's agent streams are registered in etcd under its
-// session lease, so a replica that dies takes its presence keys with it and
-// its agents show "lost" until they reconnect elsewhere.
+// leads (clientv3/concurrency election) and runs the leader-only loop
+// (the rollout executor). A replica's agent streams are registered in etcd
+// under its session lease, so a replica that dies takes its presence keys
+// with it and its agents show "lost" until they reconnect elsewhere.
+//
+// This package is the wiring and the ControlService handlers; its parts
+// live beside it:
+//
+//	hub/       the agent streams: admission, approval push, commands out,
+//	           results in (calls back through hub.Owner, which Server is)
+//	executor/  the leader's loop: every rollout through rollout.Next
+//	store/     typed etcd access: the one rollout record and its API view
+//	apierr/    the one mapping of errors to gRPC status codes
+//	metrics/   the golive_controller_* series
+//
+// Every goroutine has an owner that stops and waits for it: Run's loops
+// group, the hub (Close), the executor (Run returns after its own).
 package controller
 
 import (
@@ -33,6 +46,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -41,6 +55,10 @@ import (
 
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
+	"github.com/golive/golive/internal/controller/executor"
+	"github.com/golive/golive/internal/controller/hub"
+	"github.com/golive/golive/internal/controller/metrics"
+	"github.com/golive/golive/internal/controller/store"
 	"github.com/golive/golive/internal/embedetcd"
 	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/pki"
@@ -138,17 +156,19 @@ type Server struct {
 	log       hclog.Logger
 	cli       *clientv3.Client
 	keys      state.Keys
+	store     *store.Store
 	approvals *approval.Manager
 	audit     *audit.Log
-	hub       *hub
-	metrics   *metrics
+	hub       *hub.Hub
+	exec      *executor.Executor
+	metrics   *metrics.Metrics
 	health    *health.Server
 	notifier  *notify.Notifier
-	kick      chan struct{}
 	isLeader  atomic.Bool
-	// preflightRuns are the rollout preflights this replica runs as leader.
-	preflightRuns preflightRuns
-	election      atomic.Pointer[concurrency.Election]
+	// bg holds work the RPC handlers start that outlives a call (the sweep
+	// of late preflight answers); Run waits for it.
+	bg    sync.WaitGroup
+	bgCtx context.Context
 
 	grpcAddr    net.Addr
 	metricsAddr net.Addr
@@ -230,16 +250,15 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	keys := state.NewKeys(cfg.EtcdPrefix)
 	alog := audit.New(cli, keys)
 	s := &Server{
-		cfg: cfg, log: log, cli: cli, keys: keys, audit: alog,
+		cfg: cfg, log: log, cli: cli, keys: keys, audit: alog, store: store.New(cli, keys),
 		approvals: approval.NewManager(cli, keys, alog, cfg.MaxApprovalTTL),
-		metrics:   newMetrics(reg),
+		metrics:   metrics.New(reg),
 		health:    health.NewServer(),
 		grpcAddr:  lis.Addr(),
 	}
 	if httpLis != nil {
 		s.metricsAddr = httpLis.Addr()
 	}
-	s.kick = make(chan struct{}, 1)
 	nm, err := notify.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -249,15 +268,14 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	s.notifier.Start()
 	defer s.notifier.Close()
-	s.hub = newHub(log.Named("agents"), cli, keys, cfg.ReplicaID, s.metrics, cfg.HeartbeatInterval)
-	s.hub.onHello = func(host string, _ *golivev1.Hello) { s.pendingFor(host) }
-	s.hub.onResult = s.recordResult
-	s.hub.onAck = s.recordAck
-	s.hub.onProgress = s.recordProgress
+	s.hub = hub.New(hub.Config{Log: log.Named("agents"), Client: cli, Keys: keys, Replica: cfg.ReplicaID,
+		Metrics: s.metrics, Heartbeat: cfg.HeartbeatInterval, Owner: s})
+	s.exec = executor.New(executor.Config{Log: log, Store: s.store, Approvals: s.approvals, Agents: s.hub,
+		Notifier: s.notifier, Metrics: s.metrics})
 
 	az := &authz{tls: creds != nil, twoPerson: cfg.TwoPersonRule, s: s, limits: newLimiter(cfg.RateLimit, cfg.RateBurst)}
 	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newSharedCodec()),
+		grpc.ForceServerCodecV2(hub.NewSharedCodec()),
 		// Small, shared buffers: thousands of mostly idle agent streams.
 		grpc.WriteBufferSize(4 * 1024), grpc.ReadBufferSize(4 * 1024), grpc.SharedWriteBuffer(true),
 		grpc.InitialWindowSize(64 * 1024), grpc.InitialConnWindowSize(64 * 1024),
@@ -275,7 +293,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	gs := grpc.NewServer(opts...)
-	golivev1.RegisterAgentServiceServer(gs, &agentService{hub: s.hub})
+	golivev1.RegisterAgentServiceServer(gs, s.hub)
 	golivev1.RegisterControlServiceServer(gs, &control{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
 
@@ -304,13 +322,14 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	var loops sync.WaitGroup
 	loopCtx, stopLoops := context.WithCancel(gctx)
+	s.bgCtx = loopCtx
 	start := func(f func(context.Context)) {
 		loops.Add(1)
 		go func() { defer loops.Done(); f(loopCtx) }()
 	}
 	start(s.runPresenceSession)
-	start(s.hub.runFlusher)
-	start(s.hub.watchPresence)
+	start(s.hub.RunFlusher)
+	start(s.hub.WatchPresence)
 	start(s.watchApproval)
 	start(s.runElection)
 	start(s.expiryGauge)
@@ -329,7 +348,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("controller stopping")
 	s.health.Shutdown()
-	s.hub.closeAll(status.Error(14, "controller is shutting down; reconnect to another replica"))
+	s.hub.CloseAll(status.Error(codes.Unavailable, "controller is shutting down; reconnect to another replica"))
 	stopLoops()
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
@@ -342,27 +361,20 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	httpSrv.Shutdown(shutCtx)
 	cancel()
 	loops.Wait()
+	s.bg.Wait()
+	s.hub.Close(status.Error(codes.Unavailable, "controller is shutting down; reconnect to another replica"))
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	return nil
 }
 
-type agentService struct {
-	golivev1.UnimplementedAgentServiceServer
-	hub *hub
-}
-
-func (a *agentService) Connect(stream golivev1.AgentService_ConnectServer) error {
-	return a.hub.Connect(stream)
-}
-
 func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
-	s.metrics.rpcTotal.WithLabelValues(method, status.Code(err).String()).Inc()
-	s.metrics.rpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	s.metrics.RpcTotal.WithLabelValues(method, status.Code(err).String()).Inc()
+	s.metrics.RpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
 	return resp, err
 }
 
@@ -374,19 +386,19 @@ func (s *Server) runPresenceSession(ctx context.Context) {
 	for ctx.Err() == nil {
 		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues("session").Inc()
+			s.metrics.EtcdErrors.WithLabelValues("session").Inc()
 			s.log.Warn("etcd session", "error", err)
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		s.hub.setSession(sess)
+		s.hub.SetSession(sess)
 		select {
 		case <-ctx.Done():
 			sess.Close()
 			return
 		case <-sess.Done():
 			s.log.Warn("etcd session lost; closing agent streams so they reconnect")
-			s.hub.closeAll(status.Error(14, "controller lost its etcd session; reconnect"))
+			s.hub.CloseAll(status.Error(codes.Unavailable, "controller lost its etcd session; reconnect"))
 		}
 	}
 }
@@ -398,12 +410,11 @@ func (s *Server) runElection(ctx context.Context) {
 	for ctx.Err() == nil {
 		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 		if err != nil {
-			s.metrics.etcdErrors.WithLabelValues("session").Inc()
+			s.metrics.EtcdErrors.WithLabelValues("session").Inc()
 			sleepCtx(ctx, time.Second)
 			continue
 		}
 		e := concurrency.NewElection(sess, s.keys.Leader())
-		s.election.Store(e)
 		if err := e.Campaign(ctx, s.cfg.ReplicaID); err != nil {
 			sess.Close()
 			sleepCtx(ctx, 200*time.Millisecond)
@@ -411,11 +422,11 @@ func (s *Server) runElection(ctx context.Context) {
 		}
 		s.log.Info("leading", "replica", s.cfg.ReplicaID)
 		s.isLeader.Store(true)
-		s.metrics.isLeader.Set(1)
+		s.metrics.IsLeader.Set(1)
 		// Leader-only loops (the rollout executor) run under sess.
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); s.runExecutor(lctx, e) }()
+		go func() { defer close(done); s.exec.Run(lctx, e.Key(), e.Rev()) }()
 		select {
 		case <-ctx.Done():
 		case <-sess.Done():
@@ -424,20 +435,12 @@ func (s *Server) runElection(ctx context.Context) {
 		cancel()
 		<-done
 		s.isLeader.Store(false)
-		s.metrics.isLeader.Set(0)
+		s.metrics.IsLeader.Set(0)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		e.Resign(rctx)
 		rcancel()
 		sess.Close()
 	}
-}
-
-func (s *Server) leaderName(ctx context.Context) string {
-	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithFirstCreate()...)
-	if err != nil || len(resp.Kvs) == 0 {
-		return ""
-	}
-	return string(resp.Kvs[0].Value)
 }
 
 // watchApproval pushes every approval change to this replica's agents.
@@ -449,7 +452,7 @@ func (s *Server) watchApproval(ctx context.Context) {
 		if ev.Reason == "expired" && s.IsLeader() {
 			s.notifier.Notify(notify.Event{Kind: notify.KindApprovalExpired, Actor: "system", Reason: "ttl ran out"})
 		}
-		s.hub.Broadcast(approvalUpdate(ev.Approval, ev.Revision, ev.Reason))
+		s.hub.Broadcast(hub.ApprovalUpdate(ev.Approval, ev.Revision, ev.Reason))
 	})
 }
 
@@ -461,11 +464,11 @@ func (s *Server) expiryGauge(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			u := s.hub.currentApproval()
+			u := s.hub.CurrentApproval()
 			if u.Active && u.ExpiresAt != nil {
-				s.metrics.approvalExpiry.Set(max(0, time.Until(u.ExpiresAt.AsTime()).Seconds()))
+				s.metrics.ApprovalExpiry.Set(max(0, time.Until(u.ExpiresAt.AsTime()).Seconds()))
 			} else {
-				s.metrics.approvalExpiry.Set(0)
+				s.metrics.ApprovalExpiry.Set(0)
 			}
 		}
 	}

@@ -42,9 +42,12 @@ type HostObservation struct {
 	// State.Hosts[id].Command; Error its error, if any.
 	Result Result
 	Error  string
+	// Unchanged: the deploy failed before it changed anything on the host.
+	Unchanged bool
 	// RollbackResult is the outcome of the command named by
-	// State.Hosts[id].Rollback.
-	RollbackResult Result
+	// State.Hosts[id].Rollback; RollbackRelease the release it put back.
+	RollbackResult  Result
+	RollbackRelease string
 	// Lost: the host's agent stream is gone.
 	Lost   bool
 	Health Health
@@ -106,14 +109,16 @@ type RollbackTarget struct {
 	ToRelease string
 }
 
-// RollBack commands every touched host back, all at once. Operator is
-// true for an abort: the executor writes it as the operator's audited
-// rollback (unfenced, allowed without approval); otherwise it is the
-// automatic rollback, fenced on State.Token.
+// RollBack commands hosts back, all at once. Operator is true for an
+// abort or an operator's rollback: the executor writes it as the
+// operator's audited rollback (unfenced, allowed without approval);
+// otherwise it is the automatic rollback, fenced on State.Token.
+// RestoreBackupID, when set, restores that database backup too.
 type RollBack struct {
-	Reason   string
-	Operator bool
-	Targets  []RollbackTarget
+	RestoreBackupID string
+	Reason          string
+	Operator        bool
+	Targets         []RollbackTarget
 }
 
 // Halt says the rollout stopped starting new steps.
@@ -217,11 +222,12 @@ func (m *machine) record() {
 	for id, h := range m.s.Hosts {
 		o := m.obs.Hosts[id]
 		changed := false
-		if h.Touched() && !h.Result.final() && o.Result.final() {
+		if h.Touched() && !h.Result.Final() && o.Result.Final() {
 			h.Result, h.Error, changed = o.Result, o.Error, true
+			h.Unchanged = o.Unchanged && o.Result == ResultFailed
 		}
-		if h.Rollback != "" && !h.RollbackResult.final() && o.RollbackResult.final() {
-			h.RollbackResult, changed = o.RollbackResult, true
+		if h.Rollback != "" && !h.RollbackResult.Final() && o.RollbackResult.Final() {
+			h.RollbackResult, h.RolledBackTo, changed = o.RollbackResult, o.RollbackRelease, true
 			if o.Error != "" {
 				h.Error = o.Error
 			}
@@ -241,6 +247,11 @@ func (m *machine) step() {
 	switch s.Phase {
 	case PhasePending:
 		switch {
+		case s.Plan.IsRollback():
+			// The operator's rollback: allowed without approval, every
+			// host at once.
+			m.event(EventStarted, "")
+			m.operatorRollback()
 		case m.obs.Abort:
 			m.abort()
 		case !m.approved():
@@ -484,20 +495,46 @@ func (m *machine) rollBack(reason string, operator bool) {
 	a := RollBack{Reason: reason, Operator: operator}
 	for _, id := range touched {
 		h := s.Hosts[id]
+		if !h.needsRollback() {
+			continue // its step changed nothing: the live release runs untouched
+		}
 		h.Rollback, h.RollbackResult = m.nextID(), ResultPending
 		s.Hosts[id] = h
 		a.Targets = append(a.Targets, RollbackTarget{Host: id, ID: h.Rollback, ToRelease: h.Previous})
+	}
+	if len(a.Targets) == 0 {
+		// Every touched host failed before changing anything.
+		m.finish(PhaseFailed, reason+"; nothing changed on "+strings.Join(touched, ", ")+": no rollback needed")
+		return
 	}
 	s.Phase, s.Step, s.PhaseStart, s.Halt, s.HaltedIn = PhaseRollingBack, "", m.now, "", ""
 	m.event(EventRollingBack, reason)
 	m.do(a)
 }
 
+// operatorRollback commands every host of an operator's rollback.
+func (m *machine) operatorRollback() {
+	s := m.s
+	s.Reason = "rollback by the operator"
+	a := RollBack{Reason: s.Reason, Operator: true, RestoreBackupID: s.Plan.RestoreBackupID}
+	for _, id := range s.Plan.Hosts {
+		h := s.Hosts[id]
+		h.Rollback, h.RollbackResult = m.nextID(), ResultPending
+		s.Hosts[id] = h
+		a.Targets = append(a.Targets, RollbackTarget{Host: id, ID: h.Rollback, ToRelease: s.Plan.ToRelease})
+	}
+	s.Phase, s.PhaseStart = PhaseRollingBack, m.now
+	m.do(a)
+}
+
 func (m *machine) rollingBack() {
 	s := m.s
 	var pending, broken []string
-	for _, id := range s.Touched() {
+	for _, id := range s.Plan.Hosts {
 		h := s.Hosts[id]
+		if h.Rollback == "" {
+			continue
+		}
 		switch h.RollbackResult {
 		case ResultSucceeded:
 		case ResultFailed, ResultRolledBack, ResultCancelled:
@@ -511,6 +548,8 @@ func (m *machine) rollingBack() {
 		m.finish(PhaseFailed, fmt.Sprintf("%s; rollback failed on %s: run `golive-controller rollback`", s.Reason, strings.Join(broken, ", ")))
 	case len(pending) == 0 && s.Aborted:
 		m.finish(PhaseAborted, s.Reason)
+	case len(pending) == 0 && s.Plan.IsRollback():
+		m.finish(PhaseSucceeded, "")
 	case len(pending) == 0:
 		m.finish(PhaseRolledBack, s.Reason)
 	case m.now.Sub(s.PhaseStart) > s.Plan.ProgressDeadline:

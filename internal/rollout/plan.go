@@ -105,11 +105,31 @@ type Wave struct {
 	Hosts []string `json:"hosts"`
 }
 
+// Kind says what a rollout does to its hosts.
+type Kind string
+
+// The kinds of rollout.
+const (
+	// KindDeploy puts a release on the hosts in waves, gated.
+	KindDeploy Kind = "deploy"
+	// KindRollback is the operator's rollback: every host at once back to
+	// a release (its own previous one, or Schedule.ToRelease), optionally
+	// restoring a database backup; allowed without an approval.
+	KindRollback Kind = "rollback"
+)
+
 // Schedule is a validated plan: what a dry run prints and what a rollout
-// executes. Plan is the only constructor.
+// executes. Plan and PlanRollback are the only constructors.
 type Schedule struct {
+	// Kind is KindDeploy ("" in records written before rollbacks were
+	// rollouts) or KindRollback.
+	Kind    Kind   `json:"kind,omitempty"`
 	Service string `json:"service"`
 	Release string `json:"release"`
+	// ToRelease and RestoreBackupID are a rollback's target ("": each
+	// host's previous release) and the database backup it restores.
+	ToRelease       string `json:"to_release,omitempty"`
+	RestoreBackupID string `json:"restore_backup_id,omitempty"`
 	// Hosts are all the selected hosts, sorted.
 	Hosts []string `json:"hosts"`
 	// Waves in order: the canary (if any) first, then the batches.
@@ -119,6 +139,43 @@ type Schedule struct {
 	ProgressDeadline time.Duration `json:"progress_deadline"`
 	// Previous maps each host to the release it ran when planned.
 	Previous map[string]string `json:"previous,omitempty"`
+}
+
+// IsRollback reports whether the schedule is an operator's rollback.
+func (s Schedule) IsRollback() bool { return s.Kind == KindRollback }
+
+// RollbackSpec is an operator's rollback: hosts already chosen by the
+// caller (every host of the service, or the named ones).
+type RollbackSpec struct {
+	Service          string
+	Hosts            []string
+	ToRelease        string
+	RestoreBackupID  string
+	ProgressDeadline time.Duration
+}
+
+// PlanRollback makes the schedule of an operator's rollback: one wave of
+// every host, no gate (each agent health-checks what it put back).
+func PlanRollback(spec RollbackSpec) (Schedule, error) {
+	if spec.Service == "" {
+		return Schedule{}, fmt.Errorf("%w: name the service (--service)", ErrInvalid)
+	}
+	if len(spec.Hosts) == 0 {
+		return Schedule{}, fmt.Errorf("%w: no host to roll back", ErrNoHosts)
+	}
+	ids := clone(spec.Hosts)
+	sort.Strings(ids)
+	for i := 1; i < len(ids); i++ {
+		if ids[i] == ids[i-1] {
+			return Schedule{}, fmt.Errorf("%w: host %q is named twice", ErrInvalid, ids[i])
+		}
+	}
+	if spec.ProgressDeadline <= 0 {
+		spec.ProgressDeadline = DefaultProgressDeadline
+	}
+	return Schedule{Kind: KindRollback, Service: spec.Service, ToRelease: spec.ToRelease, RestoreBackupID: spec.RestoreBackupID,
+		Hosts: ids, Waves: []Wave{{Index: 0, Name: "all", Hosts: clone(ids)}}, Gate: DefaultGate(),
+		ProgressDeadline: spec.ProgressDeadline}, nil
 }
 
 // HasCanary reports whether the first wave is a canary.
@@ -157,7 +214,7 @@ func Plan(hosts []Host, spec Spec) (Schedule, error) {
 		return Schedule{}, fmt.Errorf("%w: --canary %d is larger than the %d selected hosts (%s)",
 			ErrInvalid, spec.Canary, len(ids), strings.Join(ids, ", "))
 	}
-	s := Schedule{Service: spec.Service, Release: spec.Release, Hosts: ids, Gate: spec.Gate,
+	s := Schedule{Kind: KindDeploy, Service: spec.Service, Release: spec.Release, Hosts: ids, Gate: spec.Gate,
 		PauseAfterCanary: spec.PauseAfterCanary, ProgressDeadline: spec.ProgressDeadline}
 	if len(prev) > 0 {
 		s.Previous = prev

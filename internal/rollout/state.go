@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,7 +84,41 @@ const (
 	ResultCancelled Result = "cancelled"
 )
 
-func (r Result) final() bool {
+// ResultOf maps an agent's command outcome onto a Result: the one mapping
+// of the wire's outcomes to golive's words (the CLI, the executor and the
+// API views all use it).
+func ResultOf(o golivev1.CommandOutcome) Result {
+	switch o {
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED:
+		return ResultSucceeded
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK:
+		return ResultRolledBack
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED, golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED:
+		return ResultCancelled
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_UNSPECIFIED:
+		return ResultPending
+	}
+	return ResultFailed
+}
+
+// OutcomeWord is the word for an agent's outcome: "succeeded", "failed",
+// "rolled_back", "rejected" or "cancelled".
+func OutcomeWord(o golivev1.CommandOutcome) string {
+	switch o {
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED:
+		return "rejected"
+	case golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED:
+		return "cancelled"
+	}
+	return string(ResultOf(o))
+}
+
+// TerminalState reports whether an API rollout state (Rollout.state) is
+// final: the string form of Phase.Terminal, for clients.
+func TerminalState(state string) bool { return Phase(state).Terminal() }
+
+// Final reports whether r is an end: a command that will not change its result.
+func (r Result) Final() bool {
 	switch r {
 	case ResultSucceeded, ResultFailed, ResultRolledBack, ResultCancelled:
 		return true
@@ -106,13 +141,22 @@ type HostState struct {
 	Commands int    `json:"commands,omitempty"`
 	Result   Result `json:"result,omitempty"`
 	Error    string `json:"error,omitempty"`
-	// Rollback is the id of the host's fleet-rollback command, if any.
+	// Unchanged: the deploy failed before it changed anything on the host
+	// (fetch, verify, unpack): there is nothing to roll back.
+	Unchanged bool `json:"unchanged,omitempty"`
+	// Rollback is the id of the host's rollback command, if any;
+	// RolledBackTo the release the host reported it put back.
 	Rollback       string `json:"rollback,omitempty"`
 	RollbackResult Result `json:"rollback_result,omitempty"`
+	RolledBackTo   string `json:"rolled_back_to,omitempty"`
 }
 
-// Touched reports whether the rollout ever commanded the host.
+// Touched reports whether the rollout ever commanded the host to deploy.
 func (h HostState) Touched() bool { return h.Commands > 0 }
+
+// needsRollback reports whether a fleet rollback must command the host:
+// it was commanded and its step may have changed something.
+func (h HostState) needsRollback() bool { return h.Touched() && !h.Unchanged }
 
 // State is a rollout as stored in etcd under rollouts/<id>: everything
 // Next needs, nothing else. It is a value: Next returns a new one.
@@ -206,7 +250,13 @@ func Decode(b []byte) (State, error) {
 func (s State) Proto() *golivev1.Rollout {
 	r := &golivev1.Rollout{Id: s.ID, Service: s.Plan.Service, Release: s.Plan.Release, State: string(s.Phase),
 		Reason: s.Reason, CreatedAt: timestamppb.New(s.CreatedAt), UpdatedAt: timestamppb.New(s.UpdatedAt),
-		CurrentWave: uint32(s.Wave), FencingToken: s.Token, Kind: "deploy"}
+		CurrentWave: uint32(s.Wave), FencingToken: s.Token, Kind: string(KindDeploy), Paused: s.Halt == HaltPaused}
+	if s.Plan.IsRollback() {
+		r.Kind, r.Release = string(KindRollback), s.rolledBackTo()
+	}
+	if s.Phase.Terminal() {
+		r.FinishedAt = timestamppb.New(s.UpdatedAt)
+	}
 	for _, w := range s.Plan.Waves {
 		r.Waves = append(r.Waves, &golivev1.Wave{Index: uint32(w.Index), Name: w.Name, Hosts: clone(w.Hosts), State: s.waveState(w.Index)})
 	}
@@ -217,12 +267,43 @@ func (s State) Proto() *golivev1.Rollout {
 			p.State = "waiting"
 		}
 		if h.Rollback != "" {
-			p.CommandId, p.Release = h.Rollback, h.Previous
+			p.CommandId, p.Release = h.Rollback, orFirst(h.RolledBackTo, s.Plan.ToRelease, h.Previous)
 			p.State = "rollback_" + string(h.RollbackResult)
+			if s.Plan.IsRollback() {
+				p.State = string(h.RollbackResult)
+			}
 		}
 		r.Hosts = append(r.Hosts, p)
 	}
 	return r
+}
+
+// rolledBackTo is the release a rollback put back, for its view: the
+// requested one, else what the hosts reported ("a, b" when they differ),
+// "" while none reported.
+func (s State) rolledBackTo() string {
+	if s.Plan.ToRelease != "" {
+		return s.Plan.ToRelease
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range s.Plan.Hosts {
+		if r := s.Hosts[id].RolledBackTo; r != "" && !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+func orFirst(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 func (s State) waveState(i int) string {

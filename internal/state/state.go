@@ -61,7 +61,8 @@ func (k Keys) HostResults(host string) string        { return k.Results() + host
 func (k Keys) Result(host, id string) string         { return k.HostResults(host) + id }
 func (k Keys) Rollouts() string                      { return k.Prefix + "rollouts/" }
 func (k Keys) Rollout(id string) string              { return k.Rollouts() + id }
-func (k Keys) RolloutRequests(id string) string      { return k.Prefix + "rollout_requests/" + id + "/" }
+func (k Keys) RolloutRequestsAll() string            { return k.Prefix + "rollout_requests/" }
+func (k Keys) RolloutRequests(id string) string      { return k.RolloutRequestsAll() + id + "/" }
 func (k Keys) RolloutRequest(id, kind string) string { return k.RolloutRequests(id) + kind }
 func (k Keys) ServiceLock(service string) string     { return k.Prefix + "service_rollout/" + service }
 func (k Keys) Backups() string                       { return k.Prefix + "backups/" }

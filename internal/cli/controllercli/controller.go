@@ -367,7 +367,7 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 					result := "-"
 					if len(a.RecentResults) > 0 {
 						r := a.RecentResults[0]
-						result = fmt.Sprintf("%s %s@%s", strings.ToLower(strings.TrimPrefix(r.Outcome.String(), "COMMAND_OUTCOME_")), r.Service, orDash(r.Release))
+						result = fmt.Sprintf("%s %s@%s", rollout.OutcomeWord(r.Outcome), r.Service, orDash(r.Release))
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
 						orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), result, orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
@@ -500,7 +500,7 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 		if err != nil {
 			return err
 		}
-		if terminalState(r.State) {
+		if rollout.TerminalState(r.State) {
 			if co.output == "json" {
 				co.printJSON(cmd.OutOrStdout(), r)
 			} else {
@@ -680,7 +680,7 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 					dur := "-"
 					if r.FinishedAt != nil && r.CreatedAt != nil {
 						dur = r.FinishedAt.AsTime().Sub(r.CreatedAt.AsTime()).Round(100 * time.Millisecond).String()
-					} else if r.UpdatedAt != nil && r.CreatedAt != nil && terminalState(r.State) {
+					} else if r.UpdatedAt != nil && r.CreatedAt != nil && rollout.TerminalState(r.State) {
 						dur = r.UpdatedAt.AsTime().Sub(r.CreatedAt.AsTime()).Round(100 * time.Millisecond).String()
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, r.State, len(r.Hosts), dur, orDash(r.Reason))
@@ -694,13 +694,6 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 	return cmd
 }
 
-func terminalState(s string) bool {
-	switch s {
-	case "succeeded", "failed", "rolled_back", "aborted":
-		return true
-	}
-	return false
-}
 
 func newWatchCmd(co *clientOpts) *cobra.Command {
 	var service string
@@ -804,7 +797,7 @@ func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse) {
 	fmt.Fprintf(w, "[%s] %d/%d hosts\n\n", progressBar(hostsDone(r), len(r.Hosts), 40), hostsDone(r), len(r.Hosts))
 	for _, wv := range r.Waves {
 		mark := " "
-		if int(wv.Index) == int(r.CurrentWave) && !terminalState(r.State) {
+		if int(wv.Index) == int(r.CurrentWave) && !rollout.TerminalState(r.State) {
 			mark = ">"
 		}
 		fmt.Fprintf(w, "%s wave %d %-8s %-10s %s\n", mark, wv.Index, wv.Name, wv.State, strings.Join(wv.Hosts, ","))

@@ -1350,8 +1350,6 @@ type Rollout struct {
 	Paused     bool                   `protobuf:"varint,15,opt,name=paused,proto3" json:"paused,omitempty"`
 	Gate       *GateStatus            `protobuf:"bytes,16,opt,name=gate,proto3" json:"gate,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	// state_json is the executor's state (internal/rollout), opaque to clients.
-	StateJson string `protobuf:"bytes,18,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
 	// preflight is the pre-live checks run before the first wave.
 	Preflight []*HostChecks `protobuf:"bytes,19,rep,name=preflight,proto3" json:"preflight,omitempty"`
 	// skipped_checks are the checks the deployer chose to skip (audited).
@@ -1507,13 +1505,6 @@ func (x *Rollout) GetFinishedAt() *timestamppb.Timestamp {
 		return x.FinishedAt
 	}
 	return nil
-}
-
-func (x *Rollout) GetStateJson() string {
-	if x != nil {
-		return x.StateJson
-	}
-	return ""
 }
 
 func (x *Rollout) GetPreflight() []*HostChecks {
@@ -3040,7 +3031,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
 	"\arelease\x18\x06 \x01(\tR\arelease\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xf1\x05\n" +
+	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xe4\x05\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -3063,11 +3054,10 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x06paused\x18\x0f \x01(\bR\x06paused\x12)\n" +
 	"\x04gate\x18\x10 \x01(\v2\x15.golive.v1.GateStatusR\x04gate\x12;\n" +
 	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\x12\x1d\n" +
-	"\n" +
-	"state_json\x18\x12 \x01(\tR\tstateJson\x123\n" +
+	"finishedAt\x123\n" +
 	"\tpreflight\x18\x13 \x03(\v2\x15.golive.v1.HostChecksR\tpreflight\x12%\n" +
-	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecks\">\n" +
+	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecksJ\x04\b\x12\x10\x13R\n" +
+	"state_json\">\n" +
 	"\x0eDeployResponse\x12,\n" +
 	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"\xba\x01\n" +
 	"\x0fRollbackRequest\x12\x18\n" +

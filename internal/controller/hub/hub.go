@@ -1,4 +1,4 @@
-package controller
+package hub
 
 import (
 	"context"
@@ -26,11 +26,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/approval"
+	"github.com/golive/golive/internal/pki"
+	"github.com/golive/golive/internal/controller/apierr"
+	"github.com/golive/golive/internal/controller/metrics"
 	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
 var hostIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidHostID reports whether id may name a host: letters, digits, '.',
+// '_' or '-', at most 64, starting with a letter or digit.
+func ValidHostID(id string) bool { return hostIDPattern.MatchString(id) }
 
 // presence is the value of presence/<host>.
 type presence struct {
@@ -41,7 +48,31 @@ type presence struct {
 	Address  string    `json:"address"`
 }
 
-// hub owns this replica's agent streams: it admits them (one live stream per
+// Owner is what the hub calls back into: the controller stores results and
+// sends pending commands. Calls run on goroutines the hub owns, with a
+// context that ends when the hub closes.
+type Owner interface {
+	// AgentHello: host's stream was admitted (send its pending commands).
+	AgentHello(ctx context.Context, host string)
+	// AgentResult: host reported a command's final result; the hub acks it
+	// to the agent once this returns.
+	AgentResult(ctx context.Context, host string, r *golivev1.CommandResult)
+	// AgentAck: host accepted or refused a command.
+	AgentAck(ctx context.Context, host string, a *golivev1.CommandAck)
+}
+
+// Config is what a Hub needs.
+type Config struct {
+	Log       hclog.Logger
+	Client    *clientv3.Client
+	Keys      state.Keys
+	Replica   string
+	Metrics   *metrics.Metrics
+	Heartbeat time.Duration
+	Owner     Owner
+}
+
+// Hub owns this replica's agent streams: it admits them (one live stream per
 // host id across all replicas, enforced by presence/<host> in etcd), pushes
 // approval updates and commands to them, and records their state in etcd.
 //
@@ -49,12 +80,19 @@ type presence struct {
 // sender, which drains a bounded queue. A stream whose queue is full is
 // closed: the agent reconnects and resyncs, and no broadcast ever waits for
 // a slow agent.
-type hub struct {
+type Hub struct {
+	golivev1.UnimplementedAgentServiceServer
+
 	log        hclog.Logger
 	cli        *clientv3.Client
 	keys       state.Keys
 	replica    string
-	metrics    *metrics
+	metrics    *metrics.Metrics
+	owner      Owner
+	// ctx ends when the hub closes; wg holds every goroutine it started.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	heartbeat  time.Duration
 	timeout    time.Duration
 	flushEvery time.Duration
@@ -73,11 +111,6 @@ type hub struct {
 	apUpdate *golivev1.ApprovalUpdate
 
 	flushReq chan struct{}
-
-	onResult   func(host string, r *golivev1.CommandResult)
-	onAck      func(host string, a *golivev1.CommandAck)
-	onProgress func(host string, p *golivev1.CommandProgress)
-	onHello    func(host string, h *golivev1.Hello)
 }
 
 type agentConn struct {
@@ -123,9 +156,13 @@ func (c *agentConn) send(m any) bool {
 	}
 }
 
-func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica string, m *metrics, heartbeat time.Duration) *hub {
-	h := &hub{
-		log: log, cli: cli, keys: keys, replica: replica, metrics: m,
+// New returns a Hub; Close stops what it started.
+func New(cfg Config) *Hub {
+	heartbeat := cfg.Heartbeat
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		log: cfg.Log, cli: cfg.Client, keys: cfg.Keys, replica: cfg.Replica, metrics: cfg.Metrics, owner: cfg.Owner,
+		ctx: ctx, cancel: cancel,
 		// Lost after 3 missed heartbeats, but never sooner than 15 s: a
 		// loaded controller must not drop agents that are merely slow.
 		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: 500 * time.Millisecond,
@@ -136,7 +173,29 @@ func newHub(log hclog.Logger, cli *clientv3.Client, keys state.Keys, replica str
 	return h
 }
 
-func (h *hub) setSession(s *concurrency.Session) {
+// Close ends every stream with err and waits for the goroutines the hub
+// started (result handling, receivers).
+func (h *Hub) Close(err error) {
+	h.CloseAll(err)
+	h.cancel()
+	h.wg.Wait()
+}
+
+// goAttach runs f on a goroutine the hub owns (etcd's GoAttach): none is
+// started once the hub closed.
+func (h *Hub) goAttach(f func()) {
+	select {
+	case <-h.ctx.Done():
+		return
+	default:
+	}
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); f() }()
+}
+
+// SetSession sets (nil: clears) the etcd session whose lease holds this
+// replica's presence keys.
+func (h *Hub) SetSession(s *concurrency.Session) {
 	h.sessMu.Lock()
 	defer h.sessMu.Unlock()
 	h.session = s
@@ -162,7 +221,7 @@ func (h *hub) setSession(s *concurrency.Session) {
 // replica that just started (or is renewing its session) accepts streams a
 // moment before its etcd session exists, and a reconnecting fleet should
 // not be refused for that.
-func (h *hub) waitLease(ctx context.Context, d time.Duration) (clientv3.LeaseID, bool) {
+func (h *Hub) waitLease(ctx context.Context, d time.Duration) (clientv3.LeaseID, bool) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
@@ -192,7 +251,7 @@ func (h *hub) waitLease(ctx context.Context, d time.Duration) (clientv3.LeaseID,
 	}
 }
 
-func (h *hub) lease() (clientv3.LeaseID, bool) {
+func (h *Hub) lease() (clientv3.LeaseID, bool) {
 	h.sessMu.RLock()
 	defer h.sessMu.RUnlock()
 	if h.session == nil {
@@ -206,13 +265,13 @@ func (h *hub) lease() (clientv3.LeaseID, bool) {
 	return h.session.Lease(), true
 }
 
-func (h *hub) setApprovalLocked(u *golivev1.ApprovalUpdate) {
+func (h *Hub) setApprovalLocked(u *golivev1.ApprovalUpdate) {
 	msg, _ := encodeOnce(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_Approval{Approval: u}})
 	h.apMsg, h.apUpdate = msg, u
 }
 
-// approvalFromEvent converts an approval to the wire update.
-func approvalUpdate(a approval.Approval, rev int64, reason string) *golivev1.ApprovalUpdate {
+// ApprovalUpdate converts an approval to the wire update.
+func ApprovalUpdate(a approval.Approval, rev int64, reason string) *golivev1.ApprovalUpdate {
 	u := &golivev1.ApprovalUpdate{Revision: rev, Reason: reason}
 	if a.Token != 0 && a.Active(time.Now()) {
 		u.FencingToken = a.Token
@@ -225,7 +284,7 @@ func approvalUpdate(a approval.Approval, rev int64, reason string) *golivev1.App
 // Broadcast pushes an approval update to every connected agent, encoded
 // once. Updates older than the last one sent are dropped (the revoke RPC and
 // the etcd watch both deliver the same change); "lost" always applies.
-func (h *hub) Broadcast(u *golivev1.ApprovalUpdate) {
+func (h *Hub) Broadcast(u *golivev1.ApprovalUpdate) {
 	h.apMu.Lock()
 	cur := h.apUpdate
 	same := cur.FencingToken == u.FencingToken && cur.Active == u.Active
@@ -244,9 +303,9 @@ func (h *hub) Broadcast(u *golivev1.ApprovalUpdate) {
 	msg := h.apMsg
 	h.apMu.Unlock()
 
-	h.metrics.approvalActive.Set(b2f(u.Active))
-	h.metrics.approvalToken.Set(float64(u.FencingToken))
-	h.metrics.broadcasts.WithLabelValues(u.Reason).Inc()
+	h.metrics.ApprovalActive.Set(b2f(u.Active))
+	h.metrics.ApprovalToken.Set(float64(u.FencingToken))
+	h.metrics.Broadcasts.WithLabelValues(u.Reason).Inc()
 	h.mu.RLock()
 	conns := make([]*agentConn, 0, len(h.conns))
 	for _, c := range h.conns {
@@ -260,19 +319,20 @@ func (h *hub) Broadcast(u *golivev1.ApprovalUpdate) {
 		}
 	}
 	if slow > 0 {
-		h.metrics.slowDisconnects.Add(float64(slow))
+		h.metrics.SlowDisconnects.Add(float64(slow))
 	}
 	h.log.Info("approval pushed to agents", "reason", u.Reason, "fencing_token", u.FencingToken, "active", u.Active, "agents", len(conns), "slow", slow)
 }
 
-func (h *hub) currentApproval() *golivev1.ApprovalUpdate {
+// CurrentApproval is the last approval update pushed to agents.
+func (h *Hub) CurrentApproval() *golivev1.ApprovalUpdate {
 	h.apMu.Lock()
 	defer h.apMu.Unlock()
 	return h.apUpdate
 }
 
 // SendCommand queues a command for host if this replica holds its stream.
-func (h *hub) SendCommand(host string, cmd *golivev1.Command) bool {
+func (h *Hub) SendCommand(host string, cmd *golivev1.Command) bool {
 	h.mu.RLock()
 	c := h.conns[host]
 	h.mu.RUnlock()
@@ -283,20 +343,21 @@ func (h *hub) SendCommand(host string, cmd *golivev1.Command) bool {
 }
 
 // Holds reports whether this replica holds host's stream.
-func (h *hub) Holds(host string) bool {
+func (h *Hub) Holds(host string) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.conns[host] != nil
 }
 
-func newID() string {
+// NewID is a random hex id.
+func NewID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
 // Connect implements AgentService.
-func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse]) error {
+func (h *Hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse]) error {
 	ctx := stream.Context()
 	first, err := recvWithTimeout(stream, 10*time.Second)
 	if err != nil {
@@ -304,15 +365,15 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	}
 	hello := first.GetHello()
 	if hello == nil {
-		h.metrics.refusedConnects.WithLabelValues("no_hello").Inc()
+		h.metrics.RefusedConnects.WithLabelValues("no_hello").Inc()
 		return status.Error(codes.InvalidArgument, "the first message on the stream must be Hello")
 	}
 	if !hostIDPattern.MatchString(hello.HostId) {
-		h.metrics.refusedConnects.WithLabelValues("bad_host_id").Inc()
+		h.metrics.RefusedConnects.WithLabelValues("bad_host_id").Inc()
 		return status.Errorf(codes.InvalidArgument, "host id %q is not valid: use letters, digits, '.', '_' or '-' (at most 64)", hello.HostId)
 	}
 	if err := agentIdentityMatches(ctx, hello.HostId); err != nil {
-		h.metrics.refusedConnects.WithLabelValues("identity").Inc()
+		h.metrics.RefusedConnects.WithLabelValues("identity").Inc()
 		return err
 	}
 	addr := ""
@@ -320,7 +381,7 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 		addr = p.Addr.String()
 	}
 	c := &agentConn{
-		host: hello.HostId, connID: newID(), instance: hello.InstanceId, address: addr, since: time.Now(),
+		host: hello.HostId, connID: NewID(), instance: hello.InstanceId, address: addr, since: time.Now(),
 		sendq: make(chan any, 16), done: make(chan struct{}),
 	}
 	c.tokenHeld.Store(hello.FencingToken)
@@ -347,13 +408,13 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	for _, r := range hello.UnackedResults {
 		h.handleResult(c, r)
 	}
-	if h.onHello != nil {
-		go h.onHello(c.host, hello)
-	}
+	h.goAttach(func() { h.owner.AgentHello(h.ctx, c.host) })
 
 	// The handler goroutine sends; one goroutine receives. When the handler
-	// returns, gRPC cancels the stream and the receiver's Recv returns.
-	go func() { c.close(h.receiver(stream, c)) }()
+	// returns, gRPC cancels the stream and the receiver's Recv returns; the
+	// hub owns the receiver and waits for it on Close.
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); c.close(h.receiver(stream, c)) }()
 	c.close(h.sender(stream, c))
 	var result error
 	if p := c.closeErr.Load(); p != nil {
@@ -363,10 +424,7 @@ func (h *hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	if result == nil || errors.Is(result, context.Canceled) {
 		return nil
 	}
-	if _, ok := status.FromError(result); ok {
-		return result
-	}
-	return status.Error(codes.Unavailable, result.Error())
+	return apierr.ToStatus(result)
 }
 
 func errString(err error) string {
@@ -382,6 +440,8 @@ func recvWithTimeout(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, go
 		err error
 	}
 	ch := make(chan res, 1)
+	// Ends when Recv does: at the latest when the handler returns and gRPC
+	// cancels the stream.
 	go func() {
 		m, err := stream.Recv()
 		ch <- res{m, err}
@@ -396,7 +456,7 @@ func recvWithTimeout(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, go
 	}
 }
 
-func (h *hub) sender(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
+func (h *Hub) sender(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
 	for {
 		select {
 		case <-c.done:
@@ -411,7 +471,7 @@ func (h *hub) sender(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, go
 	}
 }
 
-func (h *hub) receiver(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
+func (h *Hub) receiver(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, golivev1.ConnectResponse], c *agentConn) error {
 	// A watchdog ends the stream when heartbeats stop (a silent network);
 	// gRPC keepalive catches dead TCP underneath.
 	watchdog := time.AfterFunc(h.timeout, func() {
@@ -428,7 +488,7 @@ func (h *hub) receiver(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, 
 	}
 }
 
-func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
+func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 	switch p := m.Payload.(type) {
 	case *golivev1.ConnectRequest_Heartbeat:
 		// Heartbeats update memory; etcd is written only when something an
@@ -459,8 +519,11 @@ func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		// agents must not turn into 5,000 writes.
 		c.tokenHeld.Store(p.ApprovalAck.FencingToken)
 	case *golivev1.ConnectRequest_CommandAck:
-		if h.onAck != nil {
-			h.onAck(c.host, p.CommandAck)
+		if !p.CommandAck.Accepted {
+			// A refusal is the command's final result: stored off the
+			// receive path, like results.
+			ack := p.CommandAck
+			h.goAttach(func() { h.owner.AgentAck(h.ctx, c.host, ack) })
 		}
 	case *golivev1.ConnectRequest_CommandProgress:
 		c.mu.Lock()
@@ -471,9 +534,6 @@ func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		}
 		c.dirty = true
 		c.mu.Unlock()
-		if h.onProgress != nil {
-			h.onProgress(c.host, p.CommandProgress)
-		}
 		h.requestFlush()
 	case *golivev1.ConnectRequest_CommandResult:
 		h.handleResult(c, p.CommandResult)
@@ -482,7 +542,7 @@ func (h *hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 	}
 }
 
-func (h *hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
+func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	c.mu.Lock()
 	c.record.RecentResults = append([]*golivev1.CommandResult{r}, c.record.RecentResults...)
 	if len(c.record.RecentResults) > 5 {
@@ -493,12 +553,10 @@ func (h *hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	h.requestFlush()
 	// Storing the result takes etcd round trips: not on the receive path,
 	// where it would hold up heartbeats. The agent resends until acked.
-	go func() {
-		if h.onResult != nil {
-			h.onResult(c.host, r)
-		}
+	h.goAttach(func() {
+		h.owner.AgentResult(h.ctx, c.host, r)
 		c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
-	}()
+	})
 }
 
 // healthFirstData reports whether a service went from no health samples
@@ -549,7 +607,7 @@ func agentRecord(hello *golivev1.Hello, replica, addr string, since time.Time) *
 // claim makes this stream the one live stream for its host id, across all
 // replicas. A reconnect of the same agent process (same instance id) takes
 // over its stale stream; another process is refused.
-func (h *hub) claim(ctx context.Context, c *agentConn) error {
+func (h *Hub) claim(ctx context.Context, c *agentConn) error {
 	lease, ok := h.waitLease(ctx, 5*time.Second)
 	if !ok {
 		return status.Error(codes.Unavailable, "controller replica has no etcd session; try another replica")
@@ -563,7 +621,7 @@ func (h *hub) claim(ctx context.Context, c *agentConn) error {
 			Then(clientv3.OpPut(pkey, string(pv), clientv3.WithLease(lease)), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).
 			Else(clientv3.OpGet(pkey)).Commit()
 		if err != nil {
-			h.metrics.etcdErrors.WithLabelValues("claim").Inc()
+			h.metrics.EtcdErrors.WithLabelValues("claim").Inc()
 			return status.Errorf(codes.Unavailable, "record agent in etcd: %v", err)
 		}
 		if resp.Succeeded {
@@ -576,7 +634,7 @@ func (h *hub) claim(ctx context.Context, c *agentConn) error {
 		var old presence
 		json.Unmarshal(kvs[0].Value, &old)
 		if old.Instance == "" || old.Instance != c.instance {
-			h.metrics.refusedConnects.WithLabelValues("duplicate_host_id").Inc()
+			h.metrics.RefusedConnects.WithLabelValues("duplicate_host_id").Inc()
 			return status.Errorf(codes.AlreadyExists,
 				"host id %q is already connected (agent instance %s from %s via replica %s since %s); two agents may not share a host id: give this one its own --host-id",
 				c.host, old.Instance, old.Address, old.Replica, old.Since.UTC().Format(time.RFC3339))
@@ -587,7 +645,7 @@ func (h *hub) claim(ctx context.Context, c *agentConn) error {
 			Then(clientv3.OpPut(pkey, string(pv), clientv3.WithLease(lease)), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).
 			Commit()
 		if err != nil {
-			h.metrics.etcdErrors.WithLabelValues("claim").Inc()
+			h.metrics.EtcdErrors.WithLabelValues("claim").Inc()
 			return status.Errorf(codes.Unavailable, "record agent in etcd: %v", err)
 		}
 		if resp.Succeeded {
@@ -597,7 +655,7 @@ func (h *hub) claim(ctx context.Context, c *agentConn) error {
 	return status.Errorf(codes.Aborted, "host id %q: presence changed while connecting; retry", c.host)
 }
 
-func (h *hub) register(c *agentConn) {
+func (h *Hub) register(c *agentConn) {
 	h.mu.Lock()
 	old := h.conns[c.host]
 	h.conns[c.host] = c
@@ -606,19 +664,19 @@ func (h *hub) register(c *agentConn) {
 	if old != nil {
 		old.close(status.Error(codes.Aborted, "replaced by a newer stream of the same agent"))
 	}
-	h.metrics.agentsConnected.Set(float64(n))
+	h.metrics.AgentsConnected.Set(float64(n))
 }
 
 // release drops c and, if its presence is still ours, deletes it and stores
 // the last known record.
-func (h *hub) release(c *agentConn) {
+func (h *Hub) release(c *agentConn) {
 	h.mu.Lock()
 	if h.conns[c.host] == c {
 		delete(h.conns, c.host)
 	}
 	n := len(h.conns)
 	h.mu.Unlock()
-	h.metrics.agentsConnected.Set(float64(n))
+	h.metrics.AgentsConnected.Set(float64(n))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c.mu.Lock()
@@ -638,13 +696,13 @@ func (h *hub) release(c *agentConn) {
 		If(clientv3.Compare(clientv3.ModRevision(pkey), "=", get.Kvs[0].ModRevision)).
 		Then(clientv3.OpDelete(pkey), clientv3.OpPut(h.keys.Agent(c.host), string(rec))).Commit()
 	if err != nil {
-		h.metrics.etcdErrors.WithLabelValues("release").Inc()
+		h.metrics.EtcdErrors.WithLabelValues("release").Inc()
 	}
 }
 
-// closeAll ends every stream (shutdown, or the etcd session was lost so our
+// CloseAll ends every stream (shutdown, or the etcd session was lost so our
 // presence keys are gone: agents reconnect and claim again).
-func (h *hub) closeAll(err error) {
+func (h *Hub) CloseAll(err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, c := range h.conns {
@@ -652,16 +710,16 @@ func (h *hub) closeAll(err error) {
 	}
 }
 
-func (h *hub) requestFlush() {
+func (h *Hub) requestFlush() {
 	select {
 	case h.flushReq <- struct{}{}:
 	default:
 	}
 }
 
-// runFlusher writes dirty agent records to etcd in batches: at once when a
+// RunFlusher writes dirty agent records to etcd in batches: at once when a
 // service's state changed, else every flushEvery.
-func (h *hub) runFlusher(ctx context.Context) {
+func (h *Hub) RunFlusher(ctx context.Context) {
 	t := time.NewTicker(h.flushEvery)
 	defer t.Stop()
 	for {
@@ -675,7 +733,7 @@ func (h *hub) runFlusher(ctx context.Context) {
 	}
 }
 
-func (h *hub) flush(ctx context.Context) {
+func (h *Hub) flush(ctx context.Context) {
 	h.mu.RLock()
 	var ops []clientv3.Op
 	for _, c := range h.conns {
@@ -691,7 +749,7 @@ func (h *hub) flush(ctx context.Context) {
 	for len(ops) > 0 {
 		n := min(len(ops), 100)
 		if _, err := h.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
-			h.metrics.etcdErrors.WithLabelValues("flush").Inc()
+			h.metrics.EtcdErrors.WithLabelValues("flush").Inc()
 			h.log.Warn("flush agent records", "error", err)
 			return
 		}
@@ -699,41 +757,67 @@ func (h *hub) flush(ctx context.Context) {
 	}
 }
 
-// watchPresence closes local streams whose presence another stream took over.
-func (h *hub) watchPresence(ctx context.Context) {
+// WatchPresence closes local streams whose presence another stream took
+// over (or that vanished from etcd): it reads presence/ at R, checks every
+// local stream against it, then watches from R+1, so no change between the
+// read and the watch is missed.
+func (h *Hub) WatchPresence(ctx context.Context) {
 	for ctx.Err() == nil {
-		wch := h.cli.Watch(clientv3.WithRequireLeader(ctx), h.keys.Presences(), clientv3.WithPrefix())
-		for resp := range wch {
-			for _, ev := range resp.Events {
-				host := state.HostFromKey(h.keys.Presences(), string(ev.Kv.Key))
-				h.mu.RLock()
-				c := h.conns[host]
-				h.mu.RUnlock()
-				if c == nil {
-					continue
-				}
-				if ev.Type == clientv3.EventTypePut {
-					var p presence
-					json.Unmarshal(ev.Kv.Value, &p)
-					if p.ConnID != c.connID && p.ConnID != "" {
-						c.close(status.Error(codes.Aborted, "this host's stream moved to another connection"))
-					}
-				}
+		if err := h.watchPresenceOnce(ctx); err != nil && ctx.Err() == nil {
+			h.metrics.EtcdErrors.WithLabelValues("watch_presence").Inc()
+			h.log.Warn("presence watch", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
 			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
 		}
 	}
 }
 
-// agents lists every known agent: etcd records merged with presence and,
+func (h *Hub) watchPresenceOnce(ctx context.Context) error {
+	resp, err := h.cli.Get(ctx, h.keys.Presences(), clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	for _, kv := range resp.Kvs {
+		h.checkPresence(state.HostFromKey(h.keys.Presences(), string(kv.Key)), kv.Value)
+	}
+	wch := h.cli.Watch(clientv3.WithRequireLeader(ctx), h.keys.Presences(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut {
+				h.checkPresence(state.HostFromKey(h.keys.Presences(), string(ev.Kv.Key)), ev.Kv.Value)
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// checkPresence closes host's local stream if presence value v names
+// another connection.
+func (h *Hub) checkPresence(host string, v []byte) {
+	h.mu.RLock()
+	c := h.conns[host]
+	h.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	var p presence
+	json.Unmarshal(v, &p)
+	if p.ConnID != c.connID && p.ConnID != "" {
+		c.close(status.Error(codes.Aborted, "this host's stream moved to another connection"))
+	}
+}
+
+// Agents lists every known agent: etcd records merged with presence and,
 // for streams on this replica, the freshest in-memory state.
-func (h *hub) agents(ctx context.Context) ([]*golivev1.Agent, error) {
+func (h *Hub) Agents(ctx context.Context) ([]*golivev1.Agent, error) {
 	recs, err := h.cli.Get(ctx, h.keys.Agents(), clientv3.WithPrefix())
 	if err != nil {
-		h.metrics.etcdErrors.WithLabelValues("list_agents").Inc()
+		h.metrics.EtcdErrors.WithLabelValues("list_agents").Inc()
 		return nil, fmt.Errorf("read agents from etcd: %w", err)
 	}
 	pres, err := h.cli.Get(ctx, h.keys.Presences(), clientv3.WithPrefix(), clientv3.WithRev(recs.Header.Revision))
@@ -779,4 +863,20 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// agentIdentityMatches checks, with TLS, that an agent's Hello claims the
+// host its certificate names.
+func agentIdentityMatches(ctx context.Context, hostID string) error {
+	id, err := pki.FromContext(ctx)
+	if errors.Is(err, pki.ErrNoIdentity) {
+		return nil // dev mode: no TLS
+	}
+	if err != nil {
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	if !id.Agent || id.Name != hostID {
+		return status.Errorf(codes.PermissionDenied, "certificate %s may not speak for host %q", id, hostID)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package controller
+package hub
 
 import (
 	"google.golang.org/grpc/encoding"
@@ -28,7 +28,9 @@ func encodeOnce(m proto.Message) (*encoded, error) {
 // hold the same slice (SliceBuffer's Free is a no-op).
 type sharedCodec struct{ proto encoding.CodecV2 }
 
-func newSharedCodec() *sharedCodec {
+// NewSharedCodec is the gRPC codec agent streams need: "proto", passing a
+// broadcast's pre-encoded bytes through untouched.
+func NewSharedCodec() *sharedCodec {
 	return &sharedCodec{proto: encoding.GetCodecV2("proto")}
 }
 
