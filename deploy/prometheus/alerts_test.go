@@ -6,8 +6,10 @@
 //     expr references is exported by golive (its name is a string literal in
 //     a non-test Go file under internal/), so an alert cannot silently watch
 //     a series that does not exist;
-//   - with promtool: `promtool check rules alerts.yml` and
-//     `promtool test rules alerts_test.yml`. Without promtool (Debian package
+//   - with promtool: `promtool check rules alerts.yml`,
+//     `promtool test rules alerts_test.yml` and `promtool check config
+//     prometheus.yml` (the scrape config through golive's service
+//     discovery, which loads alerts.yml). Without promtool (Debian package
 //     "prometheus") these skip, except under CI=true, where they fail.
 package prometheus_test
 
@@ -26,6 +28,7 @@ import (
 const (
 	alertsFile = "alerts.yml"
 	unitTests  = "alerts_test.yml"
+	configFile = "prometheus.yml"
 	sourceRoot = "../../internal"
 )
 
@@ -53,6 +56,37 @@ func TestPromtoolTestRules(t *testing.T) {
 	out, err := exec.Command(promtool(t), "test", "rules", unitTests).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool test rules %s: %v\n%s", unitTests, err, out)
+	}
+}
+
+func TestPromtoolCheckConfig(t *testing.T) {
+	out, err := exec.Command(promtool(t), "check", "config", configFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config %s: %v\n%s", configFile, err, out)
+	}
+	if !strings.Contains(string(out), "1 rule files found") {
+		t.Errorf("promtool check config %s does not load %s:\n%s", configFile, alertsFile, out)
+	}
+}
+
+// TestConfigUsesServiceDiscovery keeps prometheus.yml pointed at the
+// controller's SD endpoint (internal/promsd.Path on its default HTTP port).
+func TestConfigUsesServiceDiscovery(t *testing.T) {
+	b, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"http_sd_configs:", "url: http://127.0.0.1:7401/v1/prometheus/sd", "- " + alertsFile} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s does not contain %q", configFile, want)
+		}
+	}
+	src, err := os.ReadFile(filepath.Join(sourceRoot, "promsd", "promsd.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(src), `const Path = "/v1/prometheus/sd"`) {
+		t.Errorf("internal/promsd no longer serves /v1/prometheus/sd: update %s", configFile)
 	}
 }
 
