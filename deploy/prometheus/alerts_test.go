@@ -3,9 +3,10 @@
 //
 //   - always, with the standard library: every rule has a for:, a severity
 //     label and summary and description annotations, and every metric an
-//     expr references is exported by golive (its name is a string literal in
-//     a non-test Go file under internal/), so an alert cannot silently watch
-//     a series that does not exist;
+//     expr references is exported by golive or the sample app (its name, a
+//     golive_ or sampleapp_ string literal, is in a non-test Go file under
+//     internal/ or cmd/sampleapp/), so an alert cannot silently watch a
+//     series that does not exist;
 //   - with promtool: `promtool check rules alerts.yml`,
 //     `promtool test rules alerts_test.yml` and `promtool check config
 //     prometheus.yml` (the scrape config through golive's service
@@ -30,6 +31,7 @@ const (
 	unitTests  = "alerts_test.yml"
 	configFile = "prometheus.yml"
 	sourceRoot = "../../internal"
+	sampleRoot = "../../cmd/sampleapp"
 )
 
 func promtool(t *testing.T) string {
@@ -162,14 +164,25 @@ func parseRules(t *testing.T, text string) []rule {
 	return rules
 }
 
-var metricRef = regexp.MustCompile(`\bgolive_[a-z0-9_]+`)
+var metricRef = regexp.MustCompile(`\b(?:golive|sampleapp)_[a-z0-9_]+`)
 
-// exportedMetrics returns every "golive_..." string literal in the non-test
-// Go files under root.
-func exportedMetrics(t *testing.T, root string) map[string]bool {
+// exportedMetrics returns every "golive_..." and "sampleapp_..." string
+// literal in the non-test Go files under the roots.
+func exportedMetrics(t *testing.T, roots ...string) map[string]bool {
 	t.Helper()
-	lit := regexp.MustCompile(`"(golive_[a-z0-9_]+)"`)
+	lit := regexp.MustCompile(`"((?:golive|sampleapp)_[a-z0-9_]+)"`)
 	names := map[string]bool{}
+	for _, root := range roots {
+		walkLiterals(t, root, lit, names)
+	}
+	if len(names) == 0 {
+		t.Fatalf("no golive_ metric names found under %s", strings.Join(roots, ", "))
+	}
+	return names
+}
+
+func walkLiterals(t *testing.T, root string, lit *regexp.Regexp, names map[string]bool) {
+	t.Helper()
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return err
@@ -186,13 +199,9 @@ func exportedMetrics(t *testing.T, root string) map[string]bool {
 	if err != nil {
 		t.Fatalf("scan %s: %v", root, err)
 	}
-	if len(names) == 0 {
-		t.Fatalf("no golive_ metric names found under %s", root)
-	}
-	return names
 }
 
-// unknownMetrics returns the golive metrics expr references that are not in
+// unknownMetrics returns the golive and sampleapp metrics expr references that are not in
 // known; a histogram's _bucket, _count and _sum series count as its name.
 func unknownMetrics(expr string, known map[string]bool) (refs, unknown []string) {
 	for _, name := range metricRef.FindAllString(expr, -1) {
@@ -219,7 +228,7 @@ func TestRulesReferenceExportedMetrics(t *testing.T) {
 	if len(rules) < 8 {
 		t.Fatalf("read %d alerting rules from %s, want at least 8: is the scanner still in step with the file?", len(rules), alertsFile)
 	}
-	known := exportedMetrics(t, sourceRoot)
+	known := exportedMetrics(t, sourceRoot, sampleRoot)
 	seen := map[string]int{}
 	for _, r := range rules {
 		if prev, dup := seen[r.alert]; dup {
@@ -228,10 +237,10 @@ func TestRulesReferenceExportedMetrics(t *testing.T) {
 		seen[r.alert] = r.line
 		refs, unknown := unknownMetrics(r.expr, known)
 		if len(refs) == 0 {
-			t.Errorf("%s:%d: alert %s: expr %q references no golive_ metric", alertsFile, r.line, r.alert, r.expr)
+			t.Errorf("%s:%d: alert %s: expr %q references no golive_ or sampleapp_ metric", alertsFile, r.line, r.alert, r.expr)
 		}
 		for _, name := range unknown {
-			t.Errorf("%s:%d: alert %s references %s, which no Go file under internal/ exports", alertsFile, r.line, r.alert, name)
+			t.Errorf("%s:%d: alert %s references %s, which no Go file under internal/ or cmd/sampleapp/ exports", alertsFile, r.line, r.alert, name)
 		}
 		for _, key := range []string{"for", "severity", "summary", "description"} {
 			if _, ok := r.keys[key]; !ok {
