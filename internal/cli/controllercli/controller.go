@@ -97,11 +97,17 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	var lf cli.LogFlags
 	var endpoints string
 	var webhooks []string
+	var configFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the controller daemon",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				if err := applyServeConfig(cmd, configFile); err != nil {
+					return cli.UsageError{Err: err}
+				}
+			}
 			if endpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
 			}
@@ -123,6 +129,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&configFile, configFlag, "", "HCL file of serve's settings (keys: these flags' names with _ for -, e.g. max_approval_ttl); flags given here win over it")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address (agents and operators)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP listen address for /metrics (and /artifacts/)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (embedded etcd lives here)")
