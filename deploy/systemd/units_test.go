@@ -1,8 +1,10 @@
 // Package systemd_test checks the systemd units shipped in deploy/systemd
 // with `systemd-analyze verify`. The units reference installed binaries
-// (/usr/local/bin/..., /srv/golive/...), which verify requires to exist and
-// be executable, so each test verifies a copy whose paths are rewritten into
-// a temp dir holding stand-in executables.
+// (/usr/bin/..., where the packages of internal/packaging put them), which
+// verify requires to exist and be executable, so each test verifies a copy
+// whose paths are rewritten into a temp dir holding stand-in executables.
+// internal/systemdtest runs them, installed from the .deb, under a booted
+// systemd.
 //
 // Without systemd-analyze the tests skip, except under CI=true, where they
 // fail: CI must run them.
@@ -52,20 +54,20 @@ func TestUnitsVerify(t *testing.T) {
 		{
 			name:        "golive-controller.service",
 			as:          "golive-controller.service",
-			binaries:    []string{"usr/local/bin/golive-controller"},
-			mustContain: []string{"Type=notify", "Restart=on-failure", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "serve --data-dir %S/golive-controller"},
+			binaries:    []string{"usr/bin/golive-controller"},
+			mustContain: []string{"Type=notify", "Restart=on-failure", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "serve --data-dir %S/golive-controller", "--config /etc/golive/controller.hcl", "User=golive"},
 		},
 		{
 			name:        "golive-agent.service",
 			as:          "golive-agent.service",
-			binaries:    []string{"usr/local/bin/golive-agent"},
-			mustContain: []string{"Type=notify", "Restart=on-failure", "StateDirectory=golive-agent", "run --config"},
+			binaries:    []string{"usr/bin/golive-agent"},
+			mustContain: []string{"Type=notify", "Restart=on-failure", "StateDirectory=golive-agent", "StateDirectoryMode=0711", "run --config /etc/golive/agent.hcl"},
 		},
 		{
 			name:        "golive-app@.service",
 			as:          "golive-app@blue.service",
-			binaries:    []string{"srv/golive/app/slots/blue/bin/sampleapp"},
-			mustContain: []string{"EnvironmentFile=", "${PORT}", "%i"},
+			binaries:    []string{"usr/bin/env"},
+			mustContain: []string{"EnvironmentFile=/var/lib/golive-agent/services/app/slot-%i.env", "${GOLIVE_RELEASE_DIR}/bin/sampleapp", "${PORT}"},
 		},
 	}
 	for _, tt := range tests {
@@ -82,8 +84,7 @@ func TestUnitsVerify(t *testing.T) {
 			}
 			root := t.TempDir()
 			rewritten := strings.NewReplacer(
-				"/usr/local/bin/", root+"/usr/local/bin/",
-				"/srv/golive/", root+"/srv/golive/",
+				"/usr/bin/", root+"/usr/bin/",
 			).Replace(unit)
 			dst := filepath.Join(root, tt.as)
 			if err := os.WriteFile(dst, []byte(rewritten), 0o644); err != nil {
