@@ -51,7 +51,8 @@ type FollowerStats struct {
 	Bad       uint64 // lines that are not in LogFormat
 	Counted   uint64 // attempts counted into a window
 	Unrouted  uint64 // attempts to an address with no route
-	Reopens   uint64 // files opened after the first (rotation, truncation)
+	Opens     uint64 // files opened (the first, then after each rotation)
+	Reopens   uint64 // rotations and truncations seen
 	LastError string
 }
 
@@ -66,9 +67,9 @@ type Follower struct {
 	buf  []byte
 	line Line
 
-	lines, bad, counted, unrouted, reopens atomic.Uint64
-	mu                                     sync.Mutex
-	lastErr                                string
+	lines, bad, counted, unrouted, opens, reopens atomic.Uint64
+	mu                                            sync.Mutex
+	lastErr                                       string
 }
 
 // NewFollower checks cfg. Run does the work.
@@ -97,7 +98,7 @@ func (f *Follower) Stats() FollowerStats {
 	e := f.lastErr
 	f.mu.Unlock()
 	return FollowerStats{Lines: f.lines.Load(), Bad: f.bad.Load(), Counted: f.counted.Load(),
-		Unrouted: f.unrouted.Load(), Reopens: f.reopens.Load(), LastError: e}
+		Unrouted: f.unrouted.Load(), Opens: f.opens.Load(), Reopens: f.reopens.Load(), LastError: e}
 }
 
 func (f *Follower) setErr(err error) {
@@ -228,11 +229,15 @@ func (f *Follower) poll(cur *openFile, draining []*openFile, first *bool) (*open
 	}
 	o := &openFile{f: nf, grewAt: now}
 	o.dev, o.ino = fileID(nfi)
-	if *first && !f.cfg.FromStart {
+	if *first && !f.cfg.FromStart && nfi.Size() > 0 {
 		o.off = nfi.Size()
-		o.partial = append(o.partial, 0) // skip up to the first newline
+		var last [1]byte
+		if _, err := nf.ReadAt(last[:], o.off-1); err != nil || last[0] != '\n' {
+			o.partial = append(o.partial, 0) // mid-line: skip up to the next newline
+		}
 	}
 	*first = false
+	f.opens.Add(1)
 	f.setErr(nil)
 	if _, err := f.readAll(o); err != nil {
 		f.setErr(err)

@@ -15,7 +15,19 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sampleApp.dir != "" {
+		os.RemoveAll(sampleApp.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func testLogger(t testing.TB) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: tWriter{t}, Level: hclog.Info})
@@ -87,8 +99,9 @@ func TestFollowRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	runFollower(t, f)
-	waitFor(t, 5*time.Second, "the file opened", func() (bool, string) { return f.Stats().LastError == "" && f.Stats().Reopens == 0, fmt.Sprint(f.Stats()) })
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the file opened", func() (bool, string) {
+		return f.Stats().Opens == 1, fmt.Sprint(f.Stats())
+	})
 	fmt.Fprint(old, `eam_addr":"127.0.0.1:8081"}`+"\n") // end of the partial line: skipped
 	fmt.Fprint(old, logLine(8081, 200, 0.002), logLine(8082, 500, 0.004))
 	waitRequests(t, blue, 1)

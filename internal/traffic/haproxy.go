@@ -169,7 +169,10 @@ func (r *HAProxyReader) apply(out string, now time.Time) error {
 		c, ok := cur[k]
 		if !ok {
 			missing = append(missing, k)
-			delete(r.prev, k)
+			if r.prev[k].have {
+				// Deleted: when it is added again, all it counts is new.
+				r.prev[k] = counters{sid: "\x00restarted", have: true}
+			}
 			continue
 		}
 		p := r.prev[k]
@@ -184,10 +187,13 @@ func (r *HAProxyReader) apply(out string, now time.Time) error {
 			}
 			p = counters{}
 		}
-		// A request that failed to connect has no response; stot counts
-		// every request the server was picked for.
-		n := max(c.stot-p.stot, (c.hrspAll-p.hrspAll)+(c.econ-p.econ))
-		errs := (c.hrsp5xx - p.hrsp5xx) + (c.econ - p.econ) + (c.eresp - p.eresp)
+		// Requests are counted when they end, so that a slow request's
+		// 5xx lands with the request itself: a response (hrsp_*), or a
+		// failure to connect (econ) or to get a response (eresp). stot
+		// grows when a request starts, so it would run ahead of them.
+		fails := (c.econ - p.econ) + (c.eresp - p.eresp)
+		n := (c.hrspAll - p.hrspAll) + fails
+		errs := (c.hrsp5xx - p.hrsp5xx) + fails
 		mean := time.Duration(-1)
 		if c.hrspAll > p.hrspAll {
 			mean = c.rtime
