@@ -62,3 +62,7 @@ soak: ## kill -9 the agent at every deploy stage boundary ROUNDS times (default 
 
 clean: ## remove build output
 	rm -rf $(BIN) dist
+
+.PHONY: package
+package: ## build dist/golive-{controller,agent}_<version>_amd64.deb (nfpm; Debian version from git describe)
+	$(GO) run ./internal/packaging/cmd/mkdeb -out dist -binary-version $(VERSION)
