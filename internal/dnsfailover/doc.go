@@ -6,15 +6,15 @@
 // (from dnsconfig) and whether a live automation approval exists; its
 // output is a Decision and the next State, which the leader stores in etcd.
 //
-//	              primary bad for Threshold consecutive checks
-//	              (and secondary healthy)
-//	   +---------+ ---------------------------------------> +-----------+
-//	   | primary |        [approved: Switch; else Recommend] | secondary |
-//	   | active  | <--------------------------------------- |  active   |
-//	   +---------+   failback = auto, primary good on every  +-----------+
-//	                 check for HoldDown (and at least
-//	                 Threshold checks) [approved: Switch; else Recommend];
-//	                 failback = manual: Recommend only
+//	           primary bad for Threshold consecutive checks
+//	           (and secondary healthy)
+//	+---------+ ---------------------------------------> +-----------+
+//	| primary |        [approved: Switch; else Recommend] | secondary |
+//	| active  | <--------------------------------------- |  active   |
+//	+---------+   failback = auto, primary good on every  +-----------+
+//	              check for HoldDown (and at least
+//	              Threshold checks) [approved: Switch; else Recommend];
+//	              failback = manual: Recommend only
 //
 // Step never changes Active: a Switch is a request. The executor applies
 // it (a DNS update, fenced on the approval token and confirmed by query)
