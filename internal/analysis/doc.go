@@ -19,6 +19,25 @@
 //	             +--Cut--> failed (cut short: the gate needed a verdict
 //	                               before Count measurements)
 //
+// # The file
+//
+//	metric "error-rate" {
+//	  query    = "sum(rate(http_requests_total{code=~\"5..\",host=~\"{{hosts_regex}}\"}[1m])) / sum(rate(http_requests_total{host=~\"{{hosts_regex}}\"}[1m]))"
+//	  interval = "10s"         # between two measurements, 1s to 1h
+//	  count    = 3             # conclusive measurements a pass needs
+//	  fail_if  = "> 0.001"     # or success_if; > < >= <= == != and a number
+//	  failure_limit           = 0     # breaching measurements tolerated
+//	  consecutive_error_limit = 4     # query errors in a row retried
+//	  on_no_data = "fail"      # "pass" lets an empty vector pass (recorded)
+//	  reduce     = "max"       # max|min|sum|avg over several series
+//	}
+//
+// Placeholders ({{hosts_regex}}, {{hosts}}, {{service}}, {{release}},
+// {{slot}}) go inside double-quoted strings; see Render. A query should
+// guard its own evidence (an error ratio over no requests is NaN, which
+// fails; add "and sum(rate(...)) > 1" to refuse too little traffic as no
+// data).
+//
 // # Invariants
 //
 //   - Fail closed. Only VerdictPass counts towards a pass. An empty
@@ -33,9 +52,10 @@
 //     vector pass; each such measurement says so (Measurement.NoData),
 //     and State.Notes lists it for the deploy's audit entry. It never
 //     applies to NaN, which is what a ratio over no traffic returns.
-//   - A run ends: each error run is at most consecutive_error_limit long
-//     before a conclusive measurement or the end, so a metric takes at
-//     most Count*(consecutive_error_limit+1) measurements.
+//   - A run ends: at most consecutive_error_limit errors in a row come
+//     before each conclusive measurement, and one more ends the run, so a
+//     metric takes at most (Count+1)*(consecutive_error_limit+1)
+//     measurements.
 //   - Every measurement keeps the query as sent, the evaluation time, the
 //     value as Prometheus writes it (NaN and infinities as "NaN", "+Inf":
 //     the State is always valid JSON), the verdict and a message.

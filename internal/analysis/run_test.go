@@ -276,3 +276,26 @@ func TestMeasurementsBounded(t *testing.T) {
 		t.Errorf("passed %v, kept %d, dropped %d, conclusive %d", s.Passed(), len(mr.Measurements), mr.Dropped, mr.Conclusive)
 	}
 }
+
+// hangingQuerier answers only when its context ends.
+type hangingQuerier struct{}
+
+func (hangingQuerier) Query(ctx context.Context, _ string, _ time.Time) (Result, error) {
+	<-ctx.Done()
+	return Result{}, ctx.Err()
+}
+
+func TestQueryTimeoutIsAnError(t *testing.T) {
+	m := testMetric(func(m *Metric) { m.Interval, m.ConsecutiveErrorLimit = time.Second, 0 })
+	s, err := Start([]Metric{m}, Values{Hosts: []string{"web-1"}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Step(t.Context(), hangingQuerier{}, s, t0); err != nil {
+		t.Fatal(err)
+	}
+	last := s.Metrics[0].Measurements[0]
+	if s.Passed() || !s.Done() || last.Verdict != VerdictError || !strings.Contains(last.Message, "query timed out after 1s") {
+		t.Errorf("got %s; measurement %+v", s.Summary(), last)
+	}
+}

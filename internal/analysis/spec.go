@@ -150,7 +150,7 @@ type Metric struct {
 	ConsecutiveErrorLimit int    `json:"consecutive_error_limit"`
 	OnNoData              NoData `json:"on_no_data"`
 	Reduce                Reduce `json:"reduce,omitempty"`
-	// Line is where the block starts in its file (0 if not from a file).
+	// File and Line are where the block starts (empty if not from a file).
 	File string `json:"file,omitempty"`
 	Line int    `json:"line,omitempty"`
 }
