@@ -128,9 +128,16 @@ type Service struct {
 	Database  *Database // nil: the service has no database
 	Migrate   *Migrate  // nil: releases carry no migration
 	BlueGreen *BlueGreen
+	// Traffic, for a restart-mode service behind a load balancer, says
+	// where the agent reads its real traffic (nil: nowhere). Blue-green
+	// services read it through BlueGreen.Router.
+	Traffic   *Traffic
 	Preflight Preflight
 	// Smoke checks run once a release is live, in order.
 	Smoke []*Smoke
+	// MetricsPath is the path of the service's own Prometheus metrics
+	// endpoint on its port ("/metrics"); "" when it has none.
+	MetricsPath string
 
 	pos positions
 }
@@ -227,6 +234,33 @@ type Router struct {
 	// backend whose "blue" and "green" servers are switched.
 	AdminSocket string
 	Backend     string
+	// AccessLog (nginx) is the access log written in the golive JSON
+	// format (deploy/examples/nginx/golive-log.conf) the agent counts each
+	// slot's real requests from; "" without one. HAProxy's counters are
+	// read on AdminSocket.
+	AccessLog string
+}
+
+// TrafficSource is where real traffic figures come from.
+type TrafficSource string
+
+// Traffic sources.
+const (
+	TrafficNginx   TrafficSource = "nginx"
+	TrafficHAProxy TrafficSource = "haproxy"
+)
+
+// Traffic is where a restart-mode service's real traffic is read.
+type Traffic struct {
+	Source TrafficSource
+	// AccessLog (nginx): the JSON access log; the service's attempts are
+	// those to 127.0.0.1:<port>.
+	AccessLog string
+	// AdminSocket, Backend and Server (haproxy): the runtime API socket
+	// and the server whose counters are the service's.
+	AdminSocket string
+	Backend     string
+	Server      string
 }
 
 // Preflight configures the pre-live checks of a service.

@@ -167,6 +167,49 @@ func TestParseValid(t *testing.T) {
 			},
 		},
 		{
+			name: "real traffic: nginx access log, haproxy server, metrics path",
+			give: `host_id = "h1"
+service "web" {
+  swap_mode = "blue-green"
+  metrics_path = "/metrics"
+  exec { command = ["bin/app", "--port", "{port}"] }
+  health { url = "http://127.0.0.1:{port}/healthz" }
+  blue_green {
+    blue_port = 8081
+    green_port = 8082
+    router {
+      kind = "nginx"
+      upstream_file = "/etc/nginx/golive/web.conf"
+      access_log = "/var/log/nginx/golive.json.log"
+    }
+  }
+}
+service "api" {
+  port = 9000
+  exec { command = ["bin/app", "--port", "{port}"] }
+  health { url = "http://127.0.0.1:{port}/healthz" }
+  traffic {
+    source = "haproxy"
+    admin_socket = "/run/haproxy/admin.sock"
+    backend = "api"
+    server = "api-1"
+  }
+}`,
+			want: func(t *testing.T, c *Config) {
+				if err := c.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				web, api := c.Service("web"), c.Service("api")
+				if web.MetricsPath != "/metrics" || web.BlueGreen.Router.AccessLog != "/var/log/nginx/golive.json.log" || web.Traffic != nil {
+					t.Errorf("web: metrics_path %q, access_log %q, traffic %+v", web.MetricsPath, web.BlueGreen.Router.AccessLog, web.Traffic)
+				}
+				want := Traffic{Source: TrafficHAProxy, AdminSocket: "/run/haproxy/admin.sock", Backend: "api", Server: "api-1"}
+				if api.Traffic == nil || *api.Traffic != want || api.MetricsPath != "" {
+					t.Errorf("api: traffic %+v, want %+v; metrics_path %q", api.Traffic, want, api.MetricsPath)
+				}
+			},
+		},
+		{
 			name: "sizes and retries",
 			give: `host_id = "h1"
 artifacts {

@@ -102,9 +102,20 @@ type serviceHCL struct {
 	Hooks        *hooksHCL      `hcl:"hooks,block"`
 	Database     *databaseHCL   `hcl:"database,block"`
 	Migrate      *migrateHCL    `hcl:"migrate,block"`
+	MetricsPath  hcl.Expression `hcl:"metrics_path,optional"`
 	BlueGreen    *blueGreenHCL  `hcl:"blue_green,block"`
+	Traffic      *trafficHCL    `hcl:"traffic,block"`
 	Preflight    *preflightHCL  `hcl:"preflight,block"`
 	Smoke        []*smokeHCL    `hcl:"smoke,block"`
+}
+
+type trafficHCL struct {
+	DefRange    hcl.Range      `hcl:",def_range"`
+	Source      hcl.Expression `hcl:"source,optional"`
+	AccessLog   hcl.Expression `hcl:"access_log,optional"`
+	AdminSocket hcl.Expression `hcl:"admin_socket,optional"`
+	Backend     hcl.Expression `hcl:"backend,optional"`
+	Server      hcl.Expression `hcl:"server,optional"`
 }
 
 type execHCL struct {
@@ -168,6 +179,7 @@ type routerHCL struct {
 	ProbeURL     hcl.Expression `hcl:"probe_url,optional"`
 	AdminSocket  hcl.Expression `hcl:"admin_socket,optional"`
 	Backend      hcl.Expression `hcl:"backend,optional"`
+	AccessLog    hcl.Expression `hcl:"access_log,optional"`
 }
 
 type preflightHCL struct {
@@ -242,6 +254,7 @@ func (d *decoder) service(raw *serviceHCL) *Service {
 	f.int(raw.KeepReleases, "keep_releases", &s.KeepReleases)
 	f.str(raw.Unit, "unit", &s.Unit)
 	f.int(raw.Port, "port", &s.Port)
+	f.str(raw.MetricsPath, "metrics_path", &s.MetricsPath)
 
 	if b := raw.Exec; b != nil {
 		s.pos["exec"] = b.DefRange
@@ -305,10 +318,22 @@ func (d *decoder) service(raw *serviceHCL) *Service {
 			f.str(r.ProbeURL, "blue_green.router.probe_url", &bg.Router.ProbeURL)
 			f.str(r.AdminSocket, "blue_green.router.admin_socket", &bg.Router.AdminSocket)
 			f.str(r.Backend, "blue_green.router.backend", &bg.Router.Backend)
+			f.str(r.AccessLog, "blue_green.router.access_log", &bg.Router.AccessLog)
 			if bg.Router.Kind == RouterNginx && !s.pos.has("blue_green.router.reload") {
 				bg.Router.Reload = defaultNginxReload()
 			}
 		}
+	}
+	if b := raw.Traffic; b != nil {
+		s.pos["traffic"] = b.DefRange
+		s.Traffic = &Traffic{}
+		var src string
+		f.str(b.Source, "traffic.source", &src)
+		s.Traffic.Source = TrafficSource(src)
+		f.str(b.AccessLog, "traffic.access_log", &s.Traffic.AccessLog)
+		f.str(b.AdminSocket, "traffic.admin_socket", &s.Traffic.AdminSocket)
+		f.str(b.Backend, "traffic.backend", &s.Traffic.Backend)
+		f.str(b.Server, "traffic.server", &s.Traffic.Server)
 	}
 	if b := raw.Preflight; b != nil {
 		s.pos["preflight"] = b.DefRange

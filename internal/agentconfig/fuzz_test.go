@@ -40,6 +40,10 @@ func FuzzParse(f *testing.F) {
 		"service \"app\" { smoke \"x\" { headers = { \"\" = \"\" } } }\n",
 		"service \"app\" { blue_green { router { kind = 1 } } }\n",
 		"service \"app\" { preflight { min_free_disk_factor = -0.0 } }\n",
+		"service \"app\" { metrics_path = \"/m\\u0000\" }\n",
+		"service \"app\" { port = 1\n traffic { source = \"nginx\"\n access_log = \"/l\" } }\n",
+		"service \"app\" { traffic { source = \"haproxy\"\n backend = \"\" } }\n",
+		"service \"app\" { blue_green { router { kind = \"nginx\"\n access_log = 1 } } }\n",
 		"\x00\xff{{{",
 	}
 	for _, s := range seeds {

@@ -203,6 +203,14 @@ func (v *validator) service(s *Service) {
 	if s.BlueGreen != nil {
 		v.blueGreen(o, s.BlueGreen)
 	}
+	v.traffic(o, s)
+	if s.MetricsPath != "" || s.pos.has("metrics_path") {
+		if !strings.HasPrefix(s.MetricsPath, "/") || strings.ContainsFunc(s.MetricsPath, func(r rune) bool { return isControl(r) || r == ' ' }) {
+			o.failAt("metrics_path", `must be a URL path starting with "/" (e.g. "/metrics"), got %q`, s.MetricsPath)
+		} else if u, err := url.Parse(s.MetricsPath); err != nil || u.Host != "" || u.Fragment != "" {
+			o.failAt("metrics_path", "%q is not a valid URL path", s.MetricsPath)
+		}
+	}
 	v.preflight(o, s)
 
 	seen := map[string]*Smoke{}
@@ -372,6 +380,7 @@ func (v *validator) blueGreen(o owner, bg *BlueGreen) {
 		}
 		unused("admin_socket", r.AdminSocket, nil)
 		unused("backend", r.Backend, nil)
+		o.absPath(p+"access_log", r.AccessLog, false)
 	case RouterHAProxy:
 		if r.AdminSocket == "" {
 			o.fail(p+"admin_socket", []string{"blue_green.router"}, `is required with kind = "haproxy"`)
@@ -385,16 +394,66 @@ func (v *validator) blueGreen(o owner, bg *BlueGreen) {
 		}
 		unused("upstream_file", r.UpstreamFile, nil)
 		unused("reload", "", r.Reload)
+		unused("access_log", r.AccessLog, nil)
 	case RouterNone:
 		unused("upstream_file", r.UpstreamFile, nil)
 		unused("reload", "", r.Reload)
 		unused("admin_socket", r.AdminSocket, nil)
 		unused("backend", r.Backend, nil)
+		unused("access_log", r.AccessLog, nil)
 	default:
 		o.failAt(p+"kind", `must be "nginx", "haproxy" or "none", got %q`, r.Kind)
 	}
 	if r.ProbeURL != "" {
 		o.httpURL(p+"probe_url", r.ProbeURL)
+	}
+}
+
+// traffic checks where a restart-mode service's real traffic is read.
+func (v *validator) traffic(o owner, s *Service) {
+	tr := s.Traffic
+	if tr == nil {
+		return
+	}
+	const p = "traffic."
+	if s.SwapMode == SwapBlueGreen {
+		o.failAt("traffic", `block is only used with swap_mode = "restart": a blue-green service's traffic is read through blue_green.router (access_log for nginx, admin_socket for haproxy)`)
+		return
+	}
+	unused := func(key, val string) {
+		if val != "" {
+			o.failAt(p+key, "is not used with source %q", tr.Source)
+		}
+	}
+	switch tr.Source {
+	case TrafficNginx:
+		if tr.AccessLog == "" {
+			o.fail(p+"access_log", []string{"traffic"}, `is required with source = "nginx"`)
+		} else {
+			o.absPath(p+"access_log", tr.AccessLog, false)
+		}
+		if s.Port == 0 {
+			o.fail("port", []string{"traffic"}, `is required with traffic source = "nginx": the service's requests are those to 127.0.0.1:<port>`)
+		}
+		unused("admin_socket", tr.AdminSocket)
+		unused("backend", tr.Backend)
+		unused("server", tr.Server)
+	case TrafficHAProxy:
+		if tr.AdminSocket == "" {
+			o.fail(p+"admin_socket", []string{"traffic"}, `is required with source = "haproxy"`)
+		} else {
+			o.absPath(p+"admin_socket", tr.AdminSocket, false)
+		}
+		for _, f := range []struct{ key, val string }{{"backend", tr.Backend}, {"server", tr.Server}} {
+			if f.val == "" {
+				o.fail(p+f.key, []string{"traffic"}, `is required with source = "haproxy"`)
+			} else if !nameRe.MatchString(f.val) {
+				o.failAt(p+f.key, "%q %s", f.val, nameRule)
+			}
+		}
+		unused("access_log", tr.AccessLog)
+	default:
+		o.failAt(p+"source", `must be "nginx" or "haproxy", got %q`, tr.Source)
 	}
 }
 

@@ -224,6 +224,41 @@ agent.hcl:11: service "app": blue_green.router.backend: is not used with router 
 agent.hcl:11: service "app": blue_green.router.admin_socket: "run/haproxy.sock" must be an absolute path`,
 		},
 		{
+			name: "access log only with nginx, absolute",
+			give: svc(`  swap_mode = "blue-green"`, exec, health, `  blue_green {`, `    blue_port = 8081`, `    green_port = 8082`, `    router {`, `      kind = "haproxy"`, `      admin_socket = "/run/haproxy.sock"`, `      backend = "app"`, `      access_log = "/var/log/nginx/golive.json.log"`, `    }`, `  }`,
+				`  metrics_path = "metrics"`),
+			want: `agent.hcl:13: service "app": blue_green.router.access_log: is not used with router kind "haproxy"
+agent.hcl:16: service "app": metrics_path: must be a URL path starting with "/" (e.g. "/metrics"), got "metrics"`,
+		},
+		{
+			name: "nginx access log path",
+			give: svc(`  swap_mode = "blue-green"`, exec, health, `  blue_green {`, `    blue_port = 8081`, `    green_port = 8082`, `    router {`, `      kind = "nginx"`, `      upstream_file = "/etc/nginx/golive/app.conf"`, `      access_log = "golive.json.log"`, `    }`, `  }`),
+			want: `agent.hcl:12: service "app": blue_green.router.access_log: "golive.json.log" must be an absolute path`,
+		},
+		{
+			name: "traffic block: haproxy needs backend and server",
+			give: svc(port, exec, health, `  traffic {`, `    source = "haproxy"`, `    admin_socket = "/run/haproxy/admin.sock"`, `    server = "app 1"`, `    access_log = "/var/log/x.log"`, `  }`),
+			want: `agent.hcl:6: service "app": traffic.backend: is required with source = "haproxy"
+agent.hcl:9: service "app": traffic.server: "app 1" must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}
+agent.hcl:10: service "app": traffic.access_log: is not used with source "haproxy"`,
+		},
+		{
+			name: "traffic block: nginx needs an access log and a port",
+			give: svc(exec, `  health { url = "http://127.0.0.1:9000/healthz" }`, `  traffic { source = "nginx" }`),
+			want: `agent.hcl:5: service "app": traffic.access_log: is required with source = "nginx"
+agent.hcl:5: service "app": port: is required with traffic source = "nginx": the service's requests are those to 127.0.0.1:<port>`,
+		},
+		{
+			name: "traffic block: source enum",
+			give: svc(port, exec, health, `  traffic { source = "envoy" }`),
+			want: `agent.hcl:6: service "app": traffic.source: must be "nginx" or "haproxy", got "envoy"`,
+		},
+		{
+			name: "traffic block: not with blue-green",
+			give: svc(`  swap_mode = "blue-green"`, exec, health, `  blue_green {`, `    blue_port = 8081`, `    green_port = 8082`, `  }`, `  traffic { source = "nginx" }`),
+			want: `agent.hcl:10: service "app": traffic: block is only used with swap_mode = "restart": a blue-green service's traffic is read through blue_green.router (access_log for nginx, admin_socket for haproxy)`,
+		},
+		{
 			name: "preflight",
 			give: svc(port, exec, health, `  preflight {`, `    domain = "not a domain"`, `    required_secrets = ["STRIPE-KEY"]`, `    min_free_disk_factor = 0`, `  }`),
 			want: `agent.hcl:7: service "app": preflight.domain: "not a domain" is not a DNS name
