@@ -11,7 +11,8 @@
 //	  └─ <dir>/<id>.json, the record, once verified
 //
 // Backup and Verify do the same in two sequential steps; Verify re-proves a
-// dump already on disk.
+// dump already on disk. Restore makes the database equal to a dump, in one
+// transaction (restore.go).
 //
 // Invariants:
 //   - The DSN is read from a key of the service's env file and reaches the
@@ -26,9 +27,13 @@
 //     and stays open while pg_dump --snapshot dumps exactly that state.
 //   - Verify restores the dump into a scratch database and compares counts;
 //     `pg_restore --list` alone is never taken as proof.
+//   - Restore is exact and all or nothing: after it the user schemas hold
+//     what the dump holds and nothing else (a table a migration added is
+//     gone), or, when it fails, the database is as it was.
 //
 // The DSN's role needs CREATEDB (for the scratch database) and must own the
-// objects that Restore drops and recreates.
+// objects that Restore drops and recreates: every object in the database's
+// user schemas, and its large objects.
 package dbbackup
 
 import (
@@ -484,35 +489,6 @@ func pgRestore(ctx context.Context, opts Options, c conn, path string, args ...s
 		}
 		return fmt.Errorf("pg_restore: %w: %s", err, strings.TrimSpace(string(out)))
 	}
-	return nil
-}
-
-// Restore replaces the service database's contents with rec's dump:
-// pg_restore --clean --if-exists in a single transaction, so a failure
-// leaves the database as it was. Objects created after the backup (a table a
-// migration added) are not in the dump and stay. The caller takes a safety
-// backup first (BackupAndVerify with ReleaseAfter "pre-restore"; the agent
-// journals between the two).
-func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
-	if err := opts.validate(); err != nil {
-		return err
-	}
-	c, red, err := opts.connect()
-	if err != nil {
-		return red.err(err)
-	}
-	defer func() {
-		if err != nil {
-			err = red.err(fmt.Errorf("restore backup %s into %s: %w", rec.ID, c.database(), err))
-		}
-	}()
-	if err := checkFile(rec); err != nil {
-		return err
-	}
-	if err := pgRestore(ctx, opts, c, rec.Path, "--clean", "--if-exists", "--single-transaction", "--exit-on-error"); err != nil {
-		return err
-	}
-	opts.logger().Info("database restored", "backup_id", rec.ID)
 	return nil
 }
 
