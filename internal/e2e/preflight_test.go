@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,38 +52,84 @@ func preflightHost(t *testing.T, host, ctlAddr string, withSecret bool) *testenv
 	return testenv.StartAgent(t, host, state, []agent.Service{svc}, ctlAddr)
 }
 
-// commandLog records every command written to etcd from now on.
+// commandLog records every command written to etcd from now on, with the
+// host it was written for. It watches on a client of its own, so the
+// progress requests of sync reach only its watch.
 type commandLog struct {
+	cli   *clientv3.Client
+	start int64 // revision the log starts after
+
 	mu   sync.Mutex
-	cmds []*golivev1.Command
+	rev  int64 // every put up to this revision is in cmds
+	cmds []hostCommand
+}
+
+type hostCommand struct {
+	host string
+	cmd  *golivev1.Command
 }
 
 func watchCommands(t *testing.T, c *testenv.Controller) *commandLog {
 	t.Helper()
-	l := &commandLog{}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	rev, err := c.Client().Get(ctx, c.Keys().Commands(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Client().Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wch := c.Client().Watch(ctx, c.Keys().Commands(), clientv3.WithPrefix(), clientv3.WithRev(rev.Header.Revision+1))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		cli.Close()
+	})
+	prefix := c.Keys().Commands()
+	rev, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &commandLog{cli: cli, start: rev.Header.Revision, rev: rev.Header.Revision}
+	wch := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(l.start+1))
 	go func() {
+		defer close(done)
 		for wr := range wch {
+			l.mu.Lock()
 			for _, ev := range wr.Events {
 				if ev.Type != clientv3.EventTypePut {
 					continue
 				}
+				host, _, _ := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), prefix), "/")
 				cmd := &golivev1.Command{}
 				if protojson.Unmarshal(ev.Kv.Value, cmd) == nil {
-					l.mu.Lock()
-					l.cmds = append(l.cmds, cmd)
-					l.mu.Unlock()
+					l.cmds = append(l.cmds, hostCommand{host, cmd})
 				}
 			}
+			if wr.Header.Revision > l.rev {
+				l.rev = wr.Header.Revision
+			}
+			l.mu.Unlock()
 		}
 	}()
 	return l
+}
+
+// sync waits until the log holds every command written so far: until its
+// watch has reported a revision at least etcd's current one.
+func (l *commandLog) sync(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	now, err := l.cli.Get(ctx, "sync", clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the command log to reach the current revision", func() bool {
+		l.mu.Lock()
+		caught := l.rev >= now.Header.Revision
+		l.mu.Unlock()
+		if !caught {
+			l.cli.RequestProgress(ctx)
+		}
+		return caught
+	})
 }
 
 // counts returns how many preflight and other commands were written.
@@ -88,13 +137,28 @@ func (l *commandLog) counts() (preflights, others int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, c := range l.cmds {
-		if c.GetPreflight() != nil {
+		if c.cmd.GetPreflight() != nil {
 			preflights++
 		} else {
 			others++
 		}
 	}
 	return preflights, others
+}
+
+// deployedHosts lists the hosts that were sent a deploy command of rollout
+// id, sorted.
+func (l *commandLog) deployedHosts(id string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var hosts []string
+	for _, c := range l.cmds {
+		if c.cmd.GetDeploy() != nil && c.cmd.GetRolloutId() == id && !slices.Contains(hosts, c.host) {
+			hosts = append(hosts, c.host)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
 }
 
 func checkOf(h *golivev1.HostChecks, name string) *golivev1.CheckResult {
@@ -154,6 +218,7 @@ func TestPreflight(t *testing.T) {
 	if b, _ := protojson.Marshal(resp); strings.Contains(string(b), "e2e-canary-value") {
 		t.Fatalf("a secret value reached the controller: %s", b)
 	}
+	cmds.sync(t)
 	if pf, others := cmds.counts(); pf != 2 || others != 0 {
 		t.Fatalf("commands written: %d preflight, %d other; want 2 preflight", pf, others)
 	}
@@ -207,8 +272,16 @@ func TestPreflight(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "token on the agents", func() bool {
 		return a1.FencingToken() == ap.Approval.FencingToken && a2.FencingToken() == ap.Approval.FencingToken
 	})
+	// The artifact exists (the disk check sizes it) but is no release: a
+	// deploy that gets past the preflight fails on the hosts.
+	artifact := filepath.Join(t.TempDir(), "app.tar.gz")
+	if err := os.WriteFile(artifact, []byte("not a release\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("not a release\n"))
+	artifactURL, artifactSHA := "file://"+artifact, hex.EncodeToString(sum[:])
 	cmds = watchCommands(t, c)
-	dep, err := ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: "file:///nonexistent/app.tar.gz", Sha256: zeroSHA})
+	dep, err := ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: artifactURL, Sha256: artifactSHA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +292,7 @@ func TestPreflight(t *testing.T) {
 	if len(r.Preflight) != 2 || checkOf(r.Preflight[1], "secrets").GetStatus() != "fail" {
 		t.Fatalf("rollout's preflight table = %v", r.Preflight)
 	}
+	cmds.sync(t)
 	if pf, others := cmds.counts(); pf != 2 || others != 0 {
 		t.Fatalf("commands written for the refused rollout: %d preflight, %d other; want 2 preflight and no deploy", pf, others)
 	}
@@ -232,15 +306,21 @@ func TestPreflight(t *testing.T) {
 
 	// --skip-check secrets: the preflight passes and the hosts are commanded.
 	cmds = watchCommands(t, c)
-	dep, err = ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: "file:///nonexistent/app.tar.gz", Sha256: zeroSHA, SkipChecks: []string{"secrets"}})
+	dep, err = ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v2", ArtifactUrl: artifactURL, Sha256: artifactSHA, SkipChecks: []string{"secrets"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 30*time.Second, "deploy commands after a skipped check", func() bool {
-		_, others := cmds.counts()
-		return others == 2
-	})
-	r = waitRollout(t, ctl, ctx, dep.Rollout.Id, func(r *golivev1.Rollout) bool { return len(r.Preflight) == 2 })
+	// The artifact is no release, so the rollout fails and rolls back
+	// (more commands, however many): assert on its end, where every host
+	// has been sent its deploy command.
+	r = waitRollout(t, ctl, ctx, dep.Rollout.Id, func(r *golivev1.Rollout) bool { return r.FinishedAt != nil })
+	cmds.sync(t)
+	if got := strings.Join(cmds.deployedHosts(dep.Rollout.Id), ","); got != "web-1,web-2" {
+		t.Fatalf("hosts sent a deploy command after a skipped check: %q, want web-1,web-2 (rollout %s %q)", got, r.State, r.Reason)
+	}
+	if len(r.Preflight) != 2 {
+		t.Fatalf("rollout's preflight table = %v, want both hosts", r.Preflight)
+	}
 	if strings.Join(r.SkippedChecks, ",") != "secrets" || checkOf(r.Preflight[1], "secrets").GetStatus() != "skip" {
 		t.Fatalf("rollout skipped %v, table %v; want secrets skipped", r.SkippedChecks, r.Preflight)
 	}
