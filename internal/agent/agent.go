@@ -729,7 +729,7 @@ func (a *Agent) unackedResults() []*golivev1.CommandResult {
 // resultProto converts a step's result for the wire.
 func resultProto(service string, r deploystep.Result) *golivev1.CommandResult {
 	out := &golivev1.CommandResult{CommandId: r.CommandID, Service: service, Release: r.Release, PreviousRelease: r.Previous,
-		Error: r.Error, FinishedAt: timestamppb.New(r.Finished)}
+		Error: r.Error, FinishedAt: timestamppb.New(r.Finished), Unchanged: r.Unchanged}
 	if r.FailedStage != "" && r.Error != "" && !strings.HasPrefix(r.Error, r.FailedStage+":") {
 		out.Error = r.FailedStage + ": " + r.Error
 	}
@@ -769,7 +769,13 @@ func resultProto(service string, r deploystep.Result) *golivev1.CommandResult {
 			}
 			e += "warning: " + s.Warning
 		}
-		out.Stages = append(out.Stages, &golivev1.StageReport{Stage: s.Name, Ok: s.Error == "", Error: e, Seconds: s.Seconds, Output: s.HookOutput})
+		// A note (why a stage was skipped, e.g. a release already on the
+		// host) goes out as the stage's output.
+		o := s.HookOutput
+		if s.Note != "" {
+			o = strings.TrimSpace(s.Note + "\n" + o)
+		}
+		out.Stages = append(out.Stages, &golivev1.StageReport{Stage: s.Name, Ok: s.Error == "", Error: e, Seconds: s.Seconds, Output: o})
 	}
 	return out
 }

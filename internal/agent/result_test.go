@@ -115,3 +115,20 @@ service "app" {
 		t.Fatalf("unknown backup: %s %q", res.Outcome, res.Error)
 	}
 }
+
+// A failure before the swap goes out as FAILED with unchanged set, and a
+// stage's note (why it was skipped) as its output.
+func TestResultProtoUnchangedAndNotes(t *testing.T) {
+	rp := resultProto("app", deploystep.Result{CommandID: "c1", Kind: deploystep.KindDeploy, Outcome: deploystep.OutcomeFailed,
+		Release: "v2", Previous: "v1", FailedStage: deploystep.StageFetch, Unchanged: true,
+		Error:  "fetch: http status 404: " + deploystep.NothingChanged,
+		Stages: []deploystep.StageReport{{Name: deploystep.StageFetch, Error: "fetch: http status 404"}}})
+	if rp.Outcome != golivev1.CommandOutcome_COMMAND_OUTCOME_FAILED || !rp.Unchanged || !strings.Contains(rp.Error, "nothing changed on the host") {
+		t.Fatalf("result %v", rp)
+	}
+	rp = resultProto("app", deploystep.Result{CommandID: "c2", Kind: deploystep.KindDeploy, Outcome: deploystep.OutcomeSucceeded,
+		Release: "v2", Stages: []deploystep.StageReport{{Name: deploystep.StageFetch, Skipped: true, Note: "not fetched again"}}})
+	if rp.Unchanged || rp.Stages[0].Output != "not fetched again" || !rp.Stages[0].Ok {
+		t.Fatalf("result %v", rp)
+	}
+}

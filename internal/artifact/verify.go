@@ -34,27 +34,42 @@ type Want struct {
 // hashes a.Path otherwise. When trusted keys are configured it reads the file
 // once more to check the signature.
 func Verify(ctx context.Context, a Artifact, want Want) error {
+	_, err := VerifySigner(ctx, a, want)
+	return err
+}
+
+// VerifySigner is Verify that also returns the KeyID of the trusted key whose
+// signature verified ("" when no trusted keys are configured).
+func VerifySigner(ctx context.Context, a Artifact, want Want) (keyID string, err error) {
 	if strings.TrimSpace(want.SHA256) == "" {
-		return errors.New("verify artifact: no expected sha256 given; refusing an unverifiable artifact")
+		return "", errors.New("verify artifact: no expected sha256 given; refusing an unverifiable artifact")
 	}
 	got := a.SHA256
 	if got == "" {
 		sum, err := FileSHA256(ctx, a.Path)
 		if err != nil {
-			return fmt.Errorf("verify artifact: %w", err)
+			return "", fmt.Errorf("verify artifact: %w", err)
 		}
 		got = sum
 	}
 	if err := compareSHA256(got, want.SHA256); err != nil {
-		return fmt.Errorf("verify artifact %s: %w", a.Path, err)
+		return "", fmt.Errorf("verify artifact %s: %w", a.Path, err)
 	}
 	if len(want.TrustedKeys) == 0 {
-		return nil
+		return "", nil
 	}
-	if err := verifySignature(ctx, a.Path, want.Signature, want.TrustedKeys); err != nil {
-		return fmt.Errorf("verify artifact %s: %w", a.Path, err)
+	k, err := verifySignature(ctx, a.Path, want.Signature, want.TrustedKeys)
+	if err != nil {
+		return "", fmt.Errorf("verify artifact %s: %w", a.Path, err)
 	}
-	return nil
+	return KeyID(k), nil
+}
+
+// KeyID names a public key in records and messages: the first 16 hex digits
+// of the sha256 of its raw bytes.
+func KeyID(k ed25519.PublicKey) string {
+	s := sha256.Sum256(k)
+	return hex.EncodeToString(s[:8])
 }
 
 func compareSHA256(got, want string) error {
@@ -98,28 +113,29 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-func verifySignature(ctx context.Context, path, sigB64 string, keys []ed25519.PublicKey) error {
+// verifySignature returns the trusted key that verifies the signature.
+func verifySignature(ctx context.Context, path, sigB64 string, keys []ed25519.PublicKey) (ed25519.PublicKey, error) {
 	if strings.TrimSpace(sigB64) == "" {
-		return fmt.Errorf("%w: trusted keys are configured but the release carries no signature", ErrSignature)
+		return nil, fmt.Errorf("%w: trusted keys are configured but the release carries no signature", ErrSignature)
 	}
 	sig, err := ParseSignature(sigB64)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrSignature, err)
+		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	msg, release, err := mapFile(path)
 	if err != nil {
-		return fmt.Errorf("read artifact for signature check: %w", err)
+		return nil, fmt.Errorf("read artifact for signature check: %w", err)
 	}
 	defer release()
 	for _, k := range keys {
 		if len(k) == ed25519.PublicKeySize && ed25519.Verify(k, msg, sig) {
-			return nil
+			return k, nil
 		}
 	}
-	return fmt.Errorf("%w: signature does not verify with any of the %d trusted keys", ErrSignature, len(keys))
+	return nil, fmt.Errorf("%w: signature does not verify with any of the %d trusted keys", ErrSignature, len(keys))
 }
 
 // ParseSignature decodes a standard base64 ed25519 signature.

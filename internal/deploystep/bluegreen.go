@@ -335,7 +335,9 @@ func (r *Runner) markServing(slot, old router.Slot) error {
 // if it no longer runs) and points current back at the previous release.
 func (s *step) switchBack(ctx context.Context) error {
 	if s.j.Previous == "" {
-		return nil // a first deploy: nothing to go back to (start_slot's undo stops the slot)
+		// A first deploy: nothing to go back to (start_slot's undo stops
+		// the slot); no current names the release that failed.
+		return s.r.dir.ClearCurrent(s.j.PreviousLink)
 	}
 	if err := s.r.switchTo(ctx, router.Slot(s.j.OldSlot), s.j.Previous); err != nil {
 		return err

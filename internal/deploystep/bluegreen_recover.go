@@ -76,6 +76,9 @@ func (r *Runner) recoverBlueGreen(ctx context.Context, s *step, timed func(strin
 	if j.Previous == "" {
 		// A first deploy: nothing to go back to.
 		_ = timed("stop", func(c context.Context) error { return s.stopSlot(c) })
+		if cur != "" {
+			_ = timed(StageSwitch, s.switchBack) // clears current
+		}
 		return OutcomeFailed
 	}
 	if touched {

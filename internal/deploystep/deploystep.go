@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,6 +177,9 @@ type StageReport struct {
 	Seconds float64 `json:"seconds"`
 	// Skipped: the stage had nothing to do (release already on disk, no hook).
 	Skipped bool `json:"skipped,omitempty"`
+	// Note says why a stage was skipped or what it did instead (e.g. "release
+	// v2 is already on this host with the same sha256: not fetched again").
+	Note string `json:"note,omitempty"`
 	// Error is why the stage failed; Warning a failure that did not fail the
 	// step (post_swap, cleanup, on_rollback).
 	Error   string `json:"error,omitempty"`
@@ -202,6 +206,14 @@ type Result struct {
 	FailedStage string        `json:"failed_stage,omitempty"`
 	Error       string        `json:"error,omitempty"`
 	Stages      []StageReport `json:"stages"`
+	// Unchanged: the command changed nothing on the host: the live release
+	// was not stopped, restarted or switched away from, and current names
+	// what it named before. A FAILED deploy that failed before the swap
+	// (fetch, verify, unpack; a refused re-deploy or an invalid command) is
+	// Unchanged, and its Error ends with NothingChanged: there is nothing
+	// to roll back. A SUCCEEDED rollback to the release that already runs
+	// healthy is Unchanged too (a no-op).
+	Unchanged bool `json:"unchanged,omitempty"`
 	// Recovered: the step was interrupted and finished by Recover.
 	Recovered bool `json:"recovered,omitempty"`
 	// Replayed: this is the stored result of an earlier run of the same id.
@@ -216,6 +228,9 @@ type Result struct {
 	// stage's report (Warning).
 	Warnings []string `json:"warnings,omitempty"`
 }
+
+// NothingChanged ends the error of an Unchanged failure.
+const NothingChanged = "nothing changed on the host"
 
 // Runner runs the steps of one service, one at a time.
 type Runner struct {
@@ -288,7 +303,9 @@ func (r *Runner) Run(ctx context.Context, cmd Command, progress func(stage strin
 			Error: err.Error(), Finished: time.Now().UTC()}
 	}
 	if err := validateID(cmd.ID); err != nil {
-		return fail(err)
+		res := fail(err)
+		res.Unchanged, res.Error = true, res.Error+": "+NothingChanged
+		return res
 	}
 	if j, err := r.ReadJournal(); err != nil {
 		return fail(fmt.Errorf("read journal: %w", err))
@@ -314,13 +331,17 @@ func (r *Runner) Run(ctx context.Context, cmd Command, progress func(stage strin
 
 // step is the state of one running command.
 type step struct {
-	r        *Runner
-	cmd      Command
-	j        *Journal
-	res      *Result
-	exists   bool   // the release was committed before the step began
-	download string // fetched artifact path
-	sha      string // sha256 measured by fetch
+	r   *Runner
+	cmd Command
+	j   *Journal
+	res *Result
+	// have is how the step treats a release already committed (see
+	// artifactPlan); reuseFresh when it is not on the host.
+	have     reuse
+	manifest *releasedir.Manifest // the committed release's manifest, if any
+	signer   string               // key id that verified the signature
+	download string               // fetched artifact path
+	sha      string               // sha256 measured by fetch
 	report   *StageReport
 	// restore is the backup a rollback restores (Command.RestoreBackupID).
 	restore *dbbackup.Record
@@ -336,6 +357,11 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		return res
 	}
 	res.Previous = prev
+	// refuse ends a command before any stage ran: nothing changed.
+	refuse := func(msg string) Result {
+		res.Error, res.Unchanged = msg+": "+NothingChanged+liveNote(prev), true
+		return res
+	}
 	var (
 		stages     []stage
 		restoreRec *dbbackup.Record
@@ -343,12 +369,13 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 	switch cmd.Kind {
 	case KindDeploy:
 		if err := releasedir.ValidateRelease(cmd.Release); err != nil {
-			res.Error = err.Error()
-			return res
+			return refuse(err.Error())
 		}
 		if cmd.ArtifactURL == "" {
-			res.Error = "deploy command without an artifact URL"
-			return res
+			return refuse("deploy command without an artifact URL")
+		}
+		if strings.TrimSpace(cmd.SHA256) == "" {
+			return refuse("deploy command without an artifact sha256 (mandatory)")
 		}
 		stages = deployStages
 		if r.blueGreen() {
@@ -358,8 +385,7 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 		var rec *dbbackup.Record
 		if cmd.RestoreBackupID != "" {
 			if rec, err = r.loadRestore(cmd); err != nil {
-				res.Error = err.Error()
-				return res
+				return refuse(err.Error())
 			}
 			if cmd.Release == "" {
 				cmd.Release, res.Release = rec.ReleaseBefore, rec.ReleaseBefore
@@ -372,8 +398,7 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 				return res
 			}
 			if p == "" || p == prev {
-				res.Error = "no previous release to roll back to"
-				return res
+				return refuse("no previous release to roll back to")
 			}
 			cmd.Release, res.Release = p, p
 		}
@@ -383,8 +408,12 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 			return res
 		}
 		if !ok {
-			res.Error = fmt.Sprintf("release %q is not on this host", cmd.Release)
-			return res
+			return refuse(fmt.Sprintf("release %q is not on this host", cmd.Release))
+		}
+		if rec == nil && cmd.Release == prev {
+			if noop, ok := r.alreadyLive(ctx, cmd, &res); ok {
+				return noop
+			}
 		}
 		stages = rollbackStages
 		if r.blueGreen() {
@@ -395,20 +424,24 @@ func (r *Runner) run(ctx context.Context, cmd Command, progress func(string)) Re
 			restoreRec = rec
 		}
 	default:
-		res.Error = fmt.Sprintf("unknown command kind %q", cmd.Kind)
-		return res
+		return refuse(fmt.Sprintf("unknown command kind %q", cmd.Kind))
 	}
-	exists, err := r.dir.Exists(cmd.Release)
-	if err != nil {
-		res.Error = err.Error()
-		return res
+	var (
+		have     = reuseFresh
+		manifest *releasedir.Manifest
+	)
+	if cmd.Kind == KindDeploy {
+		if have, manifest, err = r.artifactPlan(cmd); err != nil {
+			res.FailedStage = StageVerify
+			return refuse(err.Error())
+		}
 	}
 	prevLink, err := r.dir.Previous()
 	if err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	s := &step{r: r, cmd: cmd, res: &res, exists: exists, restore: restoreRec, j: &Journal{
+	s := &step{r: r, cmd: cmd, res: &res, have: have, manifest: manifest, restore: restoreRec, j: &Journal{
 		CommandID: cmd.ID, Kind: cmd.Kind, Release: cmd.Release, Previous: prev, PreviousLink: prevLink,
 		RestoreBackupID: cmd.RestoreBackupID, Completed: []string{}, Started: time.Now().UTC(),
 	}}
@@ -527,6 +560,11 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 		outcome = OutcomeFailed
 	}
 	if !touched {
+		if outcome == OutcomeRolledBack {
+			// Every undo worked and nothing live was touched.
+			s.res.Unchanged = true
+			s.res.Error += ": " + NothingChanged + liveNote(s.j.Previous)
+		}
 		return OutcomeFailed
 	}
 	progress(StageOnRollback)

@@ -206,7 +206,12 @@ func (r *Runner) restore(s *step, timed func(string, func(context.Context) error
 		})
 	}
 	if target == "" {
+		// A first deploy has nothing to go back to: stop it, and leave no
+		// current naming the release that failed (see unswap).
 		_ = timed("stop", r.cfg.Manager.Stop)
+		if cur != "" {
+			_ = timed(StageSwap, s.unswap)
+		}
 		return OutcomeFailed
 	}
 	needSwap, swap := cur != target, func(context.Context) error { return r.dir.Swap(target) }

@@ -55,8 +55,9 @@ var (
 )
 
 func (s *step) fetch(ctx context.Context) error {
-	if s.exists {
+	if s.have == reuseSame {
 		s.report.Skipped = true
+		s.report.Note = fmt.Sprintf("release %s is already on this host from the same artifact (sha256 %s): not fetched again", s.cmd.Release, s.manifest.SHA256)
 		return nil
 	}
 	r := s.r
@@ -92,21 +93,41 @@ func (s *step) unfetch(context.Context) error {
 }
 
 func (s *step) verify(ctx context.Context) error {
-	if s.exists {
+	if s.have == reuseSame {
 		s.report.Skipped = true
+		s.report.Note = "verified when it was unpacked (manifest sha256 matches"
+		if s.manifest.SignerKeyID != "" {
+			s.report.Note += ", signed by trusted key " + s.manifest.SignerKeyID
+		}
+		s.report.Note += ")"
 		return nil
 	}
-	return artifact.Verify(ctx, artifact.Artifact{Path: s.download, SHA256: s.sha}, artifact.Want{
+	signer, err := artifact.VerifySigner(ctx, artifact.Artifact{Path: s.download, SHA256: s.sha}, artifact.Want{
 		SHA256:      s.cmd.SHA256,
 		Signature:   s.cmd.Signature,
 		TrustedKeys: s.r.cfg.TrustedKeys,
 	})
+	s.signer = signer
+	return err
+}
+
+// newManifest is the manifest of the artifact this step verified.
+func (s *step) newManifest() releasedir.Manifest {
+	return releasedir.Manifest{Release: s.cmd.Release, SHA256: s.sha, SignerKeyID: s.signer, ArtifactURL: s.cmd.ArtifactURL}
 }
 
 func (s *step) unpack(ctx context.Context) error {
-	if s.exists {
+	switch s.have {
+	case reuseSame:
 		s.report.Skipped = true
+		s.report.Note = "release " + s.cmd.Release + " is already unpacked on this host"
 		return nil
+	case reuseResign:
+		// The same bytes: the tree stays, the manifest names the signer
+		// that verified now.
+		s.report.Skipped = true
+		s.report.Note = "release " + s.cmd.Release + " is already unpacked on this host from the same artifact; manifest updated with signer " + s.signer
+		return s.r.dir.WriteManifest(s.newManifest())
 	}
 	staging, err := s.r.dir.StagingDir(s.cmd.Release)
 	if err != nil {
@@ -119,7 +140,29 @@ func (s *step) unpack(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := s.r.dir.Commit(s.cmd.Release); err != nil && !errors.Is(err, releasedir.ErrExists) {
+	if err := s.r.dir.CheckStaged(s.cmd.Release); err != nil {
+		return err
+	}
+	if s.have == reuseLegacy {
+		// The tree on the host was unpacked by an older agent and has no
+		// manifest: keep it only if it is this artifact's tree.
+		if err := s.r.dir.SameTree(s.cmd.Release); err != nil {
+			return fmt.Errorf("release %s is already on this host (unpacked by an older agent, no manifest) and differs from this artifact: %v; deploy the artifact under a new release id", s.cmd.Release, err)
+		}
+		if err := s.r.dir.WriteManifest(s.newManifest()); err != nil {
+			return err
+		}
+		s.report.Note = "release " + s.cmd.Release + " was already on this host without a manifest; unpacked again, it is the same tree: kept, manifest written"
+		_, err := s.r.dir.StagingDir(s.cmd.Release) // removes the copy
+		return err
+	}
+	if err := s.r.dir.WriteStagedManifest(s.newManifest()); err != nil {
+		return err
+	}
+	if err := s.r.dir.Commit(s.cmd.Release); err != nil {
+		if errors.Is(err, releasedir.ErrExists) {
+			return fmt.Errorf("release %s appeared on this host during the deploy: %w", s.cmd.Release, err)
+		}
 		return err
 	}
 	return nil
@@ -128,9 +171,6 @@ func (s *step) unpack(ctx context.Context) error {
 // unstage removes a staging directory left by a failed unpack. A committed
 // release stays: it is complete, and Prune ages it out.
 func (s *step) unstage(context.Context) error {
-	if s.exists {
-		return nil
-	}
 	_, err := s.r.dir.StagingDir(s.cmd.Release) // removes a stale staging dir
 	return err
 }
@@ -193,11 +233,13 @@ func (s *step) swap(context.Context) error { return s.r.dir.Swap(s.cmd.Release) 
 
 // unswap points current back at the previous release and the previous link
 // back at what it named before the step. A first deploy has no previous
-// release: current keeps pointing at the failed one (the service is stopped
-// by unrestart).
+// release: current is removed (releasedir.ClearCurrent), so that no current
+// names a release that never worked and the next deploy does not record it
+// as previous, the target of a rollback (the service is stopped by
+// unrestart).
 func (s *step) unswap(context.Context) error {
 	if s.j.Previous == "" {
-		return nil
+		return s.r.dir.ClearCurrent(s.j.PreviousLink)
 	}
 	return s.r.dir.SwapBack(s.j.Previous, s.j.PreviousLink)
 }

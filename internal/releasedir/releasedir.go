@@ -31,6 +31,9 @@
 //   - A release directory appears under its final name only complete and
 //     fsynced (Commit renames the staging directory).
 //   - Prune never removes the releases current or previous point at.
+//   - A release committed by this package carries its manifest from the
+//     moment it appears (WriteStagedManifest before Commit); a release tree
+//     without one was unpacked by an older agent.
 //
 // Dir's methods may be called from several goroutines; Swap, Commit and
 // Prune are serialized with each other. Only one process should manage a
@@ -321,6 +324,48 @@ func (d *Dir) SwapBack(release, previous string) error {
 		if err := atomicfile.SyncDir(d.path); err != nil {
 			return fmt.Errorf("swap back to %s: %w", release, err)
 		}
+	}
+	return nil
+}
+
+// ClearCurrent undoes the first Swap of a service, which had no release
+// to go back to: it restores previous to what it named before that Swap
+// ("" removes it), then removes current, so no current names a release that
+// never worked and a later Swap does not record it as previous. Like
+// SwapBack it writes previous first and current last, and is idempotent.
+func (d *Dir) ClearCurrent(previous string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if previous != "" {
+		ok, err := d.Exists(previous)
+		if err != nil {
+			return fmt.Errorf("clear current: %w", err)
+		}
+		if !ok {
+			return fmt.Errorf("clear current: release %s: %w", previous, ErrNotFound)
+		}
+	}
+	if p, err := d.Previous(); err != nil || p != previous {
+		if previous == "" {
+			err = os.Remove(filepath.Join(d.path, prevLink))
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		} else {
+			err = d.replaceLink(prevLink, previous)
+		}
+		if err != nil {
+			return fmt.Errorf("clear current: restore previous: %w", err)
+		}
+		if err := atomicfile.SyncDir(d.path); err != nil {
+			return fmt.Errorf("clear current: %w", err)
+		}
+	}
+	if err := os.Remove(filepath.Join(d.path, currentLink)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear current: %w", err)
+	}
+	if err := atomicfile.SyncDir(d.path); err != nil {
+		return fmt.Errorf("clear current: %w", err)
 	}
 	return nil
 }
