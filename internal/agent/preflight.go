@@ -223,29 +223,37 @@ func backupCheck(dir string, maxAge time.Duration) preflight.Result {
 }
 
 // diskCheck wants factor x the release's size free in the service's
-// directory. The size is the artifact's (HEAD Content-Length, or the file
-// of a file:// URL), else the live release's on disk; unknown is a warning.
+// directory. The size is the artifact's (HEAD Content-Length, a ranged GET
+// when HEAD is not allowed, or the file of a file:// URL), else the live
+// release's on disk; unknown is a warning. An artifact that cannot be
+// reached (404, refused, ...) fails the check: the deploy would fail to
+// fetch it.
 func diskCheck(ctx context.Context, s *Service, artifactURL string, factor float64, log logger) preflight.Result {
 	if s.Dir == nil {
 		return noReleaseDir()
 	}
-	size, from := int64(-1), ""
+	size, from, note := int64(-1), "", ""
 	if artifactURL != "" {
 		n, err := artifactSize(ctx, artifactURL)
-		if err != nil {
-			log.Warn("preflight: cannot size the artifact", "error", err)
-		} else {
+		switch {
+		case errors.Is(err, errNoLength):
+			log.Warn("preflight: the artifact's size is unknown", "error", err)
+			note = " (the artifact's server gives no size)"
+		case err != nil:
+			return preflight.Result{Status: preflight.StatusFail,
+				Detail: fmt.Sprintf("The agent cannot size the artifact: %v; a deploy would fail to fetch it: fix the artifact URL or publish the artifact before going live.", err)}
+		default:
 			size, from = n, "artifact"
 		}
 	}
 	if size < 0 {
 		if n, err := treeSize(s.Dir.CurrentPath()); err == nil {
-			size, from = n, "live release"
+			size, from = n, "live release"+note
 		}
 	}
 	if size < 0 {
 		return preflight.Result{Status: preflight.StatusWarn,
-			Detail: fmt.Sprintf("The release size is unknown (no artifact size, no live release), so free space in %s was not compared; pass --artifact to size it.", s.Dir.Path())}
+			Detail: fmt.Sprintf("The release size is unknown (no artifact size%s, no live release), so free space in %s was not compared; pass --artifact to size it.", note, s.Dir.Path())}
 	}
 	r := preflight.DiskFree(s.Dir.Path(), size, factor)
 	if from != "" && r.Status == preflight.StatusPass {
@@ -254,8 +262,12 @@ func diskCheck(ctx context.Context, s *Service, artifactURL string, factor float
 	return r
 }
 
-// artifactSize is the artifact's size in bytes. Errors never quote the URL
-// (a signed URL's query is a credential).
+// errNoLength: the artifact is there but its server does not say its size.
+var errNoLength = errors.New("no Content-Length")
+
+// artifactSize is the artifact's size in bytes; errNoLength when the server
+// answers but gives no size. Errors never quote the URL (a signed URL's
+// query is a credential).
 func artifactSize(ctx context.Context, raw string) (int64, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -274,9 +286,51 @@ func artifactSize(ctx context.Context, raw string) (int64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
+	resp, err := artifactRequest(ctx, http.MethodHead, u)
 	if err != nil {
-		return 0, errors.New("artifact URL is not a valid request")
+		return 0, fmt.Errorf("HEAD artifact: %w", err)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK && resp.ContentLength >= 0:
+		return resp.ContentLength, nil
+	case resp.StatusCode == http.StatusOK:
+		return 0, fmt.Errorf("HEAD artifact: %w", errNoLength)
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		return 0, fmt.Errorf("HEAD artifact: status %s", resp.Status)
+	}
+	// Some stores refuse HEAD (a URL signed for GET answers 403): ask for
+	// the first byte, whose answer names the size.
+	head := resp.Status
+	resp, err = artifactRequest(ctx, http.MethodGet, u)
+	if err != nil {
+		return 0, fmt.Errorf("GET artifact (HEAD: status %s): %w", head, err)
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		var first, last, total int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); err == nil && total >= 0 {
+			return total, nil
+		}
+		return 0, fmt.Errorf("GET artifact: %w", errNoLength)
+	case http.StatusOK:
+		if resp.ContentLength >= 0 {
+			return resp.ContentLength, nil
+		}
+		return 0, fmt.Errorf("GET artifact: %w", errNoLength)
+	}
+	return 0, fmt.Errorf("GET artifact: status %s", resp.Status)
+}
+
+// artifactRequest sends a HEAD, or a GET of the first byte only.
+func artifactRequest(ctx context.Context, method string, u *url.URL) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, errors.New("artifact URL is not a valid request")
+	}
+	if method == http.MethodGet {
+		req.Header.Set("Range", "bytes=0-0")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -284,16 +338,9 @@ func artifactSize(ctx context.Context, raw string) (int64, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return 0, fmt.Errorf("HEAD artifact: %w", err)
+		return nil, err
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("HEAD artifact: status %d", resp.StatusCode)
-	}
-	if resp.ContentLength < 0 {
-		return 0, errors.New("HEAD artifact: no Content-Length")
-	}
-	return resp.ContentLength, nil
+	return resp, nil
 }
 
 // treeSize sums the sizes of the regular files under root (following root

@@ -264,9 +264,67 @@ func TestPreflightDisk(t *testing.T) {
 	}
 	checks = checksOf(t, a.preflightResult(context.Background(), preflightCmd("app", "r2", "")))
 	wantCheck(t, checks, preflight.NameDisk, "pass", "(sized from the live release)")
-	// An artifact that cannot be sized falls back to the live release too.
+	// An artifact URL the deploy could not fetch fails the check, even with
+	// a live release to size from.
 	checks = checksOf(t, a.preflightResult(context.Background(), preflightCmd("app", "r2", srv.URL+"/missing\x7f")))
-	wantCheck(t, checks, preflight.NameDisk, "pass", "(sized from the live release)")
+	wantCheck(t, checks, preflight.NameDisk, "fail", "cannot size the artifact: artifact URL does not parse")
+}
+
+// An artifact URL that answers 404 fails the disk check (the deploy would
+// fail to fetch it); a store that refuses HEAD is sized by a ranged GET.
+func TestPreflightDiskArtifactNotThere(t *testing.T) {
+	const size = 12345
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/signed.tar.gz": // signed for GET only, like an S3 presigned URL
+			if r.Method != http.MethodGet {
+				w.WriteHeader(http.StatusForbidden)
+				return
+			}
+			if r.Header.Get("Range") != "bytes=0-0" {
+				t.Errorf("GET without a range: %q", r.Header.Get("Range"))
+			}
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-0/%d", size))
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write([]byte{0})
+		case "/forbidden.tar.gz":
+			w.WriteHeader(http.StatusForbidden)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	svc := testService(t, nil)
+	commitRelease(t, svc.Dir, "r1", 4096)
+	if err := svc.Dir.Swap("r1"); err != nil {
+		t.Fatal(err)
+	}
+	a := testAgent(svc)
+	tests := []struct {
+		name, give, wantStatus, wantIn string
+	}{
+		{"404", "/nope.tar.gz?sig=SECRET", "fail", "cannot size the artifact: HEAD artifact: status 404"},
+		{"403 to HEAD and GET", "/forbidden.tar.gz", "fail", "cannot size the artifact: GET artifact: status 403"},
+		{"HEAD refused, ranged GET", "/signed.tar.gz", "pass", "(sized from the artifact)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checks := checksOf(t, a.preflightResult(t.Context(), preflightCmd("app", "r2", srv.URL+tt.give)))
+			wantCheck(t, checks, preflight.NameDisk, tt.wantStatus, tt.wantIn)
+			if strings.Contains(checks[preflight.NameDisk].Detail, "SECRET") {
+				t.Errorf("disk detail quotes the artifact URL: %s", checks[preflight.NameDisk].Detail)
+			}
+		})
+	}
+	// No listener at all: the same.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	checks := checksOf(t, a.preflightResult(t.Context(), preflightCmd("app", "r2", "http://"+addr+"/app.tar.gz")))
+	wantCheck(t, checks, preflight.NameDisk, "fail", "cannot size the artifact: HEAD artifact:")
 }
 
 func commitRelease(t *testing.T, d *releasedir.Dir, release string, size int) {
