@@ -59,7 +59,7 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "run the agent daemon",
+		Short: "run the agent daemon (one per --state-dir: a second one exits 1, naming the holder's pid)",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadAgentConfig(configPath, hostID, stateDir, cmd.Flags().Changed("host-id"), cmd.Flags().Changed("state-dir"))
@@ -100,6 +100,12 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 			} else {
 				log.Warn("NO TLS to the controller: plaintext, for a loopback trial only; set controller { ca_file, cert_file, key_file } in production")
 			}
+			// One agent per state dir, taken before recovery touches it.
+			lock, err := agent.LockStateDir(cfg.StateDir)
+			if err != nil {
+				return err
+			}
+			defer lock.Unlock()
 			acfg.Registry = prometheus.NewRegistry()
 			if acfg.Services, err = agent.ServicesFromConfig(cmd.Context(), cfg, log, acfg.Registry); err != nil {
 				return err
