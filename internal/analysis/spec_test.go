@@ -199,9 +199,10 @@ func TestRender(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{give: `up{host=~"{{hosts_regex}}"}`, want: `up{host=~"web-1\\.example|web-2"}`},
-		{give: `up{host=~"{{ hosts_regex }}"}`, want: `up{host=~"web-1\\.example|web-2"}`},
+		{give: `up{host=~"{{hosts_regex}}"}`, want: `up{host=~"(?:web-1\\.example|web-2)"}`},
+		{give: `up{host=~"{{ hosts_regex }}"}`, want: `up{host=~"(?:web-1\\.example|web-2)"}`},
 		{give: `count(up{service="{{service}}",release="{{release}}",slot="{{slot}}"}) # {{hosts}} in a comment is code`, wantErr: "must be inside a double-quoted string"},
+		{give: `up{instance=~"{{hosts_regex}}:.*"}`, want: `up{instance=~"(?:web-1\\.example|web-2):.*"}`},
 		{give: `label_replace(vector(1), "h", "{{hosts}}", "", "")`, want: `label_replace(vector(1), "h", "web-1.example,web-2", "", "")`},
 		{give: `up{release="{{release}}",slot="{{slot}}",service="{{service}}"}`, want: `up{release="v1.2.3+b",slot="green",service="api"}`},
 		{give: `up{a="\"{{slot}}\""}`, want: `up{a="\"green\""}`},

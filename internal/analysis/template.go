@@ -12,8 +12,10 @@ import (
 // string (a label matcher's value):
 //
 //	{{hosts_regex}}  the wave's host ids, each regexp.QuoteMeta'd, joined by
-//	                 "|": for =~ matchers, which Prometheus anchors
-//	                 (^(?:...)$), so "web-1" never matches "web-10"
+//	                 "|" in a group: (?:web-1|web-2), for =~ matchers, which
+//	                 Prometheus anchors (^(?:...)$), so "web-1" never matches
+//	                 "web-10"; the group keeps the alternation whole inside
+//	                 a larger regexp: instance=~"{{hosts_regex}}:.*"
 //	{{hosts}}        the host ids joined by ","
 //	{{service}}      the service name
 //	{{release}}      the release being rolled out
@@ -21,8 +23,8 @@ import (
 //
 // Values are escaped for the string they are in (a backslash becomes
 // "\\", a quote "\""), so a host id "web-1.example" makes the matcher
-// host=~"web-1\\.example", which Prometheus reads as the regexp
-// web-1\.example.
+// host=~"(?:web-1\\.example)", which Prometheus reads as the regexp
+// (?:web-1\.example).
 const (
 	PlaceholderHostsRegex = "hosts_regex"
 	PlaceholderHosts      = "hosts"
@@ -168,7 +170,9 @@ func Render(query string, v Values) (string, error) {
 			for i, h := range hosts {
 				quoted[i] = regexp.QuoteMeta(h)
 			}
-			val = strings.Join(quoted, "|")
+			if len(quoted) > 0 {
+				val = "(?:" + strings.Join(quoted, "|") + ")"
+			}
 		case PlaceholderHosts:
 			val = strings.Join(hosts, ",")
 		case PlaceholderService:
