@@ -219,7 +219,11 @@ func TestProperties(t *testing.T) {
 			}
 		}
 	}()
-	for seed := range uint64(200) {
+	seeds, steps := uint64(100), 300
+	if testing.Short() {
+		seeds = 20
+	}
+	for seed := range seeds {
 		r := rand.New(rand.NewPCG(seed, 16))
 		p := policy(r.IntN(2) == 0)
 		p.Threshold = 2 + r.IntN(4)
@@ -229,7 +233,7 @@ func TestProperties(t *testing.T) {
 		var history []Check // checks counted since the last applied switch
 		lastSwitchChecks := -1
 		badRun := 0.7 * r.Float64() // how often the primary fails
-		for i := range 400 {
+		for i := range steps {
 			switch {
 			case r.IntN(50) == 0:
 				at = at.Add(p.MaxGap() + time.Second) // a gap

@@ -23,17 +23,17 @@ const (
 // Change replaces one RRset (name and type) on the zone's primary.
 type Change struct {
 	// Name is the owner name, in the zone ("www.example.test").
-	Name string
+	Name string `json:"name"`
 	// Type is the record type ("A", "AAAA", "CNAME", "TXT").
-	Type string
+	Type string `json:"type"`
 	// TTL of the new records, whole seconds.
-	TTL time.Duration
+	TTL time.Duration `json:"ttl"`
 	// Old is what the caller knows is there now: the last confirmed values
 	// (from its own record of them, not a fresh read, or the prerequisite
 	// protects nothing). Empty: the RRset must not exist.
-	Old []string
+	Old []string `json:"old"`
 	// New replaces it. Empty deletes the RRset.
-	New []string
+	New []string `json:"new"`
 }
 
 func (c Change) String() string {
@@ -43,33 +43,33 @@ func (c Change) String() string {
 // Result is a change the server applied and answers.
 type Result struct {
 	// Change as sent: names canonical, values canonical and sorted.
-	Change Change
+	Change Change `json:"change"`
 	// Rcode is the server's answer to the UPDATE ("NOERROR").
-	Rcode string
+	Rcode string `json:"rcode"`
 	// SentAt is when the UPDATE was sent; ConfirmedAt when the server first
 	// answered the new data; Latency is between the two.
-	SentAt      time.Time
-	ConfirmedAt time.Time
-	Latency     time.Duration
+	SentAt      time.Time     `json:"sent_at"`
+	ConfirmedAt time.Time     `json:"confirmed_at"`
+	Latency     time.Duration `json:"latency"`
 	// Queries is how many queries the confirmation took.
-	Queries int
+	Queries int `json:"queries"`
 }
 
 // Answer is what the zone's primary answers now for a name and type.
 type Answer struct {
-	Name string
-	Type string
+	Name string `json:"name"`
+	Type string `json:"type"`
 	// Exists is false when the server has no such RRset (NXDOMAIN or
 	// NODATA); Values is then empty.
-	Exists bool
+	Exists bool `json:"exists"`
 	// Values are the records' values, canonical and sorted.
-	Values []string
+	Values []string `json:"values"`
 	// TTL of the RRset (0 when it does not exist).
-	TTL           time.Duration
-	Rcode         string
-	Authoritative bool
-	Server        string
-	At            time.Time
+	TTL           time.Duration `json:"ttl"`
+	Rcode         string        `json:"rcode"`
+	Authoritative bool          `json:"authoritative"`
+	Server        string        `json:"server"`
+	At            time.Time     `json:"at"`
 }
 
 // Options tune a Client.

@@ -62,6 +62,21 @@ func assertRecords(t *testing.T, c *dnsupdate.Client, want []string, ttl time.Du
 	}
 }
 
+func assertRecordsOf(t *testing.T, c *dnsupdate.Client, name, typ string, want []string) {
+	t.Helper()
+	a, err := c.Query(t.Context(), name, typ)
+	if err != nil {
+		t.Fatalf("query: %v", err)
+	}
+	if !slices.Equal(a.Values, want) {
+		t.Fatalf("%s %s: server answers %v, want %v", name, typ, a.Values, want)
+	}
+}
+
+func sortLatencies(l dnsupdate.Latencies) dnsupdate.Latencies {
+	return slices.Sorted(slices.Values(l))
+}
+
 func TestApplyConfirmed(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *dnstest.Server) {
 		c := newClient(t, s.ZoneConfig(dnstest.KeyGolive))
