@@ -8,8 +8,9 @@
 //
 //	fetch ─▶ verify ─▶ unpack ─▶ pre_swap ─▶ backup ─▶ migrate ─▶ swap ─▶ restart ─▶ health ─▶ smoke ─▶ post_swap ─▶ cleanup ─▶ SUCCEEDED
 //	  │        │         │          │          │          │         │        │          │         │
-//	  │ (fetch, verify and unpack are skipped when the release is already committed;
-//	  │  backup and migrate when the service has no migrate command; smoke without smoke checks)
+//	  │ (fetch, verify and unpack are skipped when the release is already committed from the
+//	  │  same artifact; backup and migrate when the service has no migrate command; smoke
+//	  │  without smoke checks)
 //	  ▼        ▼         ▼          ▼          ▼          ▼         ▼        ▼          ▼         ▼
 //	  └────────┴─── failure: undo the failing and the completed stages, newest first ───┘
 //	                 swap.undo    = point current back at the previous release, and
@@ -18,11 +19,48 @@
 //	                 then, if the live service was touched: on_rollback hook and a
 //	                 health check of the previous release (rollback_health)
 //	                   healthy again ─▶ ROLLED_BACK      not restored ─▶ FAILED
-//	                 failure before pre_swap (nothing live touched)  ─▶ FAILED
+//	                 failure before pre_swap (nothing live touched)  ─▶ FAILED, Unchanged
+//
+// A failure before the live service is touched (fetch: 404, size cap;
+// verify: sha256, signature; unpack) undoes only its scratch work: the live
+// process is not stopped or restarted, current and previous do not move.
+// The result is FAILED with Unchanged set and an error ending "nothing
+// changed on the host": there is nothing to roll back. So is a command
+// refused before any stage (invalid, unknown release, a re-deploy with
+// another artifact).
+//
+// A release id names one artifact on a host. Each committed release keeps
+// a manifest (releasedir.Manifest: artifact sha256, signer key id, URL),
+// written into the staging tree before Commit, so it appears with the tree.
+// A deploy of a committed release id:
+//
+//   - same sha256, signer still trusted (or no trusted keys): fetch, verify
+//     and unpack are skipped, each report's Note says so;
+//   - same sha256, recorded signer no longer trusted: fetch and verify run
+//     again (the signature must verify with a trusted key), the tree is
+//     kept and the manifest names the new signer;
+//   - another sha256: refused before any stage, Unchanged, "deploy the new
+//     artifact under a new release id";
+//   - no manifest (the tree was unpacked by an older agent): fetch, verify
+//     and unpack into staging run, and the tree on the host is kept (and
+//     gets its manifest) only if it is the same tree (names, modes,
+//     contents, link targets); otherwise refused at unpack, Unchanged. A
+//     tree cannot be trusted by its id alone (that is the bug this closes),
+//     and a sha256 cannot be recomputed from a tree, so the artifact is
+//     fetched once more to prove it.
+//
+// A failed first deploy has nothing to go back to: the service is stopped
+// and current is removed (releasedir.ClearCurrent), so no current names a
+// release that never worked and the next deploy records no previous: a
+// release that never ran healthy is never a rollback target.
 //
 // A rollback (to the previous release, or to a named committed release) is
 // swap ──▶ restart ──▶ health, with the same undo (no smoke checks: a
-// rollback is the way back, it does not fail on them).
+// rollback is the way back, it does not fail on them). A rollback to the
+// release current already names, whose service runs and passes its health
+// check, is a no-op: SUCCEEDED and Unchanged, swap and restart reported
+// skipped, the process not restarted (so a rollback sent twice, or to a
+// host whose deploy changed nothing, never restarts it).
 //
 // The database (a service with a database block and a migrate command):
 //
@@ -68,7 +106,7 @@
 //     current does not name it yet, restart, health): the restored database
 //     belongs with it. If that fails, back to the release before the command
 //     with a warning that the database stays restored (FAILED).
-
+//
 // Blue-green mode (Service.SwapMode "blue-green"; Config.Slots and
 // Config.Router): the service runs as two slots, each on its own port, and a
 // router (package router: nginx, HAProxy or none) sends the traffic to one of
@@ -78,6 +116,8 @@
 // the keep-warm stop time of the slot traffic left. A deploy:
 //
 //	fetch ─▶ verify ─▶ unpack ─▶ pre_swap ─▶ backup ─▶ migrate ─▶ start_slot ─▶ slot_health ─▶ canary ─▶ switch ─▶ smoke ─▶ post_swap ─▶ cleanup
+//
+// Its stages:
 //
 //   - start_slot (re)starts the idle slot (the one not serving) on the
 //     release, on its own port; slot_health checks it there. A failure up to
@@ -124,7 +164,7 @@
 // canary), then Run KindRollback commands (Release ""): each one is a
 // confirmed switch to the other, warm slot. ActiveSlot and SlotState report
 // where the traffic goes; Close at the end.
-
+//
 // On disk, beside the release directory of package releasedir
 // (<state-dir>/<service>/):
 //

@@ -1,3 +1,4 @@
+// Package hub owns a controller replica's agent streams: admission (one live stream per host across replicas), approval and command pushes, and agent records in etcd.
 package hub
 
 import (
