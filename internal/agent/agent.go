@@ -328,6 +328,7 @@ func (a *Agent) services() []*golivev1.ServiceState {
 		if sv.ActiveSlot != nil {
 			st.ActiveSlot = sv.ActiveSlot()
 		}
+		st.Traffic = sv.traffic.proto() // nil without a load balancer to read (traffic.go)
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -661,6 +662,9 @@ func (a *Agent) start(cmd *golivev1.Command) {
 				defer a.ops.Done()
 				a.heartbeatWhenHealthData(s)
 			}()
+		}
+		if res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack {
+			s.traffic.resetRestart() // restart mode: the window is the new release's from now
 		}
 		rp := resultProto(svc, res)
 		a.mu.Lock()

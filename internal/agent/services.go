@@ -62,8 +62,11 @@ type Service struct {
 	// traffic (reported in heartbeats).
 	ActiveSlot func() string
 	// closers release what the service owns beyond Manager (the blue-green
-	// slot managers, the keep-warm timers).
+	// slot managers, the keep-warm timers, the traffic reader).
 	closers []func()
+	// traffic measures the real traffic through the service's load
+	// balancer (nil: none configured); see traffic.go.
+	traffic *serviceTraffic
 }
 
 // ServicesFromConfig builds every configured service: its supervisor, its
@@ -79,11 +82,22 @@ func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.
 	if err != nil {
 		return nil, err
 	}
+	tm, err := newTrafficMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	var out []Service
 	for _, sc := range cfg.Services {
 		s, err := buildService(ctx, cfg, sc, keys, hm, log)
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", sc.Name, err)
+		}
+		if s.traffic, err = newServiceTraffic(sc, tm, log); err != nil {
+			return nil, fmt.Errorf("service %q: traffic: %w", sc.Name, err)
+		}
+		if s.traffic != nil {
+			s.traffic.start()
+			s.closers = append(s.closers, s.traffic.stop)
 		}
 		out = append(out, s)
 	}

@@ -47,12 +47,14 @@ type FollowerConfig struct {
 
 // FollowerStats counts what a Follower read.
 type FollowerStats struct {
-	Lines     uint64 // complete lines read
-	Bad       uint64 // lines that are not in LogFormat
-	Counted   uint64 // attempts counted into a window
-	Unrouted  uint64 // attempts to an address with no route
-	Opens     uint64 // files opened (the first, then after each rotation)
-	Reopens   uint64 // rotations and truncations seen
+	Lines    uint64 // complete lines read
+	Bad      uint64 // lines that are not in LogFormat
+	Counted  uint64 // attempts counted into a window
+	Unrouted uint64 // attempts to an address with no route
+	Opens    uint64 // files opened (the first, then after each rotation)
+	Reopens  uint64 // rotations and truncations seen
+	// Polled is when the file was last read (zero before the first read).
+	Polled    time.Time
 	LastError string
 }
 
@@ -68,6 +70,7 @@ type Follower struct {
 	line Line
 
 	lines, bad, counted, unrouted, opens, reopens atomic.Uint64
+	polled                                        atomic.Int64 // unix ns
 	mu                                            sync.Mutex
 	lastErr                                       string
 }
@@ -97,7 +100,11 @@ func (f *Follower) Stats() FollowerStats {
 	f.mu.Lock()
 	e := f.lastErr
 	f.mu.Unlock()
-	return FollowerStats{Lines: f.lines.Load(), Bad: f.bad.Load(), Counted: f.counted.Load(),
+	var polled time.Time
+	if ns := f.polled.Load(); ns != 0 {
+		polled = time.Unix(0, ns)
+	}
+	return FollowerStats{Polled: polled, Lines: f.lines.Load(), Bad: f.bad.Load(), Counted: f.counted.Load(),
 		Unrouted: f.unrouted.Load(), Opens: f.opens.Load(), Reopens: f.reopens.Load(), LastError: e}
 }
 
@@ -153,6 +160,9 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		cur, draining = f.poll(cur, draining, &first)
+		if cur != nil {
+			f.polled.Store(f.cfg.Now().UnixNano())
+		}
 		select {
 		case <-ctx.Done():
 			// Whatever is already written is counted.

@@ -80,6 +80,16 @@ func (s Stats) ErrorRatio() float64 {
 	return float64(s.Errors) / float64(s.Requests)
 }
 
+// Recorder also receives every request a Window is given, as it is
+// given (the agent's Prometheus counters); it must be cheap and safe for
+// concurrent use.
+type Recorder interface {
+	// Requests counts n requests, errors of them failed.
+	Requests(n, errors uint64)
+	// Latency counts n requests that took d.
+	Latency(d time.Duration, n uint64)
+}
+
 // Window counts one slot's requests over a sliding window at a fixed
 // resolution. It is safe for concurrent use; recording is O(1) and takes no
 // allocation.
@@ -87,6 +97,7 @@ type Window struct {
 	res     time.Duration
 	size    time.Duration
 	now     func() time.Time
+	rec     Recorder
 	mu      sync.Mutex
 	buckets []bucket
 	since   time.Time // first observation, or the last Reset
@@ -97,6 +108,8 @@ type WindowOptions struct {
 	Size       time.Duration // DefaultWindow
 	Resolution time.Duration // DefaultResolution
 	Now        func() time.Time
+	// Recorder, when set, also receives every request.
+	Recorder Recorder
 }
 
 // NewWindow returns an empty window; the span it covers starts now.
@@ -114,7 +127,7 @@ func NewWindow(o WindowOptions) *Window {
 		o.Now = time.Now
 	}
 	n := int((o.Size + o.Resolution - 1) / o.Resolution)
-	return &Window{res: o.Resolution, size: time.Duration(n) * o.Resolution, now: o.Now,
+	return &Window{res: o.Resolution, size: time.Duration(n) * o.Resolution, now: o.Now, rec: o.Recorder,
 		buckets: make([]bucket, n), since: o.Now()}
 }
 
@@ -151,6 +164,16 @@ func (w *Window) bucketFor(t time.Time) *bucket {
 // Observe records one request that ended at t, with its latency when
 // known (latency < 0: unknown) and whether it failed.
 func (w *Window) Observe(t time.Time, latency time.Duration, failed bool) {
+	if w.rec != nil {
+		var e uint64
+		if failed {
+			e = 1
+		}
+		w.rec.Requests(1, e)
+		if latency >= 0 {
+			w.rec.Latency(latency, 1)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	b := w.bucketFor(t)
@@ -177,6 +200,12 @@ func (w *Window) Add(t time.Time, n, errors uint64, mean time.Duration) {
 		return
 	}
 	errors = min(errors, n)
+	if w.rec != nil {
+		w.rec.Requests(n, errors)
+		if mean >= 0 && n > errors {
+			w.rec.Latency(mean, n-errors)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	b := w.bucketFor(t)
