@@ -74,6 +74,10 @@ type State struct {
 	// Pinned: an operator moved the record off its primary; automation
 	// only recommends until an operator moves it back.
 	Pinned bool `json:"pinned,omitempty"`
+	// Blocked, when set, says why automation may not switch this record
+	// (the executor's update found the record changed by someone else):
+	// it recommends until a switch is applied (an operator's).
+	Blocked string `json:"blocked,omitempty"`
 	// LastCheck is the time of the last check taken into account.
 	LastCheck time.Time `json:"last_check,omitzero"`
 	// Bad counts consecutive checks with the primary not healthy, since
@@ -184,6 +188,8 @@ func Step(p Policy, s State, c Check, approved bool) (State, Decision) {
 			d.Reason = reason + fmt.Sprintf("; secondary pool %s is not healthy either (%s): not switching", p.Secondary, describe(c.Secondary))
 		case s.Pinned:
 			d.Action, d.Reason = Recommend, reason+"; the record is pinned by an operator"
+		case s.Blocked != "":
+			d.Action, d.Reason = Recommend, reason+"; automation is blocked: "+s.Blocked
 		case !approved:
 			d.Action, d.Reason = Recommend, reason+"; no live automation approval: not switching"
 		default:
@@ -197,6 +203,8 @@ func Step(p Policy, s State, c Check, approved bool) (State, Decision) {
 			d.Action, d.Reason = Recommend, reason+"; the record is pinned by an operator"
 		case !p.AutoFailback:
 			d.Action, d.Reason = Recommend, reason+"; failback is manual"
+		case s.Blocked != "":
+			d.Action, d.Reason = Recommend, reason+"; automation is blocked: "+s.Blocked
 		case !approved:
 			d.Action, d.Reason = Recommend, reason+"; no live automation approval: not switching"
 		default:
@@ -242,7 +250,16 @@ func Applied(p Policy, s State, to string, at time.Time, src Source) State {
 		s.Pinned = false
 	}
 	s.Bad, s.BadSince, s.Good, s.GoodSince = 0, time.Time{}, 0, time.Time{}
-	s.Recommended = ""
+	s.Recommended, s.Blocked = "", ""
+	return s
+}
+
+// Block stops automation from switching the record (it recommends
+// instead) until a switch is applied: the executor calls it when its
+// update was refused because someone else changed the record, so it does
+// not retry against records it does not know.
+func Block(s State, reason string) State {
+	s.Blocked = reason
 	return s
 }
 

@@ -186,6 +186,30 @@ func TestRecommendCommand(t *testing.T) {
 	}
 }
 
+func TestBlocked(t *testing.T) {
+	p := policy(true)
+	bad := func(s State, i int) (State, Decision) {
+		return Step(p, s, Check{At: t0.Add(time.Duration(i) * time.Second), Primary: Health{Verdict: Unhealthy}, Secondary: Health{Verdict: Healthy}}, true)
+	}
+	var s State
+	var d Decision
+	for i := range 3 {
+		s, d = bad(s, i)
+	}
+	if d.Action != Switch {
+		t.Fatalf("decision = %+v", d)
+	}
+	s = Block(s, "www.example.test. A was changed by someone else (NXRRSET)")
+	s, d = bad(s, 3)
+	if d.Action != Recommend || !strings.Contains(d.Reason, "automation is blocked: www.example.test. A was changed") {
+		t.Fatalf("blocked decision = %+v", d)
+	}
+	s = Applied(p, s, "green", t0.Add(4*time.Second), Operator)
+	if s.Blocked != "" || !s.Pinned {
+		t.Fatalf("after the operator's switch: %+v", s)
+	}
+}
+
 func TestOldChecksIgnored(t *testing.T) {
 	p := policy(false)
 	s, _ := Step(p, State{}, Check{At: t0, Primary: Health{Verdict: Unhealthy}}, true)
