@@ -84,7 +84,7 @@ type Options struct {
 type Client struct {
 	zone    string
 	server  string
-	secret  string // only to redact lower layers' errors
+	secret  dnsconfig.Secret // only to redact lower layers' errors
 	confirm time.Duration
 	t       transport
 }
@@ -107,7 +107,7 @@ func New(z *dnsconfig.Zone, opts Options) (*Client, error) {
 	if confirm <= 0 {
 		confirm = DefaultConfirmTimeout
 	}
-	return &Client{zone: dnsconfig.CanonicalName(z.Name), server: z.Server, secret: z.Key.Secret.Base64(), confirm: confirm, t: t}, nil
+	return &Client{zone: dnsconfig.CanonicalName(z.Name), server: z.Server, secret: z.Key.Secret, confirm: confirm, t: t}, nil
 }
 
 // Zone is the zone's canonical name.
@@ -117,7 +117,7 @@ func (c *Client) Zone() string { return c.zone }
 func (c *Client) Server() string { return c.server }
 
 func (c *Client) fail(op, name, typ string, kind error, r *reply, detail string) *Error {
-	e := &Error{Op: op, Server: c.server, Name: name, Type: typ, Kind: kind, Detail: redact(detail, c.secret)}
+	e := &Error{Op: op, Server: c.server, Name: name, Type: typ, Kind: kind, Detail: redact(detail, c.secret.Base64())}
 	if r != nil {
 		e.Rcode, e.TSIGError = r.rcode, r.tsigError
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/golive/golive/internal/dnsconfig"
 )
 
 // fakeTransport answers from a script, for the paths a real server does
@@ -41,7 +43,11 @@ func (f *fakeTransport) canonical(_, _ string, v []string) ([]string, error) { r
 const fakeSecret = "RkFLRS1jYW5hcnktc2VjcmV0" // what redaction must remove
 
 func fakeClient(f *fakeTransport) *Client {
-	return &Client{zone: "example.test.", server: "192.0.2.53:53", secret: fakeSecret, confirm: 200 * time.Millisecond, t: f}
+	secret, err := dnsconfig.NewSecret(fakeSecret)
+	if err != nil {
+		panic(err)
+	}
+	return &Client{zone: "example.test.", server: "192.0.2.53:53", secret: secret, confirm: 200 * time.Millisecond, t: f}
 }
 
 func answer(values ...string) reply {

@@ -25,9 +25,9 @@ var algorithms = map[dnsconfig.Algorithm]string{
 // miekgTransport talks to one server with github.com/miekg/dns v1.
 type miekgTransport struct {
 	server  string
-	keyName string // canonical
-	alg     string // dns.HmacSHA256, ...
-	secret  string // base64
+	keyName string           // canonical
+	alg     string           // dns.HmacSHA256, ...
+	secret  dnsconfig.Secret // never a string here: a %+v of the client must not show it
 	timeout time.Duration
 }
 
@@ -42,13 +42,13 @@ func newMiekg(server string, key dnsconfig.TSIGKey, timeout time.Duration) (*mie
 		server:  server,
 		keyName: dns.CanonicalName(key.Name),
 		alg:     alg,
-		secret:  key.Secret.Base64(),
+		secret:  key.Secret,
 		timeout: timeout,
 	}, nil
 }
 
 func (t *miekgTransport) exchange(ctx context.Context, m *dns.Msg, network string) (*dns.Msg, error) {
-	c := &dns.Client{Net: network, Timeout: t.timeout, TsigSecret: map[string]string{t.keyName: t.secret}}
+	c := &dns.Client{Net: network, Timeout: t.timeout, TsigSecret: map[string]string{t.keyName: t.secret.Base64()}}
 	m.SetTsig(t.keyName, t.alg, tsigFudge, time.Now().Unix())
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
