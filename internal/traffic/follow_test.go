@@ -256,3 +256,52 @@ func BenchmarkWindowObserve(b *testing.B) {
 		w.Observe(now, 12*time.Millisecond, false)
 	}
 }
+
+// BenchmarkFollowRate measures what following costs at a steady rate: each
+// op is one second of access log at rate lines/s, written in 10 chunks,
+// read by a Follower at its default poll interval. Run with -benchtime=3x.
+func BenchmarkFollowRate(b *testing.B) {
+	for _, rate := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "access.log")
+			out, err := os.Create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer out.Close()
+			w := NewWindow(WindowOptions{})
+			f, err := NewFollower(FollowerConfig{Path: path, Routes: map[int]*Window{8081: w}, FromStart: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var chunk strings.Builder
+			for i := range rate / 10 {
+				fmt.Fprintf(&chunk, `{"msec":"1764540000.%03d","status":"200","upstream_addr":"127.0.0.1:8081","upstream_status":"200","upstream_response_time":"0.%03d","request_time":"0.%03d","host":"api.example.com","method":"GET","uri":"/v1/items/%d"}`+"\n",
+					i%1000, i%300, i%300+1, i)
+			}
+			data := []byte(chunk.String())
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); f.Run(ctx) }()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			lines := 0
+			tick := time.NewTicker(100 * time.Millisecond)
+			for range b.N * 10 {
+				<-tick.C
+				out.Write(data)
+				lines += rate / 10
+			}
+			tick.Stop()
+			for f.Stats().Lines < uint64(lines) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			cancel()
+			<-done
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(lines), "cpu-ns/line")
+			b.ReportMetric(float64(cpu)/float64(b.Elapsed())*100, "%core")
+		})
+	}
+}

@@ -2,12 +2,15 @@ package traffic
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golive/golive/internal/routertest"
 )
 
 func TestParseLine(t *testing.T) {
@@ -108,4 +111,30 @@ func FuzzParseLine(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLogFormatExampleNginx: the documented file passes nginx -t inside an
+// http block.
+func TestLogFormatExampleNginx(t *testing.T) {
+	bin := routertest.LookPath(t, "nginx")
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "examples", "nginx", "golive-log.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	inc := strings.ReplaceAll(string(b), "/var/log/nginx/golive.json.log", filepath.Join(dir, "golive.json.log"))
+	if inc == string(b) {
+		t.Fatal("the example does not log to /var/log/nginx/golive.json.log")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "golive-log.conf"), []byte(inc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	main := "pid " + dir + "/nginx.pid;\nerror_log " + dir + "/error.log;\nevents {}\nhttp {\n    include " + filepath.Join(dir, "golive-log.conf") + ";\n}\n"
+	if err := os.WriteFile(conf, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-t", "-p", dir+"/", "-c", conf, "-e", filepath.Join(dir, "error.log")).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
 }
