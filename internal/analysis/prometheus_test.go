@@ -341,3 +341,34 @@ func TestPrometheusClientOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleFile loads the shipped example and runs each of its queries
+// once against a real (empty) Prometheus: none may be refused, so every
+// one is valid PromQL once rendered; with no data, none may pass.
+func TestExampleFile(t *testing.T) {
+	ms, err := analysis.Load(filepath.Join("..", "..", "deploy", "prometheus", "analysis.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := promtest.Start(t, promtest.Options{})
+	q := newQuerier(t, srv.URL)
+	now := time.Now()
+	s, err := analysis.Start(ms, analysis.Values{Hosts: []string{"web-1.example", "web-2"}, Service: "api", Release: "v2", Slot: "green"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = analysis.Step(t.Context(), q, s, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, mr := range s.Metrics {
+		if len(mr.Measurements) != 1 {
+			t.Fatalf("metric %s: %d measurements, want 1", mr.Metric.Name, len(mr.Measurements))
+		}
+		if m := mr.Measurements[0]; m.Verdict != analysis.VerdictInconclusive || !strings.Contains(m.Message, "no data") {
+			t.Errorf("metric %s: %s (%s), want inconclusive for no data; query %s", mr.Metric.Name, m.Verdict, m.Message, m.Query)
+		}
+	}
+	if s.Passed() {
+		t.Error("an analysis over no data passed")
+	}
+}

@@ -174,7 +174,7 @@ func (s State) NextAt() time.Time {
 
 // Step takes every measurement due at now (concurrently, each bounded by
 // min(interval, 30s) on top of the querier's own timeout) and records
-// them. If ctx ends while querying, Step records nothing and returns s
+// them all, even when one of them ends the run. If ctx ends while querying, Step records nothing and returns s
 // and ctx's error: the caller lost its lease, and the next leader takes
 // the measurements again.
 func Step(ctx context.Context, q Querier, s State, now time.Time) (State, error) {
@@ -201,10 +201,14 @@ func Step(ctx context.Context, q Querier, s State, now time.Time) (State, error)
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
-	for k, i := range due {
-		s = s.Record(i, now, answers[k].res, answers[k].err)
+	if len(due) == 0 {
+		return s, nil
 	}
-	return s, nil
+	s = s.clone()
+	for k, i := range due {
+		s.record(i, now, answers[k].res, answers[k].err)
+	}
+	return s.settle(now), nil
 }
 
 // Record judges the answer (res, or err) to metric i's query evaluated at
@@ -219,6 +223,12 @@ func (s State) Record(i int, at time.Time, res Result, err error) State {
 		return s
 	}
 	s = s.clone()
+	s.record(i, at, res, err)
+	return s.settle(at)
+}
+
+// record judges one answer into metric i (running) of s, a clone.
+func (s *State) record(i int, at time.Time, res Result, err error) {
 	mr := &s.Metrics[i]
 	meas := Judge(&mr.Metric, mr.Query, at, res, err)
 	mr.Measurements = append(mr.Measurements, meas)
@@ -262,17 +272,27 @@ func (s State) Record(i int, at time.Time, res Result, err error) State {
 			mr.Reason += fmt.Sprintf("; %d had no data and passed by on_no_data = \"pass\"", mr.NoDataPasses)
 		}
 	}
-	if mr.Phase == PhaseFailed {
-		return s.end(at, fmt.Sprintf("metric %q failed: %s", m.Name, mr.Reason))
+}
+
+// settle ends a running run whose metrics decided it: failed with its
+// first failed metric (the others still running are cut short), or passed
+// when every metric passed.
+func (s State) settle(at time.Time) State {
+	if s.Done() {
+		return s
 	}
-	for _, o := range s.Metrics {
-		if o.Phase != PhasePassed {
-			return s
+	passed := true
+	for _, mr := range s.Metrics {
+		if mr.Phase == PhaseFailed {
+			return s.end(at, fmt.Sprintf("metric %q failed: %s", mr.Metric.Name, mr.Reason))
 		}
+		passed = passed && mr.Phase == PhasePassed
 	}
-	s.Phase = PhasePassed
-	s.EndedAt = at
-	s.Reason = "every metric passed"
+	if passed {
+		s.Phase = PhasePassed
+		s.EndedAt = at
+		s.Reason = "every metric passed"
+	}
 	return s
 }
 
