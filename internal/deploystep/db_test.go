@@ -153,6 +153,12 @@ func (f *dbFixture) fingerprint(t *testing.T) string {
   (SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'users')`)
 }
 
+// tables lists the public tables, sorted, comma-separated.
+func (f *dbFixture) tables(t *testing.T) string {
+	t.Helper()
+	return f.pg.Exec(t, "app", "SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '') FROM pg_tables WHERE schemaname = 'public'")
+}
+
 func (f *dbFixture) hasColumn(t *testing.T, col string) bool {
 	t.Helper()
 	return f.pg.Exec(t, "app", "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = '"+col+"'") == "1"
@@ -274,6 +280,10 @@ func TestMigrationBackupThenRestoreOnRollback(t *testing.T) {
 	if got := db.fingerprint(t); got != before {
 		t.Fatalf("after restore %s, want %s", got, before)
 	}
+	// The restore is exact: the tables m2's migration created are gone.
+	if got := db.tables(t); got != "orders,users" {
+		t.Fatalf("tables after restore %q, want only the backup's orders,users", got)
+	}
 	t.Logf("restore_db (stop, safety backup, restore) %.2fs", stageReport(back, StageRestoreDB).Seconds)
 	safety := back.Backup
 	if safety == nil || safety.VerifiedAt.IsZero() || safety.ReleaseAfter != "pre-restore" || safety.ID == rec.ID {
@@ -296,6 +306,9 @@ func TestMigrationBackupThenRestoreOnRollback(t *testing.T) {
 	mustRun(t, r, Command{ID: "c5", Kind: KindRollback, Release: "m2", RestoreBackupID: safety.ID}, OutcomeSucceeded)
 	if got := db.fingerprint(t); got != afterMigration || answers(t, port) != "v2" {
 		t.Fatalf("after restoring the safety backup %s, want %s", got, afterMigration)
+	}
+	if got := db.tables(t); got != "audit,migration_runs,orders,users" || db.migrationRuns(t) != "m2" {
+		t.Fatalf("tables after restoring the safety backup %q (runs %q), want m2's audit and migration_runs back", got, db.migrationRuns(t))
 	}
 }
 
