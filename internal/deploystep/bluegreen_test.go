@@ -280,6 +280,7 @@ func TestBlueGreenFailingReleaseGetsNoTraffic(t *testing.T) {
 			rg := newBGRig(t, kind, 0)
 			mustRun(t, rg.r, deployCmd(srv, "d1", "v1"), OutcomeSucceeded)
 			serving := router.Slot(rg.r.ActiveSlot(t.Context()))
+			servingPID := rg.mgrs[serving].PID()
 			gen, err := loadgen.New(loadgen.Options{URL: rg.url("/version"), Rate: 200, Concurrency: 64, Duration: time.Minute,
 				ExpectBody: func(time.Time) string { return "v1\n" }})
 			if err != nil {
@@ -293,6 +294,14 @@ func TestBlueGreenFailingReleaseGetsNoTraffic(t *testing.T) {
 			load := <-done
 			if res.FailedStage != StageSlotHealth {
 				t.Fatalf("failed stage %q: %s", res.FailedStage, res.Error)
+			}
+			// Only the idle slot was started and stopped: the live service
+			// was not touched, so the controller has nothing to roll back.
+			if !res.Unchanged || !strings.Contains(res.Error, NothingChanged) {
+				t.Fatalf("unchanged %v, error %q", res.Unchanged, res.Error)
+			}
+			if pid := rg.mgrs[serving].PID(); pid != servingPID || pid == 0 {
+				t.Fatalf("serving slot's pid %d, was %d", pid, servingPID)
 			}
 			if c := current(t, rg.r); c != "v1" {
 				t.Fatalf("current %q", c)

@@ -525,7 +525,7 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 	touched := false
 	for i := len(done) - 1; i >= 0; i-- {
 		st := done[i]
-		if st.touchesLive && !s.skippedBlueGreen(st.name) {
+		if st.touchesLive && !s.skipped(st.name) {
 			touched = true
 		}
 		if st.undo == nil {
@@ -588,12 +588,9 @@ func (s *step) undo(ctx context.Context, done []stage, progress func(string)) Ou
 	return outcome
 }
 
-// skippedBlueGreen: in a blue-green step, a stage that had nothing to do
-// (no hook, no migration, no canary weight) left the serving slot alone.
-func (s *step) skippedBlueGreen(name string) bool {
-	if !s.r.blueGreen() || s.j.NewSlot == "" {
-		return false
-	}
+// skipped: a stage that had nothing to do (no hook, no migration, no
+// canary weight) left the live service alone.
+func (s *step) skipped(name string) bool {
 	rep := s.findReport(name)
 	return rep != nil && rep.Skipped
 }

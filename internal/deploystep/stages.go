@@ -35,8 +35,11 @@ var (
 	stUnpack  = stage{name: StageUnpack, do: (*step).unpack, undo: (*step).unstage}
 	stPreSwap = stage{name: StagePreSwap, touchesLive: true, do: (*step).preSwap}
 	// backup has no undo: a verified backup is kept (it is what a restore
-	// needs), and a failed one leaves no file (dbbackup).
-	stBackup = stage{name: StageBackup, touchesLive: true, do: (*step).backup}
+	// needs), and a failed one leaves no file (dbbackup). It reads the
+	// database and restores into a scratch one: it does not touch the live
+	// service, so a backup failure after a pre_swap without a hook changes
+	// nothing (Unchanged).
+	stBackup = stage{name: StageBackup, do: (*step).backup}
 	// migrate has no undo: a migration is never reversed automatically;
 	// undo reports that the schema stays migrated (databaseWarnings).
 	stMigrate  = stage{name: StageMigrate, touchesLive: true, do: (*step).migrate}

@@ -330,3 +330,28 @@ func TestFailedFirstDeployLeavesNoCurrent(t *testing.T) {
 		t.Fatalf("service answers %q", got)
 	}
 }
+
+// A backup that fails (no pre_swap hook ran) changed nothing either: the
+// database was only read, the live process still serves.
+func TestBackupFailureChangesNothing(t *testing.T) {
+	srv := serveArtifacts(t)
+	db := newDBFixture(t)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunnerWith(t, state, port, testLogger(t), db.plan.apply)
+	mustRun(t, r, deployCmd(srv, "c1", "m1"), OutcomeSucceeded)
+	before, fp := liveProc(t, r), db.fingerprint(t)
+	db.setTool(t, "pg_dump", "#!/bin/sh\nkill -9 $$\n")
+	res := mustRun(t, r, deployCmd(srv, "c2", "m2"), OutcomeFailed)
+	if res.FailedStage != StageBackup || !res.Unchanged || !strings.Contains(res.Error, NothingChanged) {
+		t.Fatalf("stage %q unchanged %v error %q", res.FailedStage, res.Unchanged, res.Error)
+	}
+	if hasStage(res, StageOnRollback) || hasStage(res, StageRollbackHealth) {
+		t.Fatalf("rollback stages ran: %+v", res.Stages)
+	}
+	if got := liveProc(t, r); got != before {
+		t.Fatalf("live process %+v, want %+v", got, before)
+	}
+	if db.fingerprint(t) != fp || current(t, r) != "m1" {
+		t.Fatalf("database or current changed (current %q)", current(t, r))
+	}
+}
