@@ -183,10 +183,9 @@ service "app" {
 	if err != nil {
 		t.Fatalf("rollback --restore-db: %v\n%s", err, out2)
 	}
-	// Rows and the users table's columns are back. pg_restore --clean only
-	// drops what the dump holds: the table v2's migration added stays
-	// (dbbackup.Restore; the README says so).
-	if got := counts(); got != "300 120 0 1" {
+	// Rows and the users table's columns are back, and the restore is
+	// exact: the table v2's migration added is gone (dbbackup.Restore).
+	if got := counts(); got != "300 120 0 0" {
 		t.Fatalf("after the restore: users orders email audit = %q, want the rows and columns from before v2\n%s", got, out2)
 	}
 	if got := h.answers(); got != "v1" {
