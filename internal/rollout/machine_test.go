@@ -37,6 +37,10 @@ type sim struct {
 	pending Observation // operator requests for the next step
 	pre     PreflightResult
 	actions []Action
+	// unchanged marks hosts whose failed deploy changed nothing;
+	// rolledBackTo is the release each host's rollback reports.
+	unchanged    map[string]bool
+	rolledBackTo map[string]string
 }
 
 func newSim(t *testing.T, hosts int, mut func(*Spec)) *sim {
@@ -59,6 +63,7 @@ func (x *sim) observe() Observation {
 			if r, ok := x.fleet.result[id]; ok {
 				o.Result = r
 			}
+			o.Unchanged = x.unchanged[id]
 			if !x.fleet.noData[id] {
 				lat := 20 * time.Millisecond
 				if l, ok := x.fleet.latency[id]; ok {
@@ -73,6 +78,7 @@ func (x *sim) observe() Observation {
 			if r, ok := x.fleet.rollback[id]; ok {
 				o.RollbackResult = r
 			}
+			o.RollbackRelease = x.rolledBackTo[id]
 		}
 		obs.Hosts[id] = o
 	}

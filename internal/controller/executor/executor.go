@@ -361,7 +361,11 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 	// fails leaves the rest to a later pass (see the package doc).
 	rev := tr.Header.Revision
 	if err := e.writeCommands(ctx, fence, st.ID, rev, next.Token, cmds, opCmds); err != nil {
-		e.log.Warn("commands not all written; a later pass writes the rest", "rollout_id", st.ID, "error", err)
+		// The record moved but its commands did not all go out (deposed,
+		// the approval ended, etcd trouble): whoever leads next writes
+		// them, or reports them cancelled. Nothing is announced from here.
+		e.log.Warn("record stored, commands not all written; the leader's next pass finishes them", "rollout_id", st.ID, "error", err)
+		return time.Second, nil
 	}
 	// Start the pre-live checks now rather than on the next pass (a no-op
 	// when they run already); forget them once the rollout left preflight.

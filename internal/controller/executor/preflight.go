@@ -111,11 +111,13 @@ func FanOutPreflight(ctx context.Context, st *store.Store, log hclog.Logger, spe
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, put, err := st.Commit(wctx, nil, ops)
-	if err != nil {
+	// The commands go out in several transactions when there are many
+	// hosts, and an answer may land before the last one: watch from before
+	// the first (the lease's grant is older than every command).
+	if _, _, err := st.Commit(wctx, nil, ops); err != nil {
 		return nil, fmt.Errorf("preflight: write commands: %w", err)
 	}
-	log.Info("preflight sent", "batch", batch, "service", spec.Service, "release", spec.Release, "hosts", spec.Hosts, "skip", spec.Skip)
+	log.Info("preflight sent", "batch", batch, "service", spec.Service, "release", spec.Release, "hosts", len(spec.Hosts), "skip", spec.Skip)
 	pending := len(want)
 	take := func(key string, value []byte) {
 		i, ok := want[key]
@@ -136,7 +138,7 @@ func FanOutPreflight(ctx context.Context, st *store.Store, log hclog.Logger, spe
 		}
 		pending--
 	}
-	wch := st.Client().Watch(clientv3.WithRequireLeader(wctx), st.Keys().Results(), clientv3.WithPrefix(), clientv3.WithRev(put.Header.Revision+1))
+	wch := st.Client().Watch(clientv3.WithRequireLeader(wctx), st.Keys().Results(), clientv3.WithPrefix(), clientv3.WithRev(lease.ResponseHeader.Revision+1))
 	for pending > 0 {
 		wr, ok := <-wch
 		if !ok || wr.Err() != nil {
