@@ -155,7 +155,8 @@ func (c *Client) query(ctx context.Context, name, typ string) (*Answer, error) {
 		return nil, c.fail("query", name, typ, classifyNet(err), nil, err.Error())
 	}
 	if r.verifyErr != nil || !r.signed {
-		if kind := rcodeKind(r.rcode); kind != nil {
+		if kind := rcodeKind(r.rcode); kind == ErrRefused {
+			// BADSIG/BADKEY replies are unsigned by necessity.
 			return nil, c.fail("query", name, typ, kind, &r, "")
 		}
 		detail := "the reply is not signed"

@@ -2,7 +2,9 @@ package dnsupdate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -136,7 +138,9 @@ func (t *miekgTransport) query(ctx context.Context, name, typ string) (reply, er
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = false
 	r, err := t.exchange(ctx, m, "udp")
-	if err == nil && r.Truncated {
+	var ne net.Error
+	if (err == nil && r.Truncated) || (r == nil && errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil) {
+		// Truncated, or a UDP datagram lost: a query is safe to repeat.
 		m.Extra = nil
 		r, err = t.exchange(ctx, m, "tcp")
 	}
