@@ -109,7 +109,7 @@ service "app" {
 	if _, err := ctl.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: "start automation now", Ttl: durationpb.New(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 5*time.Second, "agent holds the token", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "agent holds the token", func() bool {
 		la, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
 		return err == nil && len(la.Agents) == 1 && la.Agents[0].FencingToken != 0
 	})
@@ -192,9 +192,15 @@ service "app" {
 		t.Fatalf("answers %q after the restore rollback, want v1", got)
 	}
 	// The safety backup holds the database as it was before the restore.
-	lb, err := ctl.ListBackups(ctx, &golivev1.ListBackupsRequest{Service: "app", HostId: h.id})
-	if err != nil || len(lb.Backups) < 3 || lb.Backups[0].CreatedAt.AsTime().Before(b.CreatedAt.AsTime()) || lb.Backups[0].Id == b.Id {
-		t.Fatalf("backups after the restore: %v, %v", lb, err)
+	// It is listed once the agent's report reaches the controller.
+	var lb *golivev1.ListBackupsResponse
+	testenv.WaitFor(t, 30*time.Second, "the safety backup listed", func() bool {
+		var err error
+		lb, err = ctl.ListBackups(ctx, &golivev1.ListBackupsRequest{Service: "app", HostId: h.id})
+		return err == nil && len(lb.Backups) >= 3 && lb.Backups[0].ReleaseAfter == "pre-restore"
+	})
+	if lb.Backups[0].CreatedAt.AsTime().Before(b.CreatedAt.AsTime()) || lb.Backups[0].Id == b.Id {
+		t.Fatalf("backups after the restore: %v", lb)
 	}
 	safety := map[string]int64{}
 	for _, tr := range lb.Backups[0].Tables {

@@ -110,9 +110,9 @@ func TestDeployRollBackAndOperatorRollbackOnThreeHosts(t *testing.T) {
 	if _, err := ctl.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: "start automation now", Ttl: durationpb.New(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 5*time.Second, "agents hold the token", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "agents hold the token", func() bool {
 		la, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
-		if err != nil {
+		if err != nil || len(la.Agents) != 3 {
 			return false
 		}
 		for _, a := range la.Agents {
@@ -158,15 +158,24 @@ func TestDeployRollBackAndOperatorRollbackOnThreeHosts(t *testing.T) {
 			t.Fatalf("%s answers %q after v3 was rolled back", h.id, got)
 		}
 	}
-	// The controller shows the true state.
-	la, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range la.Agents {
-		if len(a.Services) != 1 || a.Services[0].CurrentRelease != "v2" {
-			t.Fatalf("%s shows %v", a.HostId, a.Services)
+	// The controller comes to show the true state (host status arrives
+	// with the agents' reports, not with the rollout's end).
+	var shown []*golivev1.Agent
+	testenv.WaitFor(t, 30*time.Second, "the controller shows v2 on every host", func() bool {
+		la, err := ctl.ListAgents(ctx, &golivev1.ListAgentsRequest{})
+		if err != nil || len(la.Agents) != 3 {
+			return false
 		}
+		shown = la.Agents
+		for _, a := range la.Agents {
+			if len(a.Services) != 1 || a.Services[0].CurrentRelease != "v2" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, a := range shown {
+		t.Logf("%s shows %v", a.HostId, a.Services)
 	}
 	// The operator's rollback, without approval: back to v1 everywhere.
 	if _, err := ctl.Revoke(ctx, &golivev1.RevokeRequest{}); err != nil {

@@ -187,8 +187,12 @@ func TestLeaderKill9FailoverWithin5s(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 5*time.Second, "token on every agent", func() bool {
-		for _, a := range agentStates(t, r[other].addr) {
+	testenv.WaitFor(t, 30*time.Second, "token on every agent", func() bool {
+		st := agentStates(t, r[other].addr) // nil when the RPC fails
+		if len(st) != 3 {
+			return false
+		}
+		for _, a := range st {
 			if a.FencingToken != resp.Approval.FencingToken {
 				return false
 			}

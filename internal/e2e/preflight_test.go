@@ -222,11 +222,14 @@ func TestPreflight(t *testing.T) {
 	if pf, others := cmds.counts(); pf != 2 || others != 0 {
 		t.Fatalf("commands written: %d preflight, %d other; want 2 preflight", pf, others)
 	}
-	for _, prefix := range []string{c.Keys().Commands(), c.Keys().Results()} {
-		if r, err := c.Client().Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
-			t.Fatalf("%s holds %d keys after the preflight (err %v), want none", prefix, r.Count, err)
+	testenv.WaitFor(t, 10*time.Second, "no command or result left after the preflight", func() bool {
+		for _, prefix := range []string{c.Keys().Commands(), c.Keys().Results()} {
+			if r, err := c.Client().Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
+				return false
+			}
 		}
-	}
+		return true
+	})
 	au, err := ctl.ListAudit(ctx, &golivev1.ListAuditRequest{Action: "preflight"})
 	if err != nil || len(au.Entries) != 1 || au.Entries[0].Actor != "alice" || au.Entries[0].Outcome != "failed" {
 		t.Fatalf("preflight audit = %v, %v", au, err)
@@ -413,9 +416,10 @@ func TestPreflightNoAnswerInTime(t *testing.T) {
 			return false // not answered yet
 		}
 		r, err := c.Client().Get(ctx, c.Keys().Results(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-		return err == nil && r.Count == 0
+		if err != nil || r.Count != 0 {
+			return false
+		}
+		r, err = c.Client().Get(ctx, c.Keys().Commands(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && r.Count == 0 // no command left behind either
 	})
-	if r, err := c.Client().Get(ctx, c.Keys().Commands(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
-		t.Fatalf("commands left behind: %v %v", r, err)
-	}
 }
