@@ -652,8 +652,9 @@ func (a *Agent) start(cmd *golivev1.Command) {
 		})
 		log.Info("step finished", "outcome", res.Outcome, "failed_stage", res.FailedStage, "error", res.Error)
 		a.metrics.steps.WithLabelValues(svc, string(res.Outcome)).Inc()
-		if s.Prober != nil && (res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack) {
-			// Another release is live: its health window starts now, and
+		if s.Prober != nil && !res.Unchanged && (res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack) {
+			// Another release is live (an Unchanged no-op rollback keeps
+			// the window it had): its health window starts now, and
 			// its first figures go out without waiting for the next
 			// heartbeat (a rollout's gate is waiting for them).
 			s.Prober.Reset()

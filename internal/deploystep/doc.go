@@ -22,7 +22,8 @@
 //	                 failure before pre_swap (nothing live touched)  ─▶ FAILED, Unchanged
 //
 // A failure before the live service is touched (fetch: 404, size cap;
-// verify: sha256, signature; unpack) undoes only its scratch work: the live
+// verify: sha256, signature; unpack; backup after a pre_swap without a
+// hook: a backup only reads the database) undoes only its scratch work: the live
 // process is not stopped or restarted, current and previous do not move.
 // The result is FAILED with Unchanged set and an error ending "nothing
 // changed on the host": there is nothing to roll back. So is a command
