@@ -229,7 +229,11 @@ func (c *Client) Apply(ctx context.Context, ch Change) (*Result, error) {
 func (c *Client) lostReply(ctx context.Context, ch Change, sent time.Time, err error) (*Result, error) {
 	kind := classifyNet(err)
 	e := c.fail("update", ch.Name, ch.Type, kind, nil, err.Error())
-	if notSent(err) || ctx.Err() != nil {
+	if notSent(err) {
+		return nil, e
+	}
+	if ctx.Err() != nil {
+		e.Unknown = true
 		return nil, e
 	}
 	a, qerr := c.query(ctx, ch.Name, ch.Type)
@@ -239,8 +243,10 @@ func (c *Client) lostReply(ctx context.Context, ch Change, sent time.Time, err e
 	case slices.Equal(a.Values, ch.New) && (!a.Exists || a.TTL == ch.TTL):
 		now := time.Now()
 		return &Result{Change: ch, Rcode: "NOERROR", SentAt: sent, ConfirmedAt: now, Latency: now.Sub(sent), Queries: 1}, nil
-	default:
+	case slices.Equal(a.Values, ch.Old):
 		e.Detail += "; the server answers the old records"
+	default:
+		e.Detail += fmt.Sprintf("; the server answers [%s], neither the old nor the new records", strings.Join(a.Values, " "))
 	}
 	return nil, e
 }
@@ -299,7 +305,7 @@ func classifyNet(err error) error {
 	var ne net.Error
 	var oe *net.OpError
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout(), errors.As(err, &oe):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.As(err, &ne) && ne.Timeout(), errors.As(err, &oe):
 		return ErrUnreachable
 	case notSent(err):
 		return ErrUnreachable

@@ -83,6 +83,9 @@ func (e *Error) hint() string {
 		}
 		return ""
 	}
+	if e.Unknown {
+		return "the update was sent but its outcome is unknown: the record is either all old or all new (an update is atomic); `golive-controller dns show " + e.Name + "` tells which"
+	}
 	switch e.Kind {
 	case ErrRefused:
 		return "the server rejected the key or its update policy forbids this change; check key_name, key_algorithm and key_file, and the zone's update-policy/ACL for the key; nothing was changed"
@@ -91,9 +94,6 @@ func (e *Error) hint() string {
 	case ErrServer, ErrInvalid:
 		return "nothing was changed"
 	case ErrUnreachable:
-		if e.Unknown {
-			return "the update was sent but not answered, and the server cannot be queried: the record is either all old or all new (an update is atomic); `golive-controller dns show " + e.Name + "` tells which once it answers"
-		}
 		return "nothing was changed; check that the server runs and the address is right"
 	case ErrNotConfirmed:
 		return "the server accepted the update; `golive-controller dns show " + e.Name + "` shows what it answers now"

@@ -76,6 +76,8 @@ func TestFakePaths(t *testing.T) {
 			wantKind: ErrUnreachable, wantText: "the server answers the old records"},
 		{name: "reply lost, server gone", give: &fakeTransport{updateErr: netErr, queryErr: netErr},
 			wantKind: ErrUnreachable, wantUnknown: true, wantText: "either all old or all new"},
+		{name: "reply lost, someone else", give: &fakeTransport{updateErr: netErr, answers: []reply{answer("192.0.2.9")}},
+			wantKind: ErrUnreachable, wantText: "answers [192.0.2.9], neither the old nor the new"},
 		{name: "never sent", give: &fakeTransport{updateErr: errNotSent{errors.New("connect: connection refused")}},
 			wantKind: ErrUnreachable, wantText: "nothing was changed"},
 		{name: "unsigned NOERROR", give: &fakeTransport{upd: reply{rcode: "NOERROR"}},
