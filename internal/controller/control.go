@@ -17,6 +17,7 @@ import (
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/notify"
+	"github.com/golive/golive/internal/version"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -109,7 +110,7 @@ func (c *control) Status(ctx context.Context, _ *golivev1.StatusRequest) (*goliv
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	resp := &golivev1.StatusResponse{Approval: approvalProto(a), Replica: c.s.cfg.ReplicaID, Leader: leader}
+	resp := &golivev1.StatusResponse{Approval: approvalProto(a), Replica: c.s.cfg.ReplicaID, Leader: leader, ControllerVersion: version.Version}
 	for _, ag := range agents {
 		if ag.State == "connected" {
 			resp.AgentsConnected++

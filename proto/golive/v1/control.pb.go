@@ -118,10 +118,13 @@ func (x *Approval) GetPhrase() string {
 
 // AuthorizeRequest asks to turn automation on.
 type AuthorizeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Phrase        string                 `protobuf:"bytes,1,opt,name=phrase,proto3" json:"phrase,omitempty"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Phrase string                 `protobuf:"bytes,1,opt,name=phrase,proto3" json:"phrase,omitempty"`
+	Ttl    *durationpb.Duration   `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// extend prolongs the live approval to ttl from now instead of granting a
+	// new one: same fencing token, same phrase rule, audited.
+	Extend        bool `protobuf:"varint,4,opt,name=extend,proto3" json:"extend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -175,6 +178,13 @@ func (x *AuthorizeRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *AuthorizeRequest) GetExtend() bool {
+	if x != nil {
+		return x.Extend
+	}
+	return false
 }
 
 // AuthorizeResponse carries the granted approval.
@@ -449,8 +459,10 @@ type StatusResponse struct {
 	AgentsConnected uint32                 `protobuf:"varint,4,opt,name=agents_connected,json=agentsConnected,proto3" json:"agents_connected,omitempty"`
 	AgentsLost      uint32                 `protobuf:"varint,5,opt,name=agents_lost,json=agentsLost,proto3" json:"agents_lost,omitempty"`
 	Rollouts        []*Rollout             `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// controller_version is the answering replica's build version.
+	ControllerVersion string `protobuf:"bytes,7,opt,name=controller_version,json=controllerVersion,proto3" json:"controller_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -523,6 +535,13 @@ func (x *StatusResponse) GetRollouts() []*Rollout {
 		return x.Rollouts
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetControllerVersion() string {
+	if x != nil {
+		return x.ControllerVersion
+	}
+	return ""
 }
 
 // Agent is an agent as the controller knows it.
@@ -1014,8 +1033,16 @@ type DeployRequest struct {
 	DryRun           bool                 `protobuf:"varint,15,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	SkipChecks       []string             `protobuf:"bytes,16,rep,name=skip_checks,json=skipChecks,proto3" json:"skip_checks,omitempty"`
 	WeightPercent    uint32               `protobuf:"varint,17,opt,name=weight_percent,json=weightPercent,proto3" json:"weight_percent,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// analysis: PromQL analysis files (HCL, see internal/analysis) judged at
+	// every wave's gate, with the controller's per-service default.
+	Analysis []*AnalysisFile `protobuf:"bytes,18,rep,name=analysis,proto3" json:"analysis,omitempty"`
+	// min_requests: real requests a bake must see (0: the default, 100).
+	MinRequests uint64 `protobuf:"varint,19,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	// max_error_ratio_vs_stable: also fail a new slot whose error rate is over
+	// this many times the stable slot's (0: off).
+	MaxErrorRatioVsStable float64 `protobuf:"fixed64,20,opt,name=max_error_ratio_vs_stable,json=maxErrorRatioVsStable,proto3" json:"max_error_ratio_vs_stable,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *DeployRequest) Reset() {
@@ -1167,20 +1194,98 @@ func (x *DeployRequest) GetWeightPercent() uint32 {
 	return 0
 }
 
+func (x *DeployRequest) GetAnalysis() []*AnalysisFile {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+func (x *DeployRequest) GetMinRequests() uint64 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+func (x *DeployRequest) GetMaxErrorRatioVsStable() float64 {
+	if x != nil {
+		return x.MaxErrorRatioVsStable
+	}
+	return 0
+}
+
+// AnalysisFile is one analysis file as the operator gave it.
+type AnalysisFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Hcl           string                 `protobuf:"bytes,2,opt,name=hcl,proto3" json:"hcl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisFile) Reset() {
+	*x = AnalysisFile{}
+	mi := &file_golive_v1_control_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisFile) ProtoMessage() {}
+
+func (x *AnalysisFile) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisFile.ProtoReflect.Descriptor instead.
+func (*AnalysisFile) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AnalysisFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AnalysisFile) GetHcl() string {
+	if x != nil {
+		return x.Hcl
+	}
+	return ""
+}
+
 // Wave is a set of hosts deployed together.
 type Wave struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Hosts         []string               `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Hosts []string               `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	State string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// judged_on is what the wave's gate judged: "traffic" (the load
+	// balancer's counts of real requests), "probe" (the agent's health probe,
+	// for hosts with no router), "promql", joined with "+".
+	JudgedOn      string `protobuf:"bytes,5,opt,name=judged_on,json=judgedOn,proto3" json:"judged_on,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Wave) Reset() {
 	*x = Wave{}
-	mi := &file_golive_v1_control_proto_msgTypes[16]
+	mi := &file_golive_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1297,7 @@ func (x *Wave) String() string {
 func (*Wave) ProtoMessage() {}
 
 func (x *Wave) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[16]
+	mi := &file_golive_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1310,7 @@ func (x *Wave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wave.ProtoReflect.Descriptor instead.
 func (*Wave) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Wave) GetIndex() uint32 {
@@ -1236,6 +1341,13 @@ func (x *Wave) GetState() string {
 	return ""
 }
 
+func (x *Wave) GetJudgedOn() string {
+	if x != nil {
+		return x.JudgedOn
+	}
+	return ""
+}
+
 // HostProgress is one host's part of a rollout.
 type HostProgress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1252,7 +1364,7 @@ type HostProgress struct {
 
 func (x *HostProgress) Reset() {
 	*x = HostProgress{}
-	mi := &file_golive_v1_control_proto_msgTypes[17]
+	mi := &file_golive_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1376,7 @@ func (x *HostProgress) String() string {
 func (*HostProgress) ProtoMessage() {}
 
 func (x *HostProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[17]
+	mi := &file_golive_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1389,7 @@ func (x *HostProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostProgress.ProtoReflect.Descriptor instead.
 func (*HostProgress) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HostProgress) GetHostId() string {
@@ -1354,13 +1466,15 @@ type Rollout struct {
 	Preflight []*HostChecks `protobuf:"bytes,19,rep,name=preflight,proto3" json:"preflight,omitempty"`
 	// skipped_checks are the checks the deployer chose to skip (audited).
 	SkippedChecks []string `protobuf:"bytes,20,rep,name=skipped_checks,json=skippedChecks,proto3" json:"skipped_checks,omitempty"`
+	// analysis is the current (or last) wave's PromQL analysis, if any.
+	Analysis      *AnalysisRun `protobuf:"bytes,21,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_golive_v1_control_proto_msgTypes[18]
+	mi := &file_golive_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1486,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[18]
+	mi := &file_golive_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1499,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Rollout) GetId() string {
@@ -1521,6 +1635,180 @@ func (x *Rollout) GetSkippedChecks() []string {
 	return nil
 }
 
+func (x *Rollout) GetAnalysis() *AnalysisRun {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// AnalysisRun is a wave's PromQL analysis: every measurement taken.
+type AnalysisRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Wave  uint32                 `protobuf:"varint,1,opt,name=wave,proto3" json:"wave,omitempty"`
+	// phase: "running", "passed" or "failed".
+	Phase        string         `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Summary      string         `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	Measurements []*Measurement `protobuf:"bytes,4,rep,name=measurements,proto3" json:"measurements,omitempty"`
+	// notes: what the audit entry records (e.g. on_no_data = "pass" used).
+	Notes         []string `protobuf:"bytes,5,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisRun) Reset() {
+	*x = AnalysisRun{}
+	mi := &file_golive_v1_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisRun) ProtoMessage() {}
+
+func (x *AnalysisRun) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisRun.ProtoReflect.Descriptor instead.
+func (*AnalysisRun) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AnalysisRun) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *AnalysisRun) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *AnalysisRun) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *AnalysisRun) GetMeasurements() []*Measurement {
+	if x != nil {
+		return x.Measurements
+	}
+	return nil
+}
+
+func (x *AnalysisRun) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
+// Measurement is one PromQL query a gate ran.
+type Measurement struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Metric string                 `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// query as sent to Prometheus.
+	Query string                 `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// value as Prometheus writes it ("NaN", "+Inf" included); empty on error.
+	Value string `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// verdict: "pass", "fail", "inconclusive" or "error".
+	Verdict       string `protobuf:"bytes,5,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Measurement) Reset() {
+	*x = Measurement{}
+	mi := &file_golive_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Measurement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Measurement) ProtoMessage() {}
+
+func (x *Measurement) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Measurement.ProtoReflect.Descriptor instead.
+func (*Measurement) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Measurement) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Measurement) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *Measurement) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Measurement) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Measurement) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *Measurement) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // DeployResponse returns the rollout (or the plan for a dry run).
 type DeployResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1531,7 +1819,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[19]
+	mi := &file_golive_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1831,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[19]
+	mi := &file_golive_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1844,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeployResponse) GetRollout() *Rollout {
@@ -1582,7 +1870,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[20]
+	mi := &file_golive_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1882,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[20]
+	mi := &file_golive_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1895,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RollbackRequest) GetService() string {
@@ -1657,7 +1945,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[21]
+	mi := &file_golive_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1957,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[21]
+	mi := &file_golive_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1970,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RollbackResponse) GetRollout() *Rollout {
@@ -1709,7 +1997,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[22]
+	mi := &file_golive_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +2009,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[22]
+	mi := &file_golive_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +2022,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -1754,7 +2042,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[23]
+	mi := &file_golive_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2054,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[23]
+	mi := &file_golive_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2067,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -1800,7 +2088,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[24]
+	mi := &file_golive_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +2100,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[24]
+	mi := &file_golive_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2113,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1852,7 +2140,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[25]
+	mi := &file_golive_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2152,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[25]
+	mi := &file_golive_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2165,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1897,7 +2185,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[26]
+	mi := &file_golive_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2197,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[26]
+	mi := &file_golive_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2210,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1942,7 +2230,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[27]
+	mi := &file_golive_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2242,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[27]
+	mi := &file_golive_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2255,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1988,7 +2276,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[28]
+	mi := &file_golive_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2288,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[28]
+	mi := &file_golive_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2301,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -2040,7 +2328,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[29]
+	mi := &file_golive_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2340,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[29]
+	mi := &file_golive_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2353,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -2087,7 +2375,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[30]
+	mi := &file_golive_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2387,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[30]
+	mi := &file_golive_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2400,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -2141,7 +2429,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[31]
+	mi := &file_golive_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2441,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[31]
+	mi := &file_golive_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2454,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchRolloutResponse) GetRollout() *Rollout {
@@ -2199,7 +2487,7 @@ type GateStatus struct {
 
 func (x *GateStatus) Reset() {
 	*x = GateStatus{}
-	mi := &file_golive_v1_control_proto_msgTypes[32]
+	mi := &file_golive_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2499,7 @@ func (x *GateStatus) String() string {
 func (*GateStatus) ProtoMessage() {}
 
 func (x *GateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[32]
+	mi := &file_golive_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2512,7 @@ func (x *GateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateStatus.ProtoReflect.Descriptor instead.
 func (*GateStatus) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GateStatus) GetWave() uint32 {
@@ -2287,7 +2575,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[33]
+	mi := &file_golive_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2587,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[33]
+	mi := &file_golive_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2600,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListRolloutsRequest) GetService() string {
@@ -2339,7 +2627,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[34]
+	mi := &file_golive_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2639,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[34]
+	mi := &file_golive_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2652,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -2395,7 +2683,7 @@ type PreflightRequest struct {
 
 func (x *PreflightRequest) Reset() {
 	*x = PreflightRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[35]
+	mi := &file_golive_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2695,7 @@ func (x *PreflightRequest) String() string {
 func (*PreflightRequest) ProtoMessage() {}
 
 func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[35]
+	mi := &file_golive_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2708,7 @@ func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
 func (*PreflightRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PreflightRequest) GetService() string {
@@ -2492,7 +2780,7 @@ type HostChecks struct {
 
 func (x *HostChecks) Reset() {
 	*x = HostChecks{}
-	mi := &file_golive_v1_control_proto_msgTypes[36]
+	mi := &file_golive_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2792,7 @@ func (x *HostChecks) String() string {
 func (*HostChecks) ProtoMessage() {}
 
 func (x *HostChecks) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[36]
+	mi := &file_golive_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2805,7 @@ func (x *HostChecks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostChecks.ProtoReflect.Descriptor instead.
 func (*HostChecks) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HostChecks) GetHostId() string {
@@ -2555,7 +2843,7 @@ type PreflightResponse struct {
 
 func (x *PreflightResponse) Reset() {
 	*x = PreflightResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[37]
+	mi := &file_golive_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2855,7 @@ func (x *PreflightResponse) String() string {
 func (*PreflightResponse) ProtoMessage() {}
 
 func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[37]
+	mi := &file_golive_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2868,7 @@ func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightResponse.ProtoReflect.Descriptor instead.
 func (*PreflightResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PreflightResponse) GetService() string {
@@ -2635,7 +2923,7 @@ type BackupRecord struct {
 
 func (x *BackupRecord) Reset() {
 	*x = BackupRecord{}
-	mi := &file_golive_v1_control_proto_msgTypes[38]
+	mi := &file_golive_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +2935,7 @@ func (x *BackupRecord) String() string {
 func (*BackupRecord) ProtoMessage() {}
 
 func (x *BackupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[38]
+	mi := &file_golive_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +2948,7 @@ func (x *BackupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRecord.ProtoReflect.Descriptor instead.
 func (*BackupRecord) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BackupRecord) GetId() string {
@@ -2765,7 +3053,7 @@ type TableRows struct {
 
 func (x *TableRows) Reset() {
 	*x = TableRows{}
-	mi := &file_golive_v1_control_proto_msgTypes[39]
+	mi := &file_golive_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +3065,7 @@ func (x *TableRows) String() string {
 func (*TableRows) ProtoMessage() {}
 
 func (x *TableRows) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[39]
+	mi := &file_golive_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +3078,7 @@ func (x *TableRows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableRows.ProtoReflect.Descriptor instead.
 func (*TableRows) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TableRows) GetName() string {
@@ -2819,7 +3107,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[40]
+	mi := &file_golive_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +3119,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[40]
+	mi := &file_golive_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +3132,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListBackupsRequest) GetService() string {
@@ -2878,7 +3166,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[41]
+	mi := &file_golive_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3178,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[41]
+	mi := &file_golive_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3191,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupRecord {
@@ -2911,6 +3199,104 @@ func (x *ListBackupsResponse) GetBackups() []*BackupRecord {
 		return x.Backups
 	}
 	return nil
+}
+
+// ForgetAgentRequest names a lost agent to forget.
+type ForgetAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetAgentRequest) Reset() {
+	*x = ForgetAgentRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetAgentRequest) ProtoMessage() {}
+
+func (x *ForgetAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetAgentRequest.ProtoReflect.Descriptor instead.
+func (*ForgetAgentRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ForgetAgentRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *ForgetAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ForgetAgentResponse says which agent was forgotten.
+type ForgetAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostId        string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetAgentResponse) Reset() {
+	*x = ForgetAgentResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetAgentResponse) ProtoMessage() {}
+
+func (x *ForgetAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetAgentResponse.ProtoReflect.Descriptor instead.
+func (*ForgetAgentResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ForgetAgentResponse) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
 }
 
 var File_golive_v1_control_proto protoreflect.FileDescriptor
@@ -2928,11 +3314,12 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"granted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06phrase\x18\a \x01(\tR\x06phrase\"o\n" +
+	"\x06phrase\x18\a \x01(\tR\x06phrase\"\x87\x01\n" +
 	"\x10AuthorizeRequest\x12\x16\n" +
 	"\x06phrase\x18\x01 \x01(\tR\x06phrase\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"D\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06extend\x18\x04 \x01(\bR\x06extend\"D\n" +
 	"\x11AuthorizeResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"'\n" +
 	"\rRevokeRequest\x12\x16\n" +
@@ -2943,7 +3330,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x12GetApprovalRequest\"F\n" +
 	"\x13GetApprovalResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"\x0f\n" +
-	"\rStatusRequest\"\xef\x01\n" +
+	"\rStatusRequest\"\x9e\x02\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x18\n" +
@@ -2951,7 +3338,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x10agents_connected\x18\x04 \x01(\rR\x0fagentsConnected\x12\x1f\n" +
 	"\vagents_lost\x18\x05 \x01(\rR\n" +
 	"agentsLost\x12.\n" +
-	"\brollouts\x18\x06 \x03(\v2\x12.golive.v1.RolloutR\brollouts\"\x9d\x04\n" +
+	"\brollouts\x18\x06 \x03(\v2\x12.golive.v1.RolloutR\brollouts\x12-\n" +
+	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\"\x9d\x04\n" +
 	"\x05Agent\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.golive.v1.Agent.LabelsEntryR\x06labels\x12\x14\n" +
@@ -2993,7 +3381,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x11ListAuditResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.golive.v1.AuditEntryR\aentries\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x1b\n" +
-	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\xdd\x05\n" +
+	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\xef\x06\n" +
 	"\rDeployRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
@@ -3014,15 +3402,22 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\adry_run\x18\x0f \x01(\bR\x06dryRun\x12\x1f\n" +
 	"\vskip_checks\x18\x10 \x03(\tR\n" +
 	"skipChecks\x12%\n" +
-	"\x0eweight_percent\x18\x11 \x01(\rR\rweightPercent\x1a;\n" +
+	"\x0eweight_percent\x18\x11 \x01(\rR\rweightPercent\x123\n" +
+	"\banalysis\x18\x12 \x03(\v2\x17.golive.v1.AnalysisFileR\banalysis\x12!\n" +
+	"\fmin_requests\x18\x13 \x01(\x04R\vminRequests\x128\n" +
+	"\x19max_error_ratio_vs_stable\x18\x14 \x01(\x01R\x15maxErrorRatioVsStable\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\fAnalysisFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03hcl\x18\x02 \x01(\tR\x03hcl\"y\n" +
 	"\x04Wave\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\xd3\x01\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1b\n" +
+	"\tjudged_on\x18\x05 \x01(\tR\bjudgedOn\"\xd3\x01\n" +
 	"\fHostProgress\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x1d\n" +
 	"\n" +
@@ -3031,7 +3426,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
 	"\arelease\x18\x06 \x01(\tR\arelease\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xe4\x05\n" +
+	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\x98\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -3056,8 +3451,22 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x123\n" +
 	"\tpreflight\x18\x13 \x03(\v2\x15.golive.v1.HostChecksR\tpreflight\x12%\n" +
-	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecksJ\x04\b\x12\x10\x13R\n" +
-	"state_json\">\n" +
+	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecks\x122\n" +
+	"\banalysis\x18\x15 \x01(\v2\x16.golive.v1.AnalysisRunR\banalysisJ\x04\b\x12\x10\x13R\n" +
+	"state_json\"\xa3\x01\n" +
+	"\vAnalysisRun\x12\x12\n" +
+	"\x04wave\x18\x01 \x01(\rR\x04wave\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12:\n" +
+	"\fmeasurements\x18\x04 \x03(\v2\x16.golive.v1.MeasurementR\fmeasurements\x12\x14\n" +
+	"\x05notes\x18\x05 \x03(\tR\x05notes\"\xb1\x01\n" +
+	"\vMeasurement\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
+	"\x05query\x18\x02 \x01(\tR\x05query\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\tR\x05value\x12\x18\n" +
+	"\averdict\x18\x05 \x01(\tR\averdict\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\">\n" +
 	"\x0eDeployResponse\x12,\n" +
 	"\arollout\x18\x01 \x01(\v2\x12.golive.v1.RolloutR\arollout\"\xba\x01\n" +
 	"\x0fRollbackRequest\x12\x18\n" +
@@ -3158,7 +3567,13 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\ahost_id\x18\x02 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"H\n" +
 	"\x13ListBackupsResponse\x121\n" +
-	"\abackups\x18\x01 \x03(\v2\x17.golive.v1.BackupRecordR\abackups2\xb6\t\n" +
+	"\abackups\x18\x01 \x03(\v2\x17.golive.v1.BackupRecordR\abackups\"E\n" +
+	"\x12ForgetAgentRequest\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
+	"\x13ForgetAgentResponse\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId2\x84\n" +
+	"\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
 	"\x06Revoke\x12\x18.golive.v1.RevokeRequest\x1a\x19.golive.v1.RevokeResponse\x12L\n" +
@@ -3177,7 +3592,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\fWatchRollout\x12\x1e.golive.v1.WatchRolloutRequest\x1a\x1f.golive.v1.WatchRolloutResponse0\x01\x12O\n" +
 	"\fListRollouts\x12\x1e.golive.v1.ListRolloutsRequest\x1a\x1f.golive.v1.ListRolloutsResponse\x12F\n" +
 	"\tPreflight\x12\x1b.golive.v1.PreflightRequest\x1a\x1c.golive.v1.PreflightResponse\x12L\n" +
-	"\vListBackups\x12\x1d.golive.v1.ListBackupsRequest\x1a\x1e.golive.v1.ListBackupsResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"\vListBackups\x12\x1d.golive.v1.ListBackupsRequest\x1a\x1e.golive.v1.ListBackupsResponse\x12L\n" +
+	"\vForgetAgent\x12\x1d.golive.v1.ForgetAgentRequest\x1a\x1e.golive.v1.ForgetAgentResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -3191,7 +3607,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -3209,127 +3625,138 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*ListAuditRequest)(nil),      // 13: golive.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),     // 14: golive.v1.ListAuditResponse
 	(*DeployRequest)(nil),         // 15: golive.v1.DeployRequest
-	(*Wave)(nil),                  // 16: golive.v1.Wave
-	(*HostProgress)(nil),          // 17: golive.v1.HostProgress
-	(*Rollout)(nil),               // 18: golive.v1.Rollout
-	(*DeployResponse)(nil),        // 19: golive.v1.DeployResponse
-	(*RollbackRequest)(nil),       // 20: golive.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 21: golive.v1.RollbackResponse
-	(*GetRolloutRequest)(nil),     // 22: golive.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),    // 23: golive.v1.GetRolloutResponse
-	(*PauseRolloutRequest)(nil),   // 24: golive.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),  // 25: golive.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),  // 26: golive.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil), // 27: golive.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),   // 28: golive.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),  // 29: golive.v1.AbortRolloutResponse
-	(*WatchRolloutRequest)(nil),   // 30: golive.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),  // 31: golive.v1.WatchRolloutResponse
-	(*GateStatus)(nil),            // 32: golive.v1.GateStatus
-	(*ListRolloutsRequest)(nil),   // 33: golive.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),  // 34: golive.v1.ListRolloutsResponse
-	(*PreflightRequest)(nil),      // 35: golive.v1.PreflightRequest
-	(*HostChecks)(nil),            // 36: golive.v1.HostChecks
-	(*PreflightResponse)(nil),     // 37: golive.v1.PreflightResponse
-	(*BackupRecord)(nil),          // 38: golive.v1.BackupRecord
-	(*TableRows)(nil),             // 39: golive.v1.TableRows
-	(*ListBackupsRequest)(nil),    // 40: golive.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),   // 41: golive.v1.ListBackupsResponse
-	nil,                           // 42: golive.v1.Agent.LabelsEntry
-	nil,                           // 43: golive.v1.DeployRequest.SelectorEntry
-	nil,                           // 44: golive.v1.PreflightRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
-	(*ServiceState)(nil),          // 47: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 48: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 49: golive.v1.HealthWindow
-	(*CheckResult)(nil),           // 50: golive.v1.CheckResult
+	(*AnalysisFile)(nil),          // 16: golive.v1.AnalysisFile
+	(*Wave)(nil),                  // 17: golive.v1.Wave
+	(*HostProgress)(nil),          // 18: golive.v1.HostProgress
+	(*Rollout)(nil),               // 19: golive.v1.Rollout
+	(*AnalysisRun)(nil),           // 20: golive.v1.AnalysisRun
+	(*Measurement)(nil),           // 21: golive.v1.Measurement
+	(*DeployResponse)(nil),        // 22: golive.v1.DeployResponse
+	(*RollbackRequest)(nil),       // 23: golive.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 24: golive.v1.RollbackResponse
+	(*GetRolloutRequest)(nil),     // 25: golive.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),    // 26: golive.v1.GetRolloutResponse
+	(*PauseRolloutRequest)(nil),   // 27: golive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),  // 28: golive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),  // 29: golive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil), // 30: golive.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),   // 31: golive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),  // 32: golive.v1.AbortRolloutResponse
+	(*WatchRolloutRequest)(nil),   // 33: golive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),  // 34: golive.v1.WatchRolloutResponse
+	(*GateStatus)(nil),            // 35: golive.v1.GateStatus
+	(*ListRolloutsRequest)(nil),   // 36: golive.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),  // 37: golive.v1.ListRolloutsResponse
+	(*PreflightRequest)(nil),      // 38: golive.v1.PreflightRequest
+	(*HostChecks)(nil),            // 39: golive.v1.HostChecks
+	(*PreflightResponse)(nil),     // 40: golive.v1.PreflightResponse
+	(*BackupRecord)(nil),          // 41: golive.v1.BackupRecord
+	(*TableRows)(nil),             // 42: golive.v1.TableRows
+	(*ListBackupsRequest)(nil),    // 43: golive.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),   // 44: golive.v1.ListBackupsResponse
+	(*ForgetAgentRequest)(nil),    // 45: golive.v1.ForgetAgentRequest
+	(*ForgetAgentResponse)(nil),   // 46: golive.v1.ForgetAgentResponse
+	nil,                           // 47: golive.v1.Agent.LabelsEntry
+	nil,                           // 48: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 49: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
+	(*ServiceState)(nil),          // 52: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 53: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 54: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 55: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	45, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	45, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	46, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	50, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	50, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
-	18, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	42, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	45, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	45, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	47, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	48, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	19, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
+	47, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	50, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	50, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	52, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	53, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	45, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	45, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	45, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	50, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	50, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	50, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
 	12, // 16: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	43, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	46, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	46, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	46, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	49, // 21: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	45, // 22: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	45, // 23: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 24: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
-	17, // 25: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	15, // 26: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	32, // 27: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	45, // 28: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 29: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	18, // 30: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 31: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 32: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 33: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 34: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 35: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	18, // 36: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	32, // 37: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	18, // 38: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	44, // 39: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	46, // 40: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	50, // 41: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	36, // 42: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	39, // 43: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	45, // 44: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	45, // 45: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	38, // 46: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	1,  // 47: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 48: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 49: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 50: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 51: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 52: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 53: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	20, // 54: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	22, // 55: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	24, // 56: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	26, // 57: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	28, // 58: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	30, // 59: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	33, // 60: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	35, // 61: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	40, // 62: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	2,  // 63: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 64: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 65: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 66: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 67: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 68: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	19, // 69: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	21, // 70: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	23, // 71: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	25, // 72: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	27, // 73: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	29, // 74: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	31, // 75: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	34, // 76: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	37, // 77: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	41, // 78: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	63, // [63:79] is the sub-list for method output_type
-	47, // [47:63] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	48, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	51, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	51, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	51, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	16, // 21: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
+	54, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	50, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	50, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 25: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
+	18, // 26: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
+	15, // 27: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	35, // 28: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	50, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 30: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	20, // 31: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
+	21, // 32: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
+	50, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	19, // 34: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 35: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 36: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 37: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 38: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 39: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 40: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	35, // 41: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	19, // 42: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	49, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	51, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	55, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	39, // 46: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	42, // 47: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	50, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	50, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	41, // 50: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	1,  // 51: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 52: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 53: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 54: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 55: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 56: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 57: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	23, // 58: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	25, // 59: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	27, // 60: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	29, // 61: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	31, // 62: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	33, // 63: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	36, // 64: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	38, // 65: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	43, // 66: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	45, // 67: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	2,  // 68: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 69: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 70: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 71: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 72: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 73: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	22, // 74: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	24, // 75: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	26, // 76: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	28, // 77: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	30, // 78: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	32, // 79: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	34, // 80: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	37, // 81: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	40, // 82: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	44, // 83: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	46, // 84: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	68, // [68:85] is the sub-list for method output_type
+	51, // [51:68] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -3344,7 +3771,7 @@ func file_golive_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

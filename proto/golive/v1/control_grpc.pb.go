@@ -35,6 +35,7 @@ const (
 	ControlService_ListRollouts_FullMethodName  = "/golive.v1.ControlService/ListRollouts"
 	ControlService_Preflight_FullMethodName     = "/golive.v1.ControlService/Preflight"
 	ControlService_ListBackups_FullMethodName   = "/golive.v1.ControlService/ListBackups"
+	ControlService_ForgetAgent_FullMethodName   = "/golive.v1.ControlService/ForgetAgent"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -78,6 +79,9 @@ type ControlServiceClient interface {
 	Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResponse, error)
 	// ListBackups lists the database backups agents made before migrations.
 	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
+	// ForgetAgent deletes a lost agent's record (a host taken out of service);
+	// a connected agent is refused. Audited.
+	ForgetAgent(ctx context.Context, in *ForgetAgentRequest, opts ...grpc.CallOption) (*ForgetAgentResponse, error)
 }
 
 type controlServiceClient struct {
@@ -257,6 +261,16 @@ func (c *controlServiceClient) ListBackups(ctx context.Context, in *ListBackupsR
 	return out, nil
 }
 
+func (c *controlServiceClient) ForgetAgent(ctx context.Context, in *ForgetAgentRequest, opts ...grpc.CallOption) (*ForgetAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetAgentResponse)
+	err := c.cc.Invoke(ctx, ControlService_ForgetAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -298,6 +312,9 @@ type ControlServiceServer interface {
 	Preflight(context.Context, *PreflightRequest) (*PreflightResponse, error)
 	// ListBackups lists the database backups agents made before migrations.
 	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
+	// ForgetAgent deletes a lost agent's record (a host taken out of service);
+	// a connected agent is refused. Audited.
+	ForgetAgent(context.Context, *ForgetAgentRequest) (*ForgetAgentResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -355,6 +372,9 @@ func (UnimplementedControlServiceServer) Preflight(context.Context, *PreflightRe
 }
 func (UnimplementedControlServiceServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBackups not implemented")
+}
+func (UnimplementedControlServiceServer) ForgetAgent(context.Context, *ForgetAgentRequest) (*ForgetAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetAgent not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -658,6 +678,24 @@ func _ControlService_ListBackups_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ForgetAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ForgetAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ForgetAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ForgetAgent(ctx, req.(*ForgetAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -724,6 +762,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBackups",
 			Handler:    _ControlService_ListBackups_Handler,
+		},
+		{
+			MethodName: "ForgetAgent",
+			Handler:    _ControlService_ForgetAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
