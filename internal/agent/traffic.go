@@ -212,6 +212,10 @@ func (t *serviceTraffic) proto() *golivev1.TrafficWindow {
 		st := s.window.Snapshot()
 		e := &golivev1.SlotTraffic{Slot: s.name, Requests: st.Requests, Errors: st.Errors, Source: t.source,
 			AvgLatencyMs: ms(st.AvgLatency), WindowSeconds: st.Covered.Seconds(), ObservedAt: out.ObservedAt}
+		if at.IsZero() {
+			// Never read: the window covers nothing, however old it is.
+			e.WindowSeconds = 0
+		}
 		if st.HasP99 {
 			e.P99LatencyMs = proto.Float64(ms(st.P99Latency))
 		}
