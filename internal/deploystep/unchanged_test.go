@@ -355,3 +355,35 @@ func TestBackupFailureChangesNothing(t *testing.T) {
 		t.Fatalf("database or current changed (current %q)", current(t, r))
 	}
 }
+
+// Recover of a first deploy that crashed after its swap, whose release then
+// fails its health check: stopped, and no current names it.
+func TestRecoverFailedFirstDeployLeavesNoCurrent(t *testing.T) {
+	srv := serveWith(t, nil)
+	state, port := t.TempDir(), freePort(t)
+	r := newRunner(t, state, port, testLogger(t))
+	mustRun(t, r, deployCmd(srv, "c0", "v3"), OutcomeFailed) // leaves v3 committed
+	// What a kill -9 during c1's health stage leaves: current -> v3, journal.
+	if err := r.Dir().Swap("v3"); err != nil {
+		t.Fatal(err)
+	}
+	j := &Journal{CommandID: "c1", Kind: KindDeploy, Release: "v3", Stage: StageHealth,
+		Completed: []string{StageFetch, StageVerify, StageUnpack, StagePreSwap, StageBackup, StageMigrate, StageSwap, StageRestart}}
+	if err := writeJSON(r.journalPath(), j); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Recover(t.Context())
+	if err != nil || res == nil {
+		t.Fatalf("Recover: %+v, %v", res, err)
+	}
+	if res.Outcome != OutcomeFailed || res.Unchanged {
+		t.Fatalf("recovered %s unchanged %v: %s", res.Outcome, res.Unchanged, res.Error)
+	}
+	if c := current(t, r); c != "" {
+		t.Fatalf("current %q after recovering a failed first deploy, want none", c)
+	}
+	if r.cfg.Manager.Running() {
+		t.Fatal("the failed first release still runs")
+	}
+	noJournal(t, r)
+}
