@@ -47,6 +47,9 @@ import (
 const (
 	suite    = "bookworm"
 	packages = "systemd,dbus,nginx"
+
+	versionInstalled = "1.0.0~systemdtest1"
+	versionUpgrade   = "1.0.0~systemdtest2"
 )
 
 // need returns the path of tool, or skips (fails under CI=true).
@@ -89,8 +92,13 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	debs, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Out: filepath.Join(share, "debs"), Log: t.Logf})
+	// Two versions of the same tree: the first is installed, the second
+	// upgrades it (its build is mostly the go build cache's).
+	debs, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Out: filepath.Join(share, "debs"), Version: versionInstalled, Log: t.Logf})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Out: filepath.Join(share, "debs-upgrade"), Version: versionUpgrade, Log: t.Logf}); err != nil {
 		t.Fatal(err)
 	}
 	mk := exec.CommandContext(t.Context(), "bash", "cmd/sampleapp/mkreleases.sh", filepath.Join(share, "releases"))
@@ -155,12 +163,16 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		b.deploy("web", "v2", true)
 		b.waitVersion(8080, "v2")
 		// v3 fails its health check: the rollout fails, the host goes back.
+		t0 := time.Now()
 		if out, err := b.sh(b.deployCmd("web", "v3") + " --wait"); err == nil {
 			t.Fatalf("deploy of the broken v3 succeeded:\n%s", out)
 		}
 		b.waitVersion(8080, "v2")
+		t.Logf("timing: deploy web v3, rolled back: %s", time.Since(t0).Round(100*time.Millisecond))
+		t0 = time.Now()
 		b.must("golive-controller --as systemdtest rollback --service web --wait")
 		b.waitVersion(8080, "v1")
+		t.Logf("timing: rollback web to v1: %s", time.Since(t0).Round(100*time.Millisecond))
 	})
 
 	t.Run("kill -9 mid-deploy", func(t *testing.T) {
@@ -209,6 +221,35 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		b.waitActive("golive-app@green", 10*time.Second)
 		b.must("golive-controller --as systemdtest rollback --service app --wait")
 		b.waitVersion(8000, "v1")
+	})
+
+	t.Run("upgrade", func(t *testing.T) {
+		b := b.on(t)
+		pids := map[string]string{}
+		for _, u := range []string{"golive-controller", "golive-agent"} {
+			pids[u] = b.out("systemctl show -P MainPID " + u)
+		}
+		t0 := time.Now()
+		b.must("dpkg -i /opt/golive/debs-upgrade/*.deb")
+		t.Logf("timing: dpkg -i of the upgrade %s", time.Since(t0).Round(100*time.Millisecond))
+		if got := b.out("dpkg-query -W -f '${Version}' golive-agent golive-controller"); got != versionUpgrade+versionUpgrade {
+			t.Errorf("installed versions %q, want %s", got, versionUpgrade)
+		}
+		// The site's edited conffile is kept.
+		b.must(`grep -q 'host_id   = "box"' /etc/golive/agent.hcl`)
+		// The running daemons were restarted on the new binaries.
+		for u, before := range pids {
+			b.waitActive(u, 30*time.Second)
+			if after := b.out("systemctl show -P MainPID " + u); after == before {
+				t.Errorf("%s still runs as pid %s after the upgrade: not restarted", u, before)
+			}
+		}
+		b.waitFor("the agent to reconnect", 30*time.Second, func() (bool, string) {
+			out, err := b.sh("golive-controller agents -o json")
+			return err == nil && strings.Contains(out, `"box"`) && !strings.Contains(out, "LOST"), out
+		})
+		// The service kept serving through the agent's restart.
+		b.waitVersion(8080, "v1")
 	})
 
 	t.Run("journalctl", func(t *testing.T) {
@@ -270,7 +311,7 @@ service "web" {
     url       = "http://127.0.0.1:{port}/healthz"
     interval  = "200ms"
     successes = 2
-    deadline  = "15s"
+    deadline  = "8s"
   }
 }
 
@@ -282,7 +323,7 @@ service "app" {
     url       = "http://127.0.0.1:{port}/healthz"
     interval  = "200ms"
     successes = 2
-    deadline  = "15s"
+    deadline  = "8s"
   }
   blue_green {
     blue_port     = 8081
