@@ -167,7 +167,7 @@ func Backup(ctx context.Context, opts Options) (Record, error) {
 	}
 	rec, err := backup(ctx, opts, c)
 	if err != nil {
-		return Record{}, red.err(fmt.Errorf("backup database %s: %w", c.database(), err))
+		return Record{}, red.err(fmt.Errorf("backup database %s: %w", c.database(), whenStopped(ctx, err)))
 	}
 	opts.logger().Info("database backed up", "backup_id", rec.ID, "size", rec.Size, "tables", len(rec.Tables))
 	return rec, nil
@@ -310,6 +310,17 @@ func (sn *snapshot) counts() ([]TableCount, error) {
 // close ends the transaction and the session; later calls return nil.
 func (sn *snapshot) close() error { return sn.s.close() }
 
+// whenStopped is err, or when ctx ended before the call returned, an error
+// that says so first (wrapping ctx's error): a tool killed by the
+// cancellation, or a pipe it broke, is the effect, not the cause. err's
+// text is kept after it.
+func whenStopped(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("stopped: %w (then: %v)", ctx.Err(), err)
+}
+
 func fsyncAndHash(path string) (int64, string, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -376,7 +387,7 @@ func Verify(ctx context.Context, rec *Record, opts Options) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = red.err(fmt.Errorf("verify backup %s: %w", rec.ID, err))
+			err = red.err(fmt.Errorf("verify backup %s: %w", rec.ID, whenStopped(ctx, err)))
 		}
 	}()
 	if err := checkFile(rec); err != nil {

@@ -48,7 +48,7 @@ func Restore(ctx context.Context, rec *Record, opts Options) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = red.err(fmt.Errorf("restore backup %s into %s: %w", rec.ID, c.database(), err))
+			err = red.err(fmt.Errorf("restore backup %s into %s: %w", rec.ID, c.database(), whenStopped(ctx, err)))
 		}
 	}()
 	if err := checkFile(rec); err != nil {

@@ -1,6 +1,9 @@
 package dbbackup
 
 import (
+	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -231,6 +234,53 @@ func TestRestoreFailureChangesNothing(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(f.opts.Dir, "*.tmp")); len(m) != 0 {
 		t.Fatalf("left behind: %v", m)
+	}
+}
+
+// TestRestoreCancelledMidway: a restore cancelled while psql holds its
+// transaction open (the drops done, the script not committed) changes
+// nothing and says it was stopped.
+func TestRestoreCancelledMidway(t *testing.T) {
+	f := restoreFixture(t)
+	rec, err := BackupAndVerify(t.Context(), f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	halfMigrate(t, f.pg)
+	wantObjects, wantData := inventory(t, f.pg), contents(t, f.pg)
+	mark := filepath.Join(t.TempDir(), "written")
+	opts := f.opts
+	// The whole script but its COMMIT, then a pg_restore that hangs.
+	opts.BinDir = wrapBin(t, f.pg.BinDir, map[string]string{
+		"pg_restore": `"$REAL" "$@" | grep -v '^COMMIT;$'; touch ` + mark + `; exec sleep 60`,
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Restore(ctx, &rec, opts) }()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if _, err := os.Stat(mark); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the script was never written to psql")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Restore returned before it could be cancelled: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	err = <-done
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("err = %v, want it stopped with context.Canceled", err)
+	}
+	if got := inventory(t, f.pg); got != wantObjects {
+		t.Fatalf("a cancelled restore changed the objects:\n%s", lineDiff(wantObjects, got))
+	}
+	if got := contents(t, f.pg); got != wantData {
+		t.Fatalf("a cancelled restore changed the data: %s, want %s", got, wantData)
 	}
 }
 

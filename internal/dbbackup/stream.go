@@ -40,7 +40,7 @@ func BackupAndVerify(ctx context.Context, opts Options) (Record, error) {
 	}
 	rec, err := backupAndVerify(ctx, opts, c)
 	if err != nil {
-		return Record{}, red.err(fmt.Errorf("backup and verify database %s: %w", c.database(), err))
+		return Record{}, red.err(fmt.Errorf("backup and verify database %s: %w", c.database(), whenStopped(ctx, err)))
 	}
 	opts.logger().Info("database backed up and verified", "backup_id", rec.ID, "size", rec.Size, "tables", len(rec.Tables))
 	return rec, nil
