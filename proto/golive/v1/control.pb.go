@@ -3299,6 +3299,140 @@ func (x *ForgetAgentResponse) GetHostId() string {
 	return ""
 }
 
+// DashboardLinkRequest asks for a login link to the dashboard.
+type DashboardLinkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ttl of the link (default and maximum 15m); the session it opens lasts
+	// longer (see DashboardLinkResponse.session_expires_in).
+	Ttl           *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DashboardLinkRequest) Reset() {
+	*x = DashboardLinkRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DashboardLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DashboardLinkRequest) ProtoMessage() {}
+
+func (x *DashboardLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DashboardLinkRequest.ProtoReflect.Descriptor instead.
+func (*DashboardLinkRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *DashboardLinkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// DashboardLinkResponse is a signed, single-use login link bound to the
+// caller's identity and roles.
+type DashboardLinkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// url opens the dashboard of the replica that signed it, with the token.
+	Url              string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	Token            string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Identity         string                 `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
+	Roles            []string               `protobuf:"bytes,5,rep,name=roles,proto3" json:"roles,omitempty"`
+	SessionExpiresIn *durationpb.Duration   `protobuf:"bytes,6,opt,name=session_expires_in,json=sessionExpiresIn,proto3" json:"session_expires_in,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DashboardLinkResponse) Reset() {
+	*x = DashboardLinkResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DashboardLinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DashboardLinkResponse) ProtoMessage() {}
+
+func (x *DashboardLinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DashboardLinkResponse.ProtoReflect.Descriptor instead.
+func (*DashboardLinkResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *DashboardLinkResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *DashboardLinkResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *DashboardLinkResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *DashboardLinkResponse) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *DashboardLinkResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *DashboardLinkResponse) GetSessionExpiresIn() *durationpb.Duration {
+	if x != nil {
+		return x.SessionExpiresIn
+	}
+	return nil
+}
+
 var File_golive_v1_control_proto protoreflect.FileDescriptor
 
 const file_golive_v1_control_proto_rawDesc = "" +
@@ -3572,7 +3706,17 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
 	"\x13ForgetAgentResponse\x12\x17\n" +
-	"\ahost_id\x18\x01 \x01(\tR\x06hostId2\x84\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"C\n" +
+	"\x14DashboardLinkRequest\x12+\n" +
+	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xf5\x01\n" +
+	"\x15DashboardLinkResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1a\n" +
+	"\bidentity\x18\x04 \x01(\tR\bidentity\x12\x14\n" +
+	"\x05roles\x18\x05 \x03(\tR\x05roles\x12G\n" +
+	"\x12session_expires_in\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10sessionExpiresIn2\xd8\n" +
 	"\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
@@ -3593,7 +3737,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\fListRollouts\x12\x1e.golive.v1.ListRolloutsRequest\x1a\x1f.golive.v1.ListRolloutsResponse\x12F\n" +
 	"\tPreflight\x12\x1b.golive.v1.PreflightRequest\x1a\x1c.golive.v1.PreflightResponse\x12L\n" +
 	"\vListBackups\x12\x1d.golive.v1.ListBackupsRequest\x1a\x1e.golive.v1.ListBackupsResponse\x12L\n" +
-	"\vForgetAgent\x12\x1d.golive.v1.ForgetAgentRequest\x1a\x1e.golive.v1.ForgetAgentResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"\vForgetAgent\x12\x1d.golive.v1.ForgetAgentRequest\x1a\x1e.golive.v1.ForgetAgentResponse\x12R\n" +
+	"\rDashboardLink\x12\x1f.golive.v1.DashboardLinkRequest\x1a .golive.v1.DashboardLinkResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -3607,7 +3752,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -3656,51 +3801,53 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*ListBackupsResponse)(nil),   // 44: golive.v1.ListBackupsResponse
 	(*ForgetAgentRequest)(nil),    // 45: golive.v1.ForgetAgentRequest
 	(*ForgetAgentResponse)(nil),   // 46: golive.v1.ForgetAgentResponse
-	nil,                           // 47: golive.v1.Agent.LabelsEntry
-	nil,                           // 48: golive.v1.DeployRequest.SelectorEntry
-	nil,                           // 49: golive.v1.PreflightRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
-	(*ServiceState)(nil),          // 52: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 53: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 54: golive.v1.HealthWindow
-	(*CheckResult)(nil),           // 55: golive.v1.CheckResult
+	(*DashboardLinkRequest)(nil),  // 47: golive.v1.DashboardLinkRequest
+	(*DashboardLinkResponse)(nil), // 48: golive.v1.DashboardLinkResponse
+	nil,                           // 49: golive.v1.Agent.LabelsEntry
+	nil,                           // 50: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 51: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*ServiceState)(nil),          // 54: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 55: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 56: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 57: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	50, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	50, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	51, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	52, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	52, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	19, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	47, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	50, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	50, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	52, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	53, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	49, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	52, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	52, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	54, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	55, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	50, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	50, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	50, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	52, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	52, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
 	12, // 16: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	48, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	51, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	51, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	51, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	50, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	53, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	53, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	53, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
 	16, // 21: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	54, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	50, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	50, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	56, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	52, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	52, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	17, // 25: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
 	18, // 26: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
 	15, // 27: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
 	35, // 28: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	50, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	52, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
 	39, // 30: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
 	20, // 31: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
 	21, // 32: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	50, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	52, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
 	19, // 34: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
 	19, // 35: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
 	19, // 36: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
@@ -3710,53 +3857,58 @@ var file_golive_v1_control_proto_depIdxs = []int32{
 	19, // 40: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
 	35, // 41: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
 	19, // 42: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	49, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	51, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	55, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	51, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	53, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	57, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
 	39, // 46: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
 	42, // 47: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	50, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	50, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	52, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	52, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
 	41, // 50: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	1,  // 51: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 52: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 53: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 54: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 55: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 56: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 57: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	23, // 58: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	25, // 59: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	27, // 60: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	29, // 61: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	31, // 62: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	33, // 63: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	36, // 64: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	38, // 65: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	43, // 66: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	45, // 67: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	2,  // 68: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 69: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 70: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 71: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 72: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 73: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	22, // 74: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	24, // 75: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	26, // 76: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	28, // 77: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	30, // 78: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	32, // 79: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	34, // 80: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	37, // 81: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	40, // 82: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	44, // 83: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	46, // 84: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	68, // [68:85] is the sub-list for method output_type
-	51, // [51:68] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	53, // 51: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	52, // 52: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 53: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	1,  // 54: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 55: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 56: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 57: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 58: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 59: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 60: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	23, // 61: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	25, // 62: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	27, // 63: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	29, // 64: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	31, // 65: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	33, // 66: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	36, // 67: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	38, // 68: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	43, // 69: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	45, // 70: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	47, // 71: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	2,  // 72: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 73: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 74: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 75: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 76: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 77: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	22, // 78: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	24, // 79: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	26, // 80: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	28, // 81: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	30, // 82: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	32, // 83: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	34, // 84: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	37, // 85: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	40, // 86: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	44, // 87: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	46, // 88: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	48, // 89: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	72, // [72:90] is the sub-list for method output_type
+	54, // [54:72] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -3771,7 +3923,7 @@ func file_golive_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

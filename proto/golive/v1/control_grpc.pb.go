@@ -36,6 +36,7 @@ const (
 	ControlService_Preflight_FullMethodName     = "/golive.v1.ControlService/Preflight"
 	ControlService_ListBackups_FullMethodName   = "/golive.v1.ControlService/ListBackups"
 	ControlService_ForgetAgent_FullMethodName   = "/golive.v1.ControlService/ForgetAgent"
+	ControlService_DashboardLink_FullMethodName = "/golive.v1.ControlService/DashboardLink"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -82,6 +83,9 @@ type ControlServiceClient interface {
 	// ForgetAgent deletes a lost agent's record (a host taken out of service);
 	// a connected agent is refused. Audited.
 	ForgetAgent(ctx context.Context, in *ForgetAgentRequest, opts ...grpc.CallOption) (*ForgetAgentResponse, error)
+	// DashboardLink signs a short-lived link to this replica's web dashboard
+	// for the caller's identity and roles (`golive-controller dashboard login`).
+	DashboardLink(ctx context.Context, in *DashboardLinkRequest, opts ...grpc.CallOption) (*DashboardLinkResponse, error)
 }
 
 type controlServiceClient struct {
@@ -271,6 +275,16 @@ func (c *controlServiceClient) ForgetAgent(ctx context.Context, in *ForgetAgentR
 	return out, nil
 }
 
+func (c *controlServiceClient) DashboardLink(ctx context.Context, in *DashboardLinkRequest, opts ...grpc.CallOption) (*DashboardLinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DashboardLinkResponse)
+	err := c.cc.Invoke(ctx, ControlService_DashboardLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -315,6 +329,9 @@ type ControlServiceServer interface {
 	// ForgetAgent deletes a lost agent's record (a host taken out of service);
 	// a connected agent is refused. Audited.
 	ForgetAgent(context.Context, *ForgetAgentRequest) (*ForgetAgentResponse, error)
+	// DashboardLink signs a short-lived link to this replica's web dashboard
+	// for the caller's identity and roles (`golive-controller dashboard login`).
+	DashboardLink(context.Context, *DashboardLinkRequest) (*DashboardLinkResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -375,6 +392,9 @@ func (UnimplementedControlServiceServer) ListBackups(context.Context, *ListBacku
 }
 func (UnimplementedControlServiceServer) ForgetAgent(context.Context, *ForgetAgentRequest) (*ForgetAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForgetAgent not implemented")
+}
+func (UnimplementedControlServiceServer) DashboardLink(context.Context, *DashboardLinkRequest) (*DashboardLinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DashboardLink not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -696,6 +716,24 @@ func _ControlService_ForgetAgent_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_DashboardLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DashboardLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DashboardLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DashboardLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DashboardLink(ctx, req.(*DashboardLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -766,6 +804,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ForgetAgent",
 			Handler:    _ControlService_ForgetAgent_Handler,
+		},
+		{
+			MethodName: "DashboardLink",
+			Handler:    _ControlService_DashboardLink_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
