@@ -59,6 +59,10 @@ type Options struct {
 	// BinaryVersion is stamped into the binaries (internal/version);
 	// empty: `git describe --always --dirty`, as `make build` does.
 	BinaryVersion string
+	// Binaries, if set, is a directory holding golive-controller and
+	// golive-agent built by BuildBinaries: Build packages them instead of
+	// building its own.
+	Binaries string
 	// Go is the go command (default "go").
 	Go string
 	// Log, if set, receives one line per step.
@@ -121,15 +125,10 @@ func FileName(name, version string) string {
 	return fmt.Sprintf("%s_%s_%s.deb", name, version, Arch)
 }
 
-// Build compiles both binaries and writes both packages into o.Out. It
-// returns the paths of the .deb files.
+// Build compiles both binaries (unless o.Binaries has them) and writes both
+// packages into o.Out. It returns the paths of the .deb files.
 func Build(ctx context.Context, o Options) ([]string, error) {
-	if o.Go == "" {
-		o.Go = "go"
-	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
-	}
+	o.defaults()
 	if o.Version == "" {
 		v, err := GitVersion(ctx, o.Repo)
 		if err != nil {
@@ -140,43 +139,66 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 	if err := ValidDebianVersion(o.Version); err != nil {
 		return nil, err
 	}
-	if o.BinaryVersion == "" {
-		out, err := git(ctx, o.Repo, "describe", "--always", "--dirty")
+	if o.Binaries == "" {
+		work, err := os.MkdirTemp("", "golive-package-")
 		if err != nil {
 			return nil, err
 		}
-		o.BinaryVersion = out
+		defer os.RemoveAll(work)
+		if err := BuildBinaries(ctx, o, work); err != nil {
+			return nil, err
+		}
+		o.Binaries = work
 	}
 	mtime := commitTime(ctx, o.Repo)
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
-	work, err := os.MkdirTemp("", "golive-package-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(work)
-
 	var debs []string
 	for _, p := range packages {
-		bin := filepath.Join(work, p.name)
-		o.Log("go build %s (version %s)", p.name, o.BinaryVersion)
-		build := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false",
-			"-ldflags", "-s -w -X github.com/golive/golive/internal/version.Version="+o.BinaryVersion,
-			"-o", bin, "./cmd/"+p.cmd)
-		build.Dir = o.Repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/%s: %w\n%s", p.cmd, err, out)
-		}
 		path := filepath.Join(o.Out, FileName(p.name, o.Version))
-		if err := writeDeb(p, o, bin, mtime, path); err != nil {
+		if err := writeDeb(p, o, filepath.Join(o.Binaries, p.name), mtime, path); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
 		o.Log("wrote %s", path)
 		debs = append(debs, path)
 	}
 	return debs, nil
+}
+
+func (o *Options) defaults() {
+	if o.Go == "" {
+		o.Go = "go"
+	}
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+}
+
+// BuildBinaries builds golive-controller and golive-agent into dir as the
+// packages ship them: static (CGO off), -trimpath, stripped, stamped with
+// o.BinaryVersion.
+func BuildBinaries(ctx context.Context, o Options, dir string) error {
+	o.defaults()
+	if o.BinaryVersion == "" {
+		out, err := git(ctx, o.Repo, "describe", "--always", "--dirty")
+		if err != nil {
+			return err
+		}
+		o.BinaryVersion = out
+	}
+	for _, p := range packages {
+		o.Log("go build %s (version %s)", p.name, o.BinaryVersion)
+		build := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false",
+			"-ldflags", "-s -w -X github.com/golive/golive/internal/version.Version="+o.BinaryVersion,
+			"-o", filepath.Join(dir, p.name), "./cmd/"+p.cmd)
+		build.Dir = o.Repo
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/%s: %w\n%s", p.cmd, err, out)
+		}
+	}
+	return nil
 }
 
 func writeDeb(p pkgSpec, o Options, bin string, mtime time.Time, path string) error {

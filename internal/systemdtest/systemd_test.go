@@ -86,19 +86,34 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The Debian tree (cached, or made now) while the packages build.
+	type tree struct {
+		path, made string
+		err        error
+	}
+	trees := make(chan tree, 1)
+	go func() {
+		path, made, err := rootfs(t.Context())
+		trees <- tree{path, made, err}
+	}()
+
 	// The files the container sees read-only at /opt/golive.
 	share := t.TempDir()
 	if err := os.Chmod(share, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	// Two versions of the same tree: the first is installed, the second
-	// upgrades it (its build is mostly the go build cache's).
-	debs, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Out: filepath.Join(share, "debs"), Version: versionInstalled, Log: t.Logf})
+	// Two versions of the same binaries: the first is installed, the
+	// second upgrades it.
+	bins := t.TempDir()
+	if err := packaging.BuildBinaries(t.Context(), packaging.Options{Repo: repo, Log: t.Logf}, bins); err != nil {
+		t.Fatal(err)
+	}
+	debs, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Binaries: bins, Out: filepath.Join(share, "debs"), Version: versionInstalled, Log: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Out: filepath.Join(share, "debs-upgrade"), Version: versionUpgrade, Log: t.Logf}); err != nil {
+	if _, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Binaries: bins, Out: filepath.Join(share, "debs-upgrade"), Version: versionUpgrade, Log: t.Logf}); err != nil {
 		t.Fatal(err)
 	}
 	mk := exec.CommandContext(t.Context(), "bash", "cmd/sampleapp/mkreleases.sh", filepath.Join(share, "releases"))
@@ -108,9 +123,12 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	}
 	writeConfigs(t, share)
 	t.Logf("timing: packages and releases built in %s", time.Since(t0).Round(100*time.Millisecond))
-
-	tree := rootfs(t)
-	b := boot(t, tree, share)
+	tr := <-trees
+	if tr.err != nil {
+		missing(t, tr.err.Error())
+	}
+	t.Logf("timing: Debian tree at %s: %s", tr.path, tr.made)
+	b := boot(t, tr.path, share)
 
 	// Install: nothing is enabled or started, the user and state dirs exist.
 	t0 = time.Now()
@@ -397,45 +415,42 @@ func inContainer(paths []string) []string {
 	return out
 }
 
-// rootfs returns the cached Debian tree, making it first if needed.
-func rootfs(t *testing.T) string {
-	t.Helper()
+// rootfs returns the cached Debian tree, making it first if needed, and
+// says which it did (with the time debootstrap took).
+func rootfs(ctx context.Context) (path, made string, err error) {
 	sum := sha256.Sum256([]byte(suite + " minbase " + packages))
 	base := filepath.Join(os.TempDir(), "golive-systemdtest-"+suite+"-"+hex.EncodeToString(sum[:4]))
 	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
-	defer lock.Close()
+	defer lock.Close() // releases the flock
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if _, err := os.Stat(filepath.Join(base, ".golive-complete")); err == nil {
-		t.Logf("timing: Debian tree cached at %s", base)
-		return base
+		return base, "cached", nil
 	}
 	mirror := debianMirror()
 	tmp := base + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+packages, suite, tmp, mirror)
-	out, err := cmd.CombinedOutput()
+	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+packages, suite, tmp, mirror).CombinedOutput()
 	if err != nil {
-		missing(t, fmt.Sprintf("debootstrap %s from %s: %v\n%s", suite, mirror, err, lastLines(string(out), 20)))
+		return "", "", fmt.Errorf("debootstrap --variant=minbase --include=%s %s %s: %v\n%s", packages, suite, mirror, err, lastLines(string(out), 20))
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".golive-complete"), []byte(mirror+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	if err := os.Rename(tmp, base); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
-	t.Logf("timing: debootstrap --variant=minbase --include=%s %s from %s: %s", packages, suite, mirror, time.Since(t0).Round(100*time.Millisecond))
-	return base
+	return base, fmt.Sprintf("made by debootstrap --variant=minbase --include=%s %s from %s in %s",
+		packages, suite, mirror, time.Since(t0).Round(100*time.Millisecond)), nil
 }
 
 // debianMirror is $GOLIVE_DEBIAN_MIRROR, else the first non-security Debian
