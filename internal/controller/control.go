@@ -185,7 +185,7 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 			return nil, apierr.ToStatus(fmt.Errorf("%w: --artifact URL and --sha256 (64 hex digits) are required", apierr.ErrInvalid))
 		}
 	}
-	sched, err := c.s.plan(ctx, req)
+	sched, metrics, err := c.s.plan(ctx, req)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
@@ -196,7 +196,7 @@ func (c *control) Deploy(ctx context.Context, req *golivev1.DeployRequest) (*gol
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	r, err := c.s.startDeploy(ctx, actor, src, a.Token, req, sched)
+	r, err := c.s.startDeploy(ctx, actor, src, a.Token, req, sched, metrics)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}

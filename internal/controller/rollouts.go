@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/analysis"
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/controller/apierr"
 	"github.com/golive/golive/internal/controller/hub"
@@ -84,29 +85,79 @@ func specFrom(req *golivev1.DeployRequest) rollout.Spec {
 	if req.ProgressDeadline != nil {
 		spec.ProgressDeadline = req.ProgressDeadline.AsDuration()
 	}
+	if req.MinRequests > 0 {
+		spec.Gate.MinRequests = req.MinRequests
+	}
+	spec.Gate.MaxErrorRatioVsStable = req.MaxErrorRatioVsStable
 	return spec
 }
 
-// plan computes the schedule of a deploy against the agents known now.
-func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout.Schedule, error) {
+// loadDefaultAnalysis reads each service's default analysis files.
+func loadDefaultAnalysis(files map[string][]string) (map[string][]analysis.Metric, error) {
+	out := map[string][]analysis.Metric{}
+	for svc, paths := range files {
+		for _, p := range paths {
+			ms, err := analysis.Load(p)
+			if err != nil {
+				return nil, fmt.Errorf("--default-analysis %s=%s: %w", svc, p, err)
+			}
+			out[svc] = append(out[svc], ms...)
+		}
+	}
+	return out, nil
+}
+
+// analysisOf is the PromQL analysis a deploy's gates run: the service's
+// default, then the deploy's own files; a metric name twice is refused.
+func (s *Server) analysisOf(req *golivev1.DeployRequest) ([]analysis.Metric, error) {
+	ms := append([]analysis.Metric(nil), s.defaultAnalysis[req.Service]...)
+	for _, f := range req.Analysis {
+		got, err := analysis.Parse([]byte(f.Hcl), f.Name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --analysis %s: %v", apierr.ErrInvalid, f.Name, err)
+		}
+		ms = append(ms, got...)
+	}
+	seen := map[string]bool{}
+	for _, m := range ms {
+		if seen[m.Name] {
+			return nil, fmt.Errorf("%w: analysis metric %q is defined twice (the service's default and --analysis, or two files)", apierr.ErrInvalid, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	if len(ms) > 0 && s.cfg.Prometheus.URL == "" {
+		return nil, fmt.Errorf("%w: the deploy has a PromQL analysis but the controller has no Prometheus: start it with serve --prometheus-url URL", apierr.ErrInvalid)
+	}
+	return ms, nil
+}
+
+// plan computes the schedule of a deploy against the agents known now,
+// and the PromQL analysis its gates run.
+func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout.Schedule, []analysis.Metric, error) {
 	if err := validName("service", req.Service); err != nil {
-		return rollout.Schedule{}, err
+		return rollout.Schedule{}, nil, err
 	}
 	if err := validName("release", req.Release); err != nil {
-		return rollout.Schedule{}, err
+		return rollout.Schedule{}, nil, err
 	}
 	if err := preflight.ValidateSkips(req.SkipChecks); err != nil {
-		return rollout.Schedule{}, fmt.Errorf("%w: --skip-check: %v", apierr.ErrInvalid, err)
+		return rollout.Schedule{}, nil, fmt.Errorf("%w: --skip-check: %v", apierr.ErrInvalid, err)
 	}
 	agents, err := s.hub.Agents(ctx)
 	if err != nil {
-		return rollout.Schedule{}, err
+		return rollout.Schedule{}, nil, err
 	}
-	sched, err := rollout.Plan(planHosts(agents), specFrom(req))
+	metrics, err := s.analysisOf(req)
 	if err != nil {
-		return rollout.Schedule{}, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
+		return rollout.Schedule{}, nil, err
 	}
-	return sched, nil
+	spec := specFrom(req)
+	spec.Gate.Analysis = len(metrics) > 0
+	sched, err := rollout.Plan(planHosts(agents), spec)
+	if err != nil {
+		return rollout.Schedule{}, nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
+	}
+	return sched, metrics, nil
 }
 
 // planView is a dry run's answer: the plan as a rollout that never ran.
@@ -160,7 +211,7 @@ func runningError(service, id string) error {
 }
 
 // startDeploy writes a deploy planned by plan.
-func (s *Server) startDeploy(ctx context.Context, actor, source string, token int64, req *golivev1.DeployRequest, sched rollout.Schedule) (*golivev1.Rollout, error) {
+func (s *Server) startDeploy(ctx context.Context, actor, source string, token int64, req *golivev1.DeployRequest, sched rollout.Schedule, metrics []analysis.Metric) (*golivev1.Rollout, error) {
 	now := time.Now()
 	st := rollout.New(newRolloutID(now), sched, token, now)
 	entry := audit.Entry{Actor: actor, Action: "deploy", Outcome: "started", Source: source,
@@ -169,7 +220,22 @@ func (s *Server) startDeploy(ctx context.Context, actor, source string, token in
 		// Skipping a pre-live check is the operator's call: on the record.
 		entry.Detail += " skip_checks=" + strings.Join(req.SkipChecks, ",")
 	}
-	return s.startRollout(ctx, entry, store.Record{State: st, Request: req, CreatedBy: actor})
+	if len(metrics) > 0 {
+		names := make([]string, len(metrics))
+		var passOnNoData []string
+		for i, m := range metrics {
+			names[i] = m.Name
+			if m.OnNoData == analysis.NoDataPass {
+				passOnNoData = append(passOnNoData, m.Name)
+			}
+		}
+		entry.Detail += " analysis=" + strings.Join(names, ",")
+		if len(passOnNoData) > 0 {
+			// An analysis that passes on no data is the deployer's call.
+			entry.Detail += " on_no_data_pass=" + strings.Join(passOnNoData, ",")
+		}
+	}
+	return s.startRollout(ctx, entry, store.Record{State: st, Request: req, CreatedBy: actor, Metrics: metrics})
 }
 
 // startRollback writes an operator's rollback of hosts (token 0: no

@@ -53,6 +53,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/golive/golive/internal/analysis"
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/audit"
 	"github.com/golive/golive/internal/controller/executor"
@@ -83,6 +84,12 @@ type Config struct {
 	ArtifactsDir      string
 	// Webhooks receive approval and rollout notifications.
 	Webhooks []notify.Receiver
+	// Prometheus is the user's Prometheus the gates' PromQL analysis asks
+	// (URL empty: none; a deploy with an analysis is then refused).
+	Prometheus analysis.PrometheusConfig
+	// DefaultAnalysis maps a service to the analysis files every deploy of
+	// it runs, beside those the deploy names.
+	DefaultAnalysis map[string][]string
 	// TLS, when set, makes the gRPC port mutual TLS 1.3: agents and
 	// operators present certificates signed by TLS.CA (see internal/pki).
 	// Without it the controller serves only on loopback.
@@ -165,6 +172,8 @@ type Server struct {
 	health    *health.Server
 	notifier  *notify.Notifier
 	isLeader  atomic.Bool
+	// defaultAnalysis is each service's default PromQL analysis.
+	defaultAnalysis map[string][]analysis.Metric
 	// bg holds work the RPC handlers start that outlives a call (the sweep
 	// of late preflight answers); Run waits for it.
 	bg    sync.WaitGroup
@@ -270,8 +279,19 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	defer s.notifier.Close()
 	s.hub = hub.New(hub.Config{Log: log.Named("agents"), Client: cli, Keys: keys, Replica: cfg.ReplicaID,
 		Metrics: s.metrics, Heartbeat: cfg.HeartbeatInterval, Owner: s})
-	s.exec = executor.New(executor.Config{Log: log, Store: s.store, Approvals: s.approvals, Agents: s.hub,
-		Notifier: s.notifier, Metrics: s.metrics})
+	ecfg := executor.Config{Log: log, Store: s.store, Approvals: s.approvals, Agents: s.hub, Notifier: s.notifier, Metrics: s.metrics}
+	if cfg.Prometheus.URL != "" {
+		prom, err := analysis.NewPrometheus(cfg.Prometheus)
+		if err != nil {
+			return fmt.Errorf("--prometheus-url: %w", err)
+		}
+		defer prom.Close()
+		ecfg.Prometheus = prom
+	}
+	if s.defaultAnalysis, err = loadDefaultAnalysis(cfg.DefaultAnalysis); err != nil {
+		return err
+	}
+	s.exec = executor.New(ecfg)
 
 	az := &authz{tls: creds != nil, twoPerson: cfg.TwoPersonRule, s: s, limits: newLimiter(cfg.RateLimit, cfg.RateBurst)}
 	opts := []grpc.ServerOption{

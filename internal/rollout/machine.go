@@ -11,6 +11,9 @@ import (
 type Observation struct {
 	Approval  Approval
 	Preflight PreflightResult
+	// Analysis is the current bake's PromQL analysis (when the gate has
+	// one): pending until it passed or failed.
+	Analysis PreflightResult
 	// Hosts is keyed by host id. A host missing from it has no result, no
 	// health data and is not lost.
 	Hosts map[string]HostObservation
@@ -51,6 +54,33 @@ type HostObservation struct {
 	// Lost: the host's agent stream is gone.
 	Lost   bool
 	Health Health
+	// Traffic is the load balancer's count of real requests to the slot
+	// that runs the rollout's release (and Stable, to the other slot).
+	Traffic, Stable Traffic
+}
+
+// Traffic is a window of the load balancer's counts for one slot.
+type Traffic struct {
+	// HasData: the host's service has a router whose counts the agent
+	// reads (source "haproxy" or "nginx"); without it the gate judges the
+	// agent's probe alone.
+	HasData    bool
+	Source     string
+	Requests   uint64
+	Errors     uint64
+	AvgLatency time.Duration
+	// ObservedAt is when the agent read the counts.
+	ObservedAt time.Time
+	// Err is why the last read failed (stale figures).
+	Err string
+}
+
+// ErrorRate is Errors/Requests (0 without requests).
+func (t Traffic) ErrorRate() float64 {
+	if t.Requests == 0 {
+		return 0
+	}
+	return float64(t.Errors) / float64(t.Requests)
 }
 
 // Health is the agent's latest sliding health window of the service.
@@ -361,6 +391,9 @@ func (m *machine) wave() {
 			m.passed()
 			return
 		}
+		if s.Phase == PhaseHalted {
+			return // inconclusive: a person decides
+		}
 	}
 	if m.now.Sub(s.PhaseStart) > s.Plan.ProgressDeadline {
 		m.gateFailed(fmt.Sprintf("progress deadline (%s) exceeded in %s: %s",
@@ -411,17 +444,63 @@ func (m *machine) progress() string {
 	return fmt.Sprintf("%d of %d hosts done, waiting for %s", done, len(w.Hosts), strings.Join(waiting, ", "))
 }
 
-// gate judges the bake window over every touched host. It fails at once
-// on a fresh sample over a limit; it passes once the window has run fully
-// and every host has a sample taken after it ended; it fails closed when a
-// host has none DataTimeout after the window.
+// gate judges the bake window over every touched host. A host with a
+// router is judged on the load balancer's counts of real requests to the
+// slot that runs the release; one without, on the agent's probe. It fails
+// at once on a fresh sample over a limit; it passes once the window has
+// run fully, every host has a sample taken after it ended, the hosts with
+// a router saw at least MinRequests real requests together, and the
+// PromQL analysis (if any) passed. It fails closed when a host has no
+// sample DataTimeout after the window; too little traffic halts the
+// rollout as inconclusive (never a pass).
 func (m *machine) gate() (passed bool, reason string) {
 	s := m.s
 	g := s.Plan.Gate
 	end := s.BakeStart.Add(g.MinHealthy)
 	var missing []string
+	var sources []string
+	seen := map[string]bool{}
+	source := func(v string) {
+		if !seen[v] {
+			seen[v] = true
+			sources = append(sources, v)
+		}
+	}
+	var trafficHosts int
+	var realRequests uint64
 	for _, id := range s.Touched() {
-		hw := m.obs.Hosts[id].Health
+		o := m.obs.Hosts[id]
+		if tr := o.Traffic; tr.HasData {
+			source("traffic")
+			trafficHosts++
+			fresh := tr.Err == "" && !tr.ObservedAt.Before(s.BakeStart)
+			if !fresh {
+				missing = append(missing, id)
+				continue
+			}
+			if tr.Requests > 0 {
+				if rate := tr.ErrorRate(); !under(rate, g.MaxErrorRate) {
+					return false, fmt.Sprintf("host %s: real traffic (%s) error rate %.3g%% (%d of %d requests), limit %.3g%%",
+						id, tr.Source, rate*100, tr.Errors, tr.Requests, g.MaxErrorRate*100)
+				}
+				if tr.AvgLatency >= g.MaxAvgLatency {
+					return false, fmt.Sprintf("host %s: real traffic (%s) average latency %s, limit %s", id, tr.Source, tr.AvgLatency, g.MaxAvgLatency)
+				}
+				if st := o.Stable; g.MaxErrorRatioVsStable > 0 && st.HasData && st.Requests > 0 {
+					if rate, base := tr.ErrorRate(), st.ErrorRate(); rate > base*g.MaxErrorRatioVsStable && !under(rate, g.MaxErrorRate) {
+						return false, fmt.Sprintf("host %s: new slot's error rate %.3g%% is over %g times the stable slot's %.3g%%",
+							id, rate*100, g.MaxErrorRatioVsStable, base*100)
+					}
+				}
+			}
+			realRequests += tr.Requests
+			if tr.ObservedAt.Before(end) {
+				missing = append(missing, id)
+			}
+			continue
+		}
+		source("probe")
+		hw := o.Health
 		fresh := hw.HasData && hw.Requests > 0 && !hw.ObservedAt.Before(s.BakeStart)
 		if !fresh {
 			missing = append(missing, id)
@@ -438,16 +517,36 @@ func (m *machine) gate() (passed bool, reason string) {
 			missing = append(missing, id)
 		}
 	}
+	if g.Analysis {
+		source("promql")
+		if a := m.obs.Analysis; a.Result == ResultFailed {
+			return false, "PromQL analysis failed: " + orUnknown(a.Reason)
+		}
+	}
+	if len(sources) > 0 {
+		if s.JudgedOn == nil {
+			s.JudgedOn = map[int]string{}
+		}
+		s.JudgedOn[s.Wave] = strings.Join(sources, "+")
+	}
 	if m.now.Before(end) {
 		return false, ""
 	}
-	if len(missing) == 0 {
-		return true, ""
+	if len(missing) > 0 {
+		if !m.now.Before(end.Add(g.DataTimeout)) {
+			return false, fmt.Sprintf("no health data after the %s bake window from %s (fail closed)", g.MinHealthy, strings.Join(missing, ", "))
+		}
+		return false, ""
 	}
-	if !m.now.Before(end.Add(g.DataTimeout)) {
-		return false, fmt.Sprintf("no health data after the %s bake window from %s (fail closed)", g.MinHealthy, strings.Join(missing, ", "))
+	if trafficHosts > 0 && realRequests < g.MinRequests {
+		m.halt(HaltInconclusive, fmt.Sprintf("inconclusive: the gate saw %d real requests in its %s bake (fewer than --min-requests %d): "+
+			"it never passes on no data; resume to bake again, or abort", realRequests, g.MinHealthy, g.MinRequests))
+		return false, ""
 	}
-	return false, ""
+	if g.Analysis && m.obs.Analysis.Result != ResultSucceeded {
+		return false, "" // the analysis is still measuring; the progress deadline bounds it
+	}
+	return true, ""
 }
 
 // under is rate < limit; a limit of 0 admits only a rate of 0.

@@ -41,6 +41,11 @@ type sim struct {
 	// rolledBackTo is the release each host's rollback reports.
 	unchanged    map[string]bool
 	rolledBackTo map[string]string
+	// traffic, when set, gives touched hosts real traffic (observed now);
+	// stable is every host's stable slot; analysis the PromQL verdict.
+	traffic  func(host string) Traffic
+	stable   Traffic
+	analysis PreflightResult
 }
 
 func newSim(t *testing.T, hosts int, mut func(*Spec)) *sim {
@@ -54,7 +59,7 @@ func newSim(t *testing.T, hosts int, mut func(*Spec)) *sim {
 }
 
 func (x *sim) observe() Observation {
-	obs := Observation{Approval: x.appr, Preflight: x.pre, Hosts: map[string]HostObservation{},
+	obs := Observation{Approval: x.appr, Preflight: x.pre, Hosts: map[string]HostObservation{}, Analysis: x.analysis,
 		Pause: x.pending.Pause, Resume: x.pending.Resume, Abort: x.pending.Abort}
 	for id, h := range x.s.Hosts {
 		o := HostObservation{Lost: x.fleet.lost[id]}
@@ -64,6 +69,13 @@ func (x *sim) observe() Observation {
 				o.Result = r
 			}
 			o.Unchanged = x.unchanged[id]
+			if x.traffic != nil {
+				o.Traffic = x.traffic(id)
+				if o.Traffic.ObservedAt.IsZero() {
+					o.Traffic.ObservedAt = x.now
+				}
+				o.Stable = x.stable
+			}
 			if !x.fleet.noData[id] {
 				lat := 20 * time.Millisecond
 				if l, ok := x.fleet.latency[id]; ok {

@@ -12,10 +12,13 @@ import (
 
 // Defaults of the gate and the deadline, as the operator CLI offers them.
 const (
-	DefaultMinHealthy       = 30 * time.Second
-	DefaultMaxErrorRate     = 0.001 // 0.1%
-	DefaultMaxAvgLatency    = 200 * time.Millisecond
-	DefaultDataTimeout      = 15 * time.Second
+	DefaultMinHealthy    = 30 * time.Second
+	DefaultMaxErrorRate  = 0.001 // 0.1%
+	DefaultMaxAvgLatency = 200 * time.Millisecond
+	DefaultDataTimeout   = 15 * time.Second
+	// DefaultMinRequests is the real traffic a gate must see in its bake
+	// before it may pass on the load balancer's counts.
+	DefaultMinRequests      = 100
 	DefaultProgressDeadline = 10 * time.Minute
 )
 
@@ -69,12 +72,23 @@ type Gate struct {
 	// host's first sample taken after the window ended, before it counts
 	// the host as having no data (and fails).
 	DataTimeout time.Duration `json:"data_timeout"`
+	// MinRequests is how many real requests (the load balancer's counts,
+	// over every touched host with a router) a bake must see; fewer is
+	// inconclusive: the rollout halts for a person, it never passes.
+	MinRequests uint64 `json:"min_requests,omitempty"`
+	// MaxErrorRatioVsStable, when positive, also fails a host whose new
+	// slot's error rate is over this many times its stable slot's (and
+	// over MaxErrorRate).
+	MaxErrorRatioVsStable float64 `json:"max_error_ratio_vs_stable,omitempty"`
+	// Analysis says the gate also needs the PromQL analysis to pass (the
+	// executor runs it; see internal/analysis).
+	Analysis bool `json:"analysis,omitempty"`
 }
 
 // DefaultGate returns the gate the CLI uses when no flag changes it.
 func DefaultGate() Gate {
 	return Gate{MinHealthy: DefaultMinHealthy, MaxErrorRate: DefaultMaxErrorRate,
-		MaxAvgLatency: DefaultMaxAvgLatency, DataTimeout: DefaultDataTimeout}
+		MaxAvgLatency: DefaultMaxAvgLatency, DataTimeout: DefaultDataTimeout, MinRequests: DefaultMinRequests}
 }
 
 // Spec is what the operator asked for.
@@ -244,6 +258,8 @@ func validateParams(spec Spec) error {
 		return fmt.Errorf("%w: --max-error-rate %v: use a rate from 0%% to below 100%% (e.g. 0.1%%)", ErrInvalid, g.MaxErrorRate)
 	case g.MaxAvgLatency <= 0:
 		return fmt.Errorf("%w: --max-avg-latency %s: use a positive duration (e.g. 200ms)", ErrInvalid, g.MaxAvgLatency)
+	case math.IsNaN(g.MaxErrorRatioVsStable) || g.MaxErrorRatioVsStable < 0 || math.IsInf(g.MaxErrorRatioVsStable, 0):
+		return fmt.Errorf("%w: --max-error-ratio-vs-stable %v: use 0 (off) or a positive ratio (e.g. 2)", ErrInvalid, g.MaxErrorRatioVsStable)
 	case g.DataTimeout <= 0:
 		return fmt.Errorf("%w: gate data timeout %s: use a positive duration (e.g. 15s)", ErrInvalid, g.DataTimeout)
 	case spec.ProgressDeadline <= g.MinHealthy:

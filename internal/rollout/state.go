@@ -63,6 +63,9 @@ const (
 	HaltRevoked HaltKind = "revoked"
 	HaltExpired HaltKind = "expired"
 	HaltPaused  HaltKind = "paused"
+	// HaltInconclusive: a gate saw too little real traffic to judge; a
+	// person resumes (the bake runs again) or aborts. It never passes.
+	HaltInconclusive HaltKind = "inconclusive"
 )
 
 // Result is the outcome of one host command (deploy or rollback), or of
@@ -189,6 +192,10 @@ type State struct {
 	PhaseStart time.Time `json:"phase_start"`
 	// BakeStart is when the current wave's bake window started.
 	BakeStart time.Time `json:"bake_start,omitzero"`
+	// JudgedOn says, per wave index, what its gate judged: "traffic"
+	// (the load balancer's counts), "probe" (the agent's health probe,
+	// for hosts with no router), "promql", joined with "+".
+	JudgedOn map[int]string `json:"judged_on,omitempty"`
 }
 
 // New makes the State of a planned rollout, in PhasePending, running under
@@ -207,6 +214,7 @@ func New(id string, plan Schedule, token int64, now time.Time) State {
 func (s State) clone() State {
 	c := s
 	c.Hosts = maps.Clone(s.Hosts)
+	c.JudgedOn = maps.Clone(s.JudgedOn)
 	return c
 }
 
@@ -258,7 +266,8 @@ func (s State) Proto() *golivev1.Rollout {
 		r.FinishedAt = timestamppb.New(s.UpdatedAt)
 	}
 	for _, w := range s.Plan.Waves {
-		r.Waves = append(r.Waves, &golivev1.Wave{Index: uint32(w.Index), Name: w.Name, Hosts: clone(w.Hosts), State: s.waveState(w.Index)})
+		r.Waves = append(r.Waves, &golivev1.Wave{Index: uint32(w.Index), Name: w.Name, Hosts: clone(w.Hosts), State: s.waveState(w.Index),
+			JudgedOn: s.JudgedOn[w.Index]})
 	}
 	for _, id := range s.Plan.Hosts {
 		h := s.Hosts[id]

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/golive/golive/internal/analysis"
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/controller"
 	"github.com/golive/golive/internal/notify"
@@ -96,7 +97,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	cfg := controller.DefaultConfig()
 	var lf cli.LogFlags
 	var endpoints string
-	var webhooks []string
+	var webhooks, defaultAnalysis []string
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -117,6 +118,16 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 					return cli.Usagef("--webhook: %v", err)
 				}
 				cfg.Webhooks = append(cfg.Webhooks, r)
+			}
+			for _, d := range defaultAnalysis {
+				svc, file, ok := strings.Cut(d, "=")
+				if !ok || svc == "" || file == "" {
+					return cli.Usagef("--default-analysis %q: want SERVICE=FILE", d)
+				}
+				if cfg.DefaultAnalysis == nil {
+					cfg.DefaultAnalysis = map[string][]string{}
+				}
+				cfg.DefaultAnalysis[svc] = append(cfg.DefaultAnalysis[svc], file)
 			}
 			if err := cfg.Validate(); err != nil {
 				return cli.UsageError{Err: err}
@@ -143,6 +154,10 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
 	f.StringArrayVar(&webhooks, "webhook", nil, "send approval and rollout events to json=URL or slack=URL (repeatable)")
+	f.StringVar(&cfg.Prometheus.URL, "prometheus-url", "", "the Prometheus that gates' PromQL analysis queries (e.g. http://127.0.0.1:9090)")
+	f.StringVar(&cfg.Prometheus.BearerTokenFile, "prometheus-bearer-token-file", "", "file with a bearer token for --prometheus-url (read at every query)")
+	f.StringVar(&cfg.Prometheus.CAFile, "prometheus-ca-file", "", "PEM CA bundle that verifies an https --prometheus-url")
+	f.StringArrayVar(&defaultAnalysis, "default-analysis", nil, "SERVICE=FILE: an analysis every deploy of SERVICE runs (repeatable)")
 	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA that signs agent and operator certificates (mutual TLS 1.3; see `pki`)")
 	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "the controller's certificate")
 	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the controller's key")
@@ -403,6 +418,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	var wait bool
 	var minHealthy, maxLat, deadline time.Duration
 	var sigFile, weight string
+	var analysisFiles []string
 	cmd := &cobra.Command{
 		Use:   "deploy",
 		Short: "deploy a release of a service (needs a live approval, except --dry-run)",
@@ -422,6 +438,16 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 				if req.Signature, err = artifact.ParseSignature(string(b)); err != nil {
 					return cli.Usagef("--signature-file %s: %v", sigFile, err)
 				}
+			}
+			for _, p := range analysisFiles {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return cli.Usagef("--analysis: %v", err)
+				}
+				if _, err := analysis.Parse(b, p); err != nil {
+					return cli.Usagef("--analysis: %v", err)
+				}
+				req.Analysis = append(req.Analysis, &golivev1.AnalysisFile{Name: p, Hcl: string(b)})
 			}
 			if weight != "" {
 				w, err := parseWeight(weight)
@@ -490,6 +516,9 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
 	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))
+	f.StringArrayVar(&analysisFiles, "analysis", nil, "PromQL analysis file (HCL metric blocks) every wave's gate runs on the controller's Prometheus (repeatable)")
+	f.Uint64Var(&req.MinRequests, "min-requests", rollout.DefaultMinRequests, "real requests (load balancer counts) a bake must see; fewer pauses the rollout as inconclusive")
+	f.Float64Var(&req.MaxErrorRatioVsStable, "max-error-ratio-vs-stable", 0, "also fail a new slot whose error rate is over this many times the stable slot's (0: off)")
 	return cmd
 }
 
@@ -700,7 +729,6 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 	cmd.Flags().Uint32Var(&limit, "limit", 20, "at most this many (newest first)")
 	return cmd
 }
-
 
 func newWatchCmd(co *clientOpts) *cobra.Command {
 	var service string

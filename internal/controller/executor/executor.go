@@ -34,6 +34,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/analysis"
 	"github.com/golive/golive/internal/approval"
 	"github.com/golive/golive/internal/controller/metrics"
 	"github.com/golive/golive/internal/controller/store"
@@ -59,6 +60,9 @@ type Config struct {
 	Agents    Agents
 	Notifier  *notify.Notifier
 	Metrics   *metrics.Metrics
+	// Prometheus answers the gates' PromQL analysis (nil: none configured;
+	// a rollout with an analysis is refused before it starts).
+	Prometheus analysis.Querier
 }
 
 // Executor drives rollouts while its replica leads.
@@ -249,6 +253,7 @@ func (e *Executor) observe(ctx context.Context, rec store.Record, env *environme
 			}
 		}
 		a := env.agents[host]
+		ho.Traffic, ho.Stable = trafficOf(a, st.Plan.Service)
 		// Lost for a gate: no stream for longer than the liveness contract
 		// (a host reconnecting to another replica after a failover is not
 		// lost). Until then the gate still needs fresh health data from it,
@@ -268,6 +273,39 @@ func (e *Executor) observe(ctx context.Context, rec store.Record, env *environme
 		obs.Hosts[host] = ho
 	}
 	return obs, lost, nil
+}
+
+// trafficOf picks, from the agent's heartbeat, the load balancer's counts
+// for the slot that serves the service (the active slot of a blue-green
+// service, "" for a restart-mode one) and for the other slot (stable).
+func trafficOf(a *golivev1.Agent, service string) (serving, stable rollout.Traffic) {
+	if a == nil {
+		return
+	}
+	for _, sv := range a.Services {
+		if sv.Name != service || sv.Traffic == nil || sv.Traffic.Source == "" {
+			continue
+		}
+		tw := sv.Traffic
+		serving = rollout.Traffic{HasData: true, Source: tw.Source, Err: tw.Error}
+		if tw.ObservedAt != nil {
+			serving.ObservedAt = tw.ObservedAt.AsTime()
+		}
+		stable = rollout.Traffic{}
+		for _, sl := range tw.Slots {
+			t := rollout.Traffic{HasData: true, Source: tw.Source, Requests: sl.Requests, Errors: sl.Errors,
+				AvgLatency: time.Duration(sl.AvgLatencyMs * float64(time.Millisecond)), ObservedAt: serving.ObservedAt, Err: tw.Error}
+			if sl.ObservedAt != nil {
+				t.ObservedAt = sl.ObservedAt.AsTime()
+			}
+			if sl.Slot == sv.ActiveSlot {
+				serving = t
+			} else {
+				stable = t
+			}
+		}
+	}
+	return serving, stable
 }
 
 // missing is a command the record names but etcd lacks.
@@ -302,12 +340,17 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 		return 0, err
 	}
 	obs.Pause, obs.Resume, obs.Abort = reqs[store.RequestPause], reqs[store.RequestResume], reqs[store.RequestAbort]
+	an, anMoved, err := e.analyse(ctx, rec, env, now)
+	if err != nil {
+		return 0, err
+	}
+	obs.Analysis = analysisResult(an)
 
 	next, actions := rollout.Next(st, obs, now)
 	gate := gateStatus(next, obs, now)
-	moved := len(actions) > 0 || len(reqOps) > 0 || next.Phase != st.Phase || !next.UpdatedAt.Equal(st.UpdatedAt)
+	moved := anMoved || len(actions) > 0 || len(reqOps) > 0 || next.Phase != st.Phase || !next.UpdatedAt.Equal(st.UpdatedAt)
 	if !moved && (gate == nil || rec.Gate != nil && int(gate.BakedSeconds) == int(rec.Gate.BakedSeconds)) {
-		return dueIn(next, now), nil // nothing moved; the gate figures are refreshed once a second while baking
+		return min(dueIn(next, now), analysisDue(an.State, now)), nil // nothing moved; the gate figures are refreshed once a second while baking
 	}
 	cmps := []clientv3.Cmp{fence, e.st.CmpRolloutAt(st.ID, rec.ModRevision)}
 	ops := append([]clientv3.Op(nil), reqOps...)
@@ -344,7 +387,8 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 		// approval still allows them.
 		cmps = append(cmps, e.cfg.Approvals.Fence(next.Token))
 	}
-	put, err := e.st.OpPutRollout(store.Record{State: next, Request: rec.Request, CreatedBy: rec.CreatedBy, Gate: gate, Preflight: pfHosts})
+	put, err := e.st.OpPutRollout(store.Record{State: next, Request: rec.Request, CreatedBy: rec.CreatedBy, Gate: gate, Preflight: pfHosts,
+		Metrics: rec.Metrics, Analysis: an.State, AnalysisWave: an.Wave, AnalysisBake: an.Bake})
 	if err != nil {
 		return 0, err
 	}
@@ -373,7 +417,77 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 		e.rolloutPreflight(ctx, next, rec.Request)
 	}
 	e.committed(st, next, rec, started, rollbacks, events, now)
-	return dueIn(next, now), nil
+	return min(dueIn(next, now), analysisDue(an.State, now)), nil
+}
+
+// run is a rollout's analysis as of this pass.
+type run struct {
+	State *analysis.State
+	Wave  int
+	Bake  time.Time
+}
+
+// analyse starts the current bake's PromQL analysis, or takes the
+// measurements due now; it reports whether the run moved (to be stored).
+// A rollout that is not baking keeps its last run (shown by rollout ID).
+func (e *Executor) analyse(ctx context.Context, rec store.Record, env *environment, now time.Time) (run, bool, error) {
+	st := rec.State
+	cur := run{State: rec.Analysis, Wave: rec.AnalysisWave, Bake: rec.AnalysisBake}
+	if !st.Plan.Gate.Analysis || len(rec.Metrics) == 0 || st.Step != rollout.StepBaking || st.Phase == rollout.PhaseHalted {
+		return cur, false, nil
+	}
+	if cur.State == nil || cur.Wave != st.Wave || !cur.Bake.Equal(st.BakeStart) {
+		v := analysis.Values{Hosts: st.Touched(), Service: st.Plan.Service, Release: st.Plan.Release, Slot: servingSlot(env, st)}
+		a, err := analysis.Start(rec.Metrics, v, now)
+		if err != nil {
+			// A query the wave cannot fill (e.g. {{slot}} on a restart-mode
+			// service) fails closed.
+			a = analysis.State{Version: analysis.StateVersion, Values: v, Phase: analysis.PhaseFailed, Reason: err.Error(), StartedAt: now, EndedAt: now}
+		}
+		return run{State: &a, Wave: st.Wave, Bake: st.BakeStart}, true, nil
+	}
+	if cur.State.Done() || now.Before(cur.State.NextAt()) {
+		return cur, false, nil
+	}
+	if e.cfg.Prometheus == nil {
+		a := cur.State.Cut(now, "no Prometheus configured (serve --prometheus-url)")
+		return run{State: &a, Wave: cur.Wave, Bake: cur.Bake}, true, nil
+	}
+	a, err := analysis.Step(ctx, e.cfg.Prometheus, *cur.State, now)
+	if err != nil {
+		return cur, false, err
+	}
+	return run{State: &a, Wave: cur.Wave, Bake: cur.Bake}, true, nil
+}
+
+func servingSlot(env *environment, st rollout.State) string {
+	for _, id := range st.Touched() {
+		if a := env.agents[id]; a != nil {
+			for _, sv := range a.Services {
+				if sv.Name == st.Plan.Service {
+					return sv.ActiveSlot
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func analysisResult(r run) rollout.PreflightResult {
+	switch {
+	case r.State == nil || !r.State.Done():
+		return rollout.PreflightResult{Result: rollout.ResultPending}
+	case r.State.Passed():
+		return rollout.PreflightResult{Result: rollout.ResultSucceeded}
+	}
+	return rollout.PreflightResult{Result: rollout.ResultFailed, Reason: r.State.Summary()}
+}
+
+func analysisDue(a *analysis.State, now time.Time) time.Duration {
+	if a == nil || a.Done() {
+		return idleWake
+	}
+	return max(a.NextAt().Sub(now), 0)
 }
 
 // writeCommands writes a pass's commands after its record, in chunks

@@ -15,11 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/analysis"
 	"github.com/golive/golive/internal/controller/apierr"
 	"github.com/golive/golive/internal/rollout"
 	"github.com/golive/golive/internal/state"
@@ -63,6 +66,14 @@ type Record struct {
 	Gate *golivev1.GateStatus
 	// Preflight is the pre-live checks' table, once they ran.
 	Preflight []*golivev1.HostChecks
+	// Metrics is the PromQL analysis every wave's gate runs (parsed from
+	// the deploy's files and the service's default when it started).
+	Metrics []analysis.Metric
+	// Analysis is the current wave's run (AnalysisWave, started with the
+	// bake at AnalysisBake); nil before the first bake.
+	Analysis     *analysis.State
+	AnalysisWave int
+	AnalysisBake time.Time
 	// ModRevision is the revision the record was read at (not stored).
 	ModRevision int64
 }
@@ -74,6 +85,11 @@ type recordJSON struct {
 	CreatedBy string            `json:"created_by"`
 	Gate      json.RawMessage   `json:"gate,omitempty"`
 	Preflight []json.RawMessage `json:"preflight,omitempty"`
+	Metrics   []analysis.Metric `json:"metrics,omitempty"`
+	Analysis  *analysis.State   `json:"analysis,omitempty"`
+	// AnalysisWave and AnalysisBake say which bake Analysis belongs to.
+	AnalysisWave int       `json:"analysis_wave,omitempty"`
+	AnalysisBake time.Time `json:"analysis_bake,omitzero"`
 }
 
 // Encode is the stored form of r.
@@ -82,7 +98,8 @@ func (r Record) Encode() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	j := recordJSON{Version: RecordVersion, State: st, CreatedBy: r.CreatedBy}
+	j := recordJSON{Version: RecordVersion, State: st, CreatedBy: r.CreatedBy, Metrics: r.Metrics,
+		Analysis: r.Analysis, AnalysisWave: r.AnalysisWave, AnalysisBake: r.AnalysisBake}
 	if j.Request, err = marshalOpt(r.Request); err != nil {
 		return "", err
 	}
@@ -123,7 +140,7 @@ func DecodeRecord(b []byte) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	r := Record{State: st, CreatedBy: j.CreatedBy}
+	r := Record{State: st, CreatedBy: j.CreatedBy, Metrics: j.Metrics, Analysis: j.Analysis, AnalysisWave: j.AnalysisWave, AnalysisBake: j.AnalysisBake}
 	if len(j.Request) > 0 {
 		r.Request = &golivev1.DeployRequest{}
 		if err := protojson.Unmarshal(j.Request, r.Request); err != nil {
@@ -151,6 +168,16 @@ func (r Record) View() *golivev1.Rollout {
 	v := r.State.Proto()
 	v.Request, v.CreatedBy, v.Gate, v.Preflight = r.Request, r.CreatedBy, r.Gate, r.Preflight
 	v.SkippedChecks = r.Request.GetSkipChecks()
+	if a := r.Analysis; a != nil {
+		run := &golivev1.AnalysisRun{Wave: uint32(r.AnalysisWave), Phase: string(a.Phase), Summary: a.Summary(), Notes: a.Notes()}
+		for _, m := range a.Metrics {
+			for _, x := range m.Measurements {
+				run.Measurements = append(run.Measurements, &golivev1.Measurement{Metric: x.Metric, Query: x.Query,
+					At: timestamppb.New(x.At), Value: x.Value, Verdict: string(x.Verdict), Message: x.Message})
+			}
+		}
+		v.Analysis = run
+	}
 	return v
 }
 
