@@ -77,6 +77,8 @@ type Options struct {
 	// ConfirmTimeout bounds how long Apply queries for the new data after
 	// the server accepted it. Default DefaultConfirmTimeout.
 	ConfirmTimeout time.Duration
+	// Metrics, when set, count updates and their latency.
+	Metrics *Metrics
 }
 
 // Client updates and queries one zone on its primary. It is safe for
@@ -86,6 +88,7 @@ type Client struct {
 	server  string
 	secret  dnsconfig.Secret // only to redact lower layers' errors
 	confirm time.Duration
+	metrics *Metrics
 	t       transport
 }
 
@@ -107,7 +110,9 @@ func New(z *dnsconfig.Zone, opts Options) (*Client, error) {
 	if confirm <= 0 {
 		confirm = DefaultConfirmTimeout
 	}
-	return &Client{zone: dnsconfig.CanonicalName(z.Name), server: z.Server, secret: z.Key.Secret, confirm: confirm, t: t}, nil
+	c := &Client{zone: dnsconfig.CanonicalName(z.Name), server: z.Server, secret: z.Key.Secret, confirm: confirm, metrics: opts.Metrics, t: t}
+	c.metrics.initZone(c.zone)
+	return c, nil
 }
 
 // Zone is the zone's canonical name.
@@ -189,6 +194,12 @@ func (c *Client) query(ctx context.Context, name, typ string) (*Answer, error) {
 // data (bounded by Options.ConfirmTimeout and ctx). On error nothing was
 // changed, except as the *Error says (Kind ErrNotConfirmed, or Unknown).
 func (c *Client) Apply(ctx context.Context, ch Change) (*Result, error) {
+	res, err := c.apply(ctx, ch)
+	c.metrics.observe(c.zone, res, err)
+	return res, err
+}
+
+func (c *Client) apply(ctx context.Context, ch Change) (*Result, error) {
 	n, ty, err := c.check("update", ch.Name, ch.Type)
 	if err != nil {
 		return nil, err

@@ -3,11 +3,14 @@ package dnsupdate
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/golive/golive/internal/dnsconfig"
 )
@@ -111,5 +114,55 @@ func TestFakePaths(t *testing.T) {
 				t.Fatalf("error leaks the secret: %v", err)
 			}
 		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fakeClient(&fakeTransport{upd: answer(), answers: []reply{answer("192.0.2.2")}})
+	c.metrics = m
+	m.initZone(c.zone)
+	if _, err := c.Apply(context.Background(), change); err != nil {
+		t.Fatal(err)
+	}
+	c.t = &fakeTransport{upd: reply{rcode: "NXRRSET", signed: true}}
+	if _, err := c.Apply(context.Background(), change); !errors.Is(err, ErrConflict) {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				got[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"golive_controller_dns_updates_total result=confirmed zone=example.test.":     1,
+		"golive_controller_dns_updates_total result=conflict zone=example.test.":      1,
+		"golive_controller_dns_updates_total result=refused zone=example.test.":       0,
+		"golive_controller_dns_updates_total result=unreachable zone=example.test.":   0,
+		"golive_controller_dns_updates_total result=not_confirmed zone=example.test.": 0,
+		"golive_controller_dns_updates_total result=server_error zone=example.test.":  0,
+		"golive_controller_dns_updates_total result=invalid zone=example.test.":       0,
+		"golive_controller_dns_update_duration_seconds zone=example.test.":            1,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("metrics = %v\nwant      %v", got, want)
 	}
 }
