@@ -363,3 +363,31 @@ func equalState(a, b State) bool {
 		a.BadSince.Equal(b.BadSince) && a.Good == b.Good && a.GoodSince.Equal(b.GoodSince) &&
 		a.Recommended == b.Recommended && a.LastSwitch.Equal(b.LastSwitch) && a.Switches == b.Switches
 }
+
+// TestFlappingNeverSwitches: however a primary flaps, if no run of bad
+// checks reaches the threshold, nothing is switched, recommended or held.
+func TestFlappingNeverSwitches(t *testing.T) {
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 61))
+		p := policy(true)
+		p.Threshold = 2 + r.IntN(5)
+		var s State
+		at := t0
+		run := 0
+		for i := range 200 {
+			at = at.Add(p.Interval)
+			v := Healthy
+			if run < p.Threshold-1 && r.IntN(3) > 0 {
+				v = Unhealthy
+				run++
+			} else {
+				run = 0
+			}
+			var d Decision
+			s, d = Step(p, s, Check{At: at, Primary: Health{Verdict: v}, Secondary: Health{Verdict: Healthy}}, true)
+			if d.Action != None {
+				t.Fatalf("seed %d check %d: %s %s on a flapping primary (threshold %d): %s", seed, i, d.Action, d.Kind, p.Threshold, d.Reason)
+			}
+		}
+	}
+}
