@@ -329,6 +329,12 @@ func (a *Agent) services() []*golivev1.ServiceState {
 			st.ActiveSlot = sv.ActiveSlot()
 		}
 		st.Traffic = sv.traffic.proto() // nil without a load balancer to read (traffic.go)
+		if sv.Config != nil && sv.Config.MetricsPath != "" {
+			st.MetricsPath, st.MetricsPort = sv.Config.MetricsPath, uint32(sv.Port)
+			if sv.ServingPort != nil {
+				st.MetricsPort = uint32(sv.ServingPort())
+			}
+		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -408,7 +414,7 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 	}
 	hello := &golivev1.Hello{
 		HostId: a.cfg.HostID, Labels: a.cfg.Labels, AgentVersion: version.Version, InstanceId: a.instance,
-		Services: a.services(), FencingToken: 0, UnackedResults: a.unackedResults(),
+		Services: a.services(), FencingToken: 0, UnackedResults: a.unackedResults(), MetricsAddress: a.MetricsAddr(),
 	}
 	if err := stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err

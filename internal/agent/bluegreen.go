@@ -101,6 +101,7 @@ func buildBlueGreen(ctx context.Context, cfg *agentconfig.Config, sc *agentconfi
 		log.Error("cannot serve the current release", "service", sc.Name, "error", err)
 	}
 	s.Port = r.ServingPort()
+	s.ServingPort = r.ServingPort
 	if sc.Health.URL != "" {
 		check := health.Check{URL: sc.HealthURL(s.Port), ExpectStatus: sc.Health.ExpectStatus, Timeout: sc.Health.Timeout}
 		var follow func() string

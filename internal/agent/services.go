@@ -61,6 +61,9 @@ type Service struct {
 	// ActiveSlot, for a blue-green service, names the slot serving its
 	// traffic (reported in heartbeats).
 	ActiveSlot func() string
+	// ServingPort, for a blue-green service, is the serving slot's port as
+	// it follows switches (nil: Port).
+	ServingPort func() int
 	// closers release what the service owns beyond Manager (the blue-green
 	// slot managers, the keep-warm timers, the traffic reader).
 	closers []func()

@@ -29,6 +29,9 @@ type simAgent struct {
 	rollbacks     atomic.Int32
 	preflights    atomic.Int32
 	connected     atomic.Bool
+	// metricsAddr and svcMetricsPort, when set, are announced in Hello.
+	metricsAddr    string
+	svcMetricsPort uint32
 }
 
 func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
@@ -43,8 +46,12 @@ func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
 		return stream.Send(m)
 	}
 	svc := &golivev1.ServiceState{Name: "app", CurrentRelease: "v1", PreviousRelease: "v0", State: "running"}
+	if a.svcMetricsPort > 0 {
+		svc.MetricsPort, svc.MetricsPath, svc.ActiveSlot = a.svcMetricsPort, "/custom", "blue"
+	}
 	if err := send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: &golivev1.Hello{
-		HostId: a.host, InstanceId: a.host + "-sim", AgentVersion: "sim", Services: []*golivev1.ServiceState{svc}}}}); err != nil {
+		HostId: a.host, InstanceId: a.host + "-sim", AgentVersion: "sim", Services: []*golivev1.ServiceState{svc},
+		MetricsAddress: a.metricsAddr}}}); err != nil {
 		return err
 	}
 	go func() {

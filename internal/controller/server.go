@@ -63,6 +63,7 @@ import (
 	"github.com/golive/golive/internal/embedetcd"
 	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/pki"
+	"github.com/golive/golive/internal/promsd"
 	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -320,6 +321,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle(promsd.Path, promsd.NewHandler(s, log.Named("promsd")))
 	if cfg.ArtifactsDir != "" {
 		mux.Handle("/artifacts/", http.StripPrefix("/artifacts/", http.FileServer(http.Dir(cfg.ArtifactsDir))))
 	}

@@ -601,7 +601,7 @@ func agentRecord(hello *golivev1.Hello, replica, addr string, since time.Time) *
 	return &golivev1.Agent{
 		HostId: hello.HostId, Labels: hello.Labels, AgentVersion: hello.AgentVersion, Replica: replica,
 		ConnectedAt: timestamppb.New(since), LastHeartbeat: timestamppb.New(since), Services: hello.Services,
-		FencingToken: hello.FencingToken, Address: addr,
+		FencingToken: hello.FencingToken, Address: addr, MetricsAddress: hello.MetricsAddress,
 	}
 }
 

@@ -361,8 +361,12 @@ type Hello struct {
 	UnackedResults []*CommandResult `protobuf:"bytes,7,rep,name=unacked_results,json=unackedResults,proto3" json:"unacked_results,omitempty"`
 	// ids of commands the agent has already seen (done or in flight).
 	KnownCommandIds []string `protobuf:"bytes,8,rep,name=known_command_ids,json=knownCommandIds,proto3" json:"known_command_ids,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// metrics_address is the agent's own HTTP address (/metrics, /status),
+	// as it listens: a wildcard host means "the address this stream comes
+	// from" (the controller's Prometheus service discovery uses it).
+	MetricsAddress string `protobuf:"bytes,9,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -449,6 +453,13 @@ func (x *Hello) GetKnownCommandIds() []string {
 		return x.KnownCommandIds
 	}
 	return nil
+}
+
+func (x *Hello) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
 }
 
 // Welcome answers a Hello.
@@ -591,7 +602,12 @@ type ServiceState struct {
 	// traffic is what real users' requests through the service's load
 	// balancer did, per slot, next to the agent's own probe (health). Absent
 	// for a service with no router the agent can read.
-	Traffic       *TrafficWindow `protobuf:"bytes,10,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	Traffic *TrafficWindow `protobuf:"bytes,10,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	// metrics_port and metrics_path are where the serving instance exposes
+	// its own Prometheus metrics (the service's metrics_path; 0/"": none), on
+	// the agent's host.
+	MetricsPort   uint32 `protobuf:"varint,11,opt,name=metrics_port,json=metricsPort,proto3" json:"metrics_port,omitempty"`
+	MetricsPath   string `protobuf:"bytes,12,opt,name=metrics_path,json=metricsPath,proto3" json:"metrics_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -694,6 +710,20 @@ func (x *ServiceState) GetTraffic() *TrafficWindow {
 		return x.Traffic
 	}
 	return nil
+}
+
+func (x *ServiceState) GetMetricsPort() uint32 {
+	if x != nil {
+		return x.MetricsPort
+	}
+	return 0
+}
+
+func (x *ServiceState) GetMetricsPath() string {
+	if x != nil {
+		return x.MetricsPath
+	}
+	return ""
 }
 
 // TrafficWindow is the load balancer's own count of the requests it sent to
@@ -2033,7 +2063,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\acommand\x18\x03 \x01(\v2\x12.golive.v1.CommandH\x00R\acommand\x125\n" +
 	"\n" +
 	"result_ack\x18\x04 \x01(\v2\x14.golive.v1.ResultAckH\x00R\tresultAckB\t\n" +
-	"\apayload\"\xa0\x03\n" +
+	"\apayload\"\xc9\x03\n" +
 	"\x05Hello\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.golive.v1.Hello.LabelsEntryR\x06labels\x12#\n" +
@@ -2043,7 +2073,8 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\bservices\x18\x05 \x03(\v2\x17.golive.v1.ServiceStateR\bservices\x12#\n" +
 	"\rfencing_token\x18\x06 \x01(\x03R\ffencingToken\x12A\n" +
 	"\x0funacked_results\x18\a \x03(\v2\x18.golive.v1.CommandResultR\x0eunackedResults\x12*\n" +
-	"\x11known_command_ids\x18\b \x03(\tR\x0fknownCommandIds\x1a9\n" +
+	"\x11known_command_ids\x18\b \x03(\tR\x0fknownCommandIds\x12'\n" +
+	"\x0fmetrics_address\x18\t \x01(\tR\x0emetricsAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
@@ -2054,7 +2085,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\bservices\x18\x01 \x03(\v2\x17.golive.v1.ServiceStateR\bservices\x12#\n" +
 	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xe4\x02\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xaa\x03\n" +
 	"\fServiceState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fcurrent_release\x18\x02 \x01(\tR\x0ecurrentRelease\x12)\n" +
@@ -2068,7 +2099,9 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"command_id\x18\b \x01(\tR\tcommandId\x12\x14\n" +
 	"\x05stage\x18\t \x01(\tR\x05stage\x122\n" +
 	"\atraffic\x18\n" +
-	" \x01(\v2\x18.golive.v1.TrafficWindowR\atraffic\"\xa8\x01\n" +
+	" \x01(\v2\x18.golive.v1.TrafficWindowR\atraffic\x12!\n" +
+	"\fmetrics_port\x18\v \x01(\rR\vmetricsPort\x12!\n" +
+	"\fmetrics_path\x18\f \x01(\tR\vmetricsPath\"\xa8\x01\n" +
 	"\rTrafficWindow\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12,\n" +
 	"\x05slots\x18\x02 \x03(\v2\x16.golive.v1.SlotTrafficR\x05slots\x12;\n" +

@@ -560,8 +560,11 @@ type Agent struct {
 	Address       string                 `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
 	// last command results, newest first.
 	RecentResults []*CommandResult `protobuf:"bytes,11,rep,name=recent_results,json=recentResults,proto3" json:"recent_results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// metrics_address is the agent's HTTP address as it listens (a wildcard
+	// host: see address).
+	MetricsAddress string `protobuf:"bytes,12,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -669,6 +672,13 @@ func (x *Agent) GetRecentResults() []*CommandResult {
 		return x.RecentResults
 	}
 	return nil
+}
+
+func (x *Agent) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
 }
 
 // ListAgentsRequest asks for agents.
@@ -3473,7 +3483,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\vagents_lost\x18\x05 \x01(\rR\n" +
 	"agentsLost\x12.\n" +
 	"\brollouts\x18\x06 \x03(\v2\x12.golive.v1.RolloutR\brollouts\x12-\n" +
-	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\"\x9d\x04\n" +
+	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\"\xc6\x04\n" +
 	"\x05Agent\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.golive.v1.Agent.LabelsEntryR\x06labels\x12\x14\n" +
@@ -3486,7 +3496,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\rfencing_token\x18\t \x01(\x03R\ffencingToken\x12\x18\n" +
 	"\aaddress\x18\n" +
 	" \x01(\tR\aaddress\x12?\n" +
-	"\x0erecent_results\x18\v \x03(\v2\x18.golive.v1.CommandResultR\rrecentResults\x1a9\n" +
+	"\x0erecent_results\x18\v \x03(\v2\x18.golive.v1.CommandResultR\rrecentResults\x12'\n" +
+	"\x0fmetrics_address\x18\f \x01(\tR\x0emetricsAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
