@@ -208,8 +208,9 @@ type Result struct {
 	Stages      []StageReport `json:"stages"`
 	// Unchanged: the command changed nothing on the host: the live release
 	// was not stopped, restarted or switched away from, and current names
-	// what it named before. A FAILED deploy that failed before the swap
-	// (fetch, verify, unpack; a refused re-deploy or an invalid command) is
+	// what it named before. A FAILED deploy that failed before it touched
+	// the live service (fetch, verify, unpack; backup when pre_swap had no
+	// hook; a refused re-deploy or an invalid command) is
 	// Unchanged, and its Error ends with NothingChanged: there is nothing
 	// to roll back. A SUCCEEDED rollback to the release that already runs
 	// healthy is Unchanged too (a no-op).
