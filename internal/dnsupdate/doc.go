@@ -27,8 +27,12 @@
 //     is sent at most once; a lost reply is reported as ErrUnreachable after
 //     one query that tells whether the change landed.
 //   - Errors name the server, the record and the server's rcode, and say
-//     what to do; they never hold the TSIG secret (Error.Error redacts any
-//     text from below that would).
-//   - Only miekg.go imports github.com/miekg/dns: the rest talks to the
-//     small transport interface, so a move to its v2 is a swap of that file.
+//     what to do; they never hold the TSIG secret: the client keeps it as a
+//     dnsconfig.Secret (prints "[redacted]") and redacts any text from a
+//     lower layer before it goes into an Error.
+//   - In this package only miekg.go imports github.com/miekg/dns: the rest
+//     talks to the small transport interface (transport.go), so a move to
+//     its v2 is a swap of that file. (The test servers in dnstest use it too.)
+//   - A malformed change (a name outside the zone, a bad value or TTL) is
+//     ErrInvalid and is never sent.
 package dnsupdate
