@@ -1,8 +1,10 @@
 // Package cli is the command line of both golive binaries: the controller's
 // `serve` daemon and operator commands, and the agent's `run` and `check`.
 //
-// Exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong.
-// Errors are one sentence on stderr that says what to do next.
+// Exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong
+// (wherever it is found: here, or by the controller, which answers
+// InvalidArgument), 130 interrupted (Ctrl-C). Errors are one sentence on
+// stderr that says what to do next.
 package cli
 
 import (
@@ -11,10 +13,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
+	"github.com/golive/golive/internal/version"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -26,6 +31,12 @@ func (u UsageError) Unwrap() error { return u.Err }
 
 // Usagef returns a usage error (exit 2).
 func Usagef(format string, args ...any) error { return UsageError{fmt.Errorf(format, args...)} }
+
+// Interrupted ends a command the operator stopped with Ctrl-C (exit 130):
+// Note, if set, is printed instead of an error.
+type Interrupted struct{ Note string }
+
+func (i Interrupted) Error() string { return "interrupted" }
 
 // ExactArgs is cobra.ExactArgs that returns a usage error.
 func ExactArgs(n int, what string) cobra.PositionalArgs {
@@ -53,11 +64,18 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	root.SilenceErrors = true
 	root.SilenceUsage = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return UsageError{fmt.Errorf("%w; see `%s --help`", err, c.CommandPath())}
+		return UsageError{fmt.Errorf("%s; see `%s --help`", flagError(c, err), c.CommandPath())}
 	})
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	var intr Interrupted
+	if errors.As(err, &intr) {
+		if intr.Note != "" {
+			fmt.Fprintln(stderr, intr.Note)
+		}
+		return 130
 	}
 	var ue UsageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
@@ -66,10 +84,63 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	}
 	if st, ok := status.FromError(err); ok {
 		fmt.Fprintf(stderr, "%s: %s\n", root.Name(), st.Message())
+		if st.Code() == codes.InvalidArgument {
+			return 2
+		}
 		return 1
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", root.Name(), err)
 	return 1
+}
+
+// badFlagValue is pflag's `invalid argument "-1" for "-c, --canary" flag: strconv.ParseUint: ...`.
+var badFlagValue = regexp.MustCompile(`^invalid argument (".*") for "(?:-\w, )?--([\w-]+)" flag: `)
+
+// flagError rewrites pflag's parse errors as the flag's name, the value
+// given and what the flag wants (no strconv text).
+func flagError(c *cobra.Command, err error) string {
+	m := badFlagValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	f := c.Flags().Lookup(m[2])
+	if f == nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("--%s %s: want %s", m[2], m[1], wantOfType(f.Value.Type()))
+}
+
+func wantOfType(typ string) string {
+	switch typ {
+	case "uint", "uint8", "uint16", "uint32", "uint64":
+		return "a whole number of 0 or more (e.g. 1)"
+	case "int", "int8", "int16", "int32", "int64":
+		return "a whole number (e.g. 5)"
+	case "float32", "float64":
+		return "a number (e.g. 0.5)"
+	case "duration":
+		return "a duration such as 200ms, 30s, 5m or 1h"
+	case "bool":
+		return "true or false"
+	}
+	return "a " + typ
+}
+
+// AddVersion gives root a `version` subcommand and a --version flag, both
+// printing the build's stamped version.
+func AddVersion(root *cobra.Command) {
+	root.Version = version.Version
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	root.AddCommand(&cobra.Command{
+		Use:     "version",
+		Short:   "print this build's version",
+		Example: "  " + root.Name() + " version",
+		Args:    NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", root.Name(), version.Version)
+			return err
+		},
+	})
 }
 
 // LogFlags are the daemons' --log-level and --log-json.

@@ -23,6 +23,7 @@ import (
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{Use: "golive-agent", Short: "golive agent: `run` is the daemon on each production host; `check` validates its config"}
 	root.AddCommand(newAgentRunCmd(stderr), newAgentCheckCmd())
+	cli.AddVersion(root)
 	return cli.Execute(ctx, root, args, stdout, stderr)
 }
 
@@ -115,7 +116,7 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&controllers, "controller", "", "controller address(es), comma-separated: any replica (default: config, else 127.0.0.1:7400)")
-	f.StringVar(&hostID, "host-id", host, "this host's id (default: hostname)")
+	f.StringVar(&hostID, "host-id", host, "this host's id (the host's name unless set)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/golive", "state directory (releases, journals, backups)")
 	f.StringVar(&configPath, "config", "", "agent config file (HCL)")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:7402", "HTTP address for /metrics and /status")
@@ -135,12 +136,13 @@ func newAgentCheckCmd() *cobra.Command {
 			if configPath == "" {
 				return cli.Usagef("check needs --config FILE")
 			}
+			// A bad config is a usage error (exit 2), as it is for `run`.
 			cfg, err := agentconfig.Load(configPath)
 			if err != nil {
-				return err
+				return cli.UsageError{Err: err}
 			}
 			if err := cfg.Validate(); err != nil {
-				return err
+				return cli.UsageError{Err: err}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (host %s, %d services)\n", configPath, cfg.HostID, len(cfg.Services))
 			return nil

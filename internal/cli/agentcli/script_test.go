@@ -2,8 +2,10 @@ package agentcli_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -32,6 +34,7 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{Dir: "testdata/script", Cmds: map[string]func(*testscript.TestScript, bool, []string){
 		"waitlock":     waitLock,
 		"checklockpid": checkLockPID,
+		"rc":           exitCode,
 	}})
 }
 
@@ -87,4 +90,27 @@ func lockHolder(path string) (int, bool) {
 		return pid, false
 	}
 	return pid, true
+}
+
+// exitCode N CMD ARGS... runs CMD and checks that it exits N (stdout and
+// stderr are kept for the next checks).
+func exitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: rc N CMD [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("rc %q: want an exit code", args[0])
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", strings.Join(args[1:], " "), got, want)
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/audit"
@@ -61,7 +60,7 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 			}
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAuditResponse, error) {
 				return c.ListAudit(ctx, &req)
-			}, func(resp *golivev1.ListAuditResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAuditResponse) error {
+			}, func(resp *golivev1.ListAuditResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListAuditResponse) error {
 				if jsonl {
 					// One entry per line, in the form its hash is computed
 					// over: `audit verify --file` checks an export offline.
@@ -89,7 +88,7 @@ func newAuditCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&since, "since", "", "only entries since: a duration ago (24h) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only entries before: a duration ago or an RFC 3339 time")
 	f.Uint32Var(&req.Limit, "limit", 0, "only the newest N entries")
-	f.BoolVar(&jsonl, "jsonl", false, "export JSON lines, one entry per line (for `audit verify --file` and log pipelines)")
+	f.BoolVar(&jsonl, "jsonl", false, "export JSON lines, one entry per line (for audit verify --file and log pipelines)")
 	cmd.AddCommand(newAuditVerifyCmd(co))
 	return cmd
 }
@@ -139,6 +138,19 @@ func newAuditVerifyCmd(co *clientOpts) *cobra.Command {
 			}
 			bad, why := audit.VerifyChain(entries, headSeq, headHash)
 			w := cmd.OutOrStdout()
+			if co.output == "json" {
+				v := object{{"intact", bad == 0}, {"entries", len(entries)}, {"head_seq", headSeq}, {"head_hash", headHash}, {"source", from}}
+				if bad != 0 {
+					v = append(v, field{"broken_at", bad}, field{"why", why})
+				}
+				if err := writeJSON(w, v, false); err != nil {
+					return err
+				}
+				if bad != 0 {
+					return errChainBroken
+				}
+				return nil
+			}
 			if bad != 0 {
 				fmt.Fprintf(w, "audit chain BROKEN at entry %d: %s (%d entries read from %s)\n", bad, why, len(entries), from)
 				return errChainBroken
@@ -147,7 +159,7 @@ func newAuditVerifyCmd(co *clientOpts) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&file, "file", "", "verify an export made with `audit --jsonl` instead of the live log")
+	cmd.Flags().StringVar(&file, "file", "", "verify the export `FILE` (made with audit --jsonl) instead of the live log")
 	return cmd
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/golive/golive/internal/cli"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
@@ -31,7 +30,7 @@ func newBackupsCmd(co *clientOpts) *cobra.Command {
 			}
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListBackupsResponse, error) {
 				return c.ListBackups(ctx, req)
-			}, func(resp *golivev1.ListBackupsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListBackupsResponse) error {
+			}, func(resp *golivev1.ListBackupsResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListBackupsResponse) error {
 				if len(resp.Backups) == 0 {
 					on := ""
 					if req.HostId != "" {

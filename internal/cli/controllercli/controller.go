@@ -3,9 +3,7 @@
 package controllercli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -27,7 +25,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -37,6 +34,7 @@ import (
 	"github.com/golive/golive/internal/notify"
 	"github.com/golive/golive/internal/preflight"
 	"github.com/golive/golive/internal/rollout"
+	"github.com/golive/golive/internal/version"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -86,10 +84,13 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newServeCmd(stderr),
-		newAuthorizeCmd(co), newRevokeCmd(co), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
+		newAuthorizeCmd(co), newRevokeCmd(co, "revoke"), newRevokeCmd(co, "stop"), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
 		newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
 		newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
+	cli.AddVersion(root)
+	root.RegisterFlagCompletionFunc("output", completeOutput)
+	setExamples(root)
 	return root
 }
 
@@ -136,6 +137,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			log.Info("golive-controller starting", "version", version.Version, "replica_id", cfg.ReplicaID)
 			return controller.Run(cmd.Context(), cfg, log)
 		},
 	}
@@ -149,7 +151,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.EmbeddedClient, "embedded-etcd-client", cfg.EmbeddedClient, "embedded etcd client address")
 	f.StringVar(&cfg.EmbeddedPeer, "embedded-etcd-peer", cfg.EmbeddedPeer, "embedded etcd peer address")
 	f.DurationVar(&cfg.MaxApprovalTTL, "max-approval-ttl", cfg.MaxApprovalTTL, "longest approval an operator may grant")
-	f.StringVar(&cfg.ReplicaID, "replica-id", cfg.ReplicaID, "this replica's name (default: hostname)")
+	f.StringVar(&cfg.ReplicaID, "replica-id", cfg.ReplicaID, "this replica's name (the host's name unless set)")
 	f.StringVar(&cfg.ArtifactsDir, "artifacts-dir", "", "serve this directory at http://METRICS-ADDR/artifacts/")
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: a dead leader is replaced within about this long")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents send heartbeats; 3 missed = lost")
@@ -158,14 +160,16 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.Prometheus.BearerTokenFile, "prometheus-bearer-token-file", "", "file with a bearer token for --prometheus-url (read at every query)")
 	f.StringVar(&cfg.Prometheus.CAFile, "prometheus-ca-file", "", "PEM CA bundle that verifies an https --prometheus-url")
 	f.StringArrayVar(&defaultAnalysis, "default-analysis", nil, "SERVICE=FILE: an analysis every deploy of SERVICE runs (repeatable)")
-	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA that signs agent and operator certificates (mutual TLS 1.3; see `pki`)")
+	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "`FILE` of the CA that signs agent and operator certificates (mutual TLS 1.3; see golive-controller pki)")
 	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "the controller's certificate")
 	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the controller's key")
 	f.BoolVar(&cfg.TwoPersonRule, "two-person-rule", false, "the identity that authorized may not start or resume a deploy under that approval")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "control calls per second per identity (0: no limit; revoke, pause and abort are never limited)")
 	f.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "burst of control calls per identity")
 	f.Float64Var(&cfg.AcceptRate, "accept-rate", cfg.AcceptRate, "new connections accepted per second, to absorb reconnect storms (0: no pacing)")
+	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:7402; keep it private)")
 	lf.Add(cmd)
+	hideClientFlags(cmd)
 	return cmd
 }
 
@@ -199,13 +203,40 @@ func (co *clientOpts) call(ctx context.Context, f func(context.Context, golivev1
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, controller.ActorMetadataKey, co.actor)
 	err = f(ctx, golivev1.NewControlServiceClient(conn))
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), "dial") {
-		return fmt.Errorf("cannot reach the controller at %s (%s): is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, lastPart(st.Message()))
-	}
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
 		return fmt.Errorf("no answer from the controller at %s within %s: is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, co.timeout)
 	}
-	return err
+	return co.connError(err)
+}
+
+// connError turns a failure to reach the controller (refused, unresolvable,
+// a bad address, a TLS handshake it refused) into one sentence that says what
+// to do; any other error is returned as it is.
+func (co *clientOpts) connError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || err == nil || st.Code() != codes.Unavailable || !isTransportFailure(st.Message()) {
+		return err
+	}
+	msg := st.Message()
+	if strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate") || strings.Contains(msg, "handshake") {
+		hint := "give your operator certificate with --tls-ca, --tls-cert and --tls-key (or GOLIVE_TLS_*)"
+		if co.tls.Set() {
+			hint = "check that --tls-ca signed the controller's certificate and the controller's CA signed yours"
+		}
+		return fmt.Errorf("the controller at %s refused the TLS connection (%s): %s", co.addr, lastPart(msg), hint)
+	}
+	return fmt.Errorf("cannot reach the controller at %s (%s): is `golive-controller serve` running there? (set --addr or GOLIVE_ADDR)", co.addr, lastPart(msg))
+}
+
+// isTransportFailure tells a connection that could not be made from an
+// Unavailable answer of the controller itself (e.g. etcd down).
+func isTransportFailure(msg string) bool {
+	for _, s := range []string{"connection error", "dial", "name resolver", "produced zero addresses", "transport:", "missing port", "tls:", "handshake", "connection closed", "EOF"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func lastPart(msg string) string {
@@ -216,9 +247,10 @@ func lastPart(msg string) string {
 }
 
 // run calls the controller with f and prints its answer: as JSON (of
-// jsonOf) with -o json, else as text.
+// jsonOf: a proto message or a value from jsonValue) with -o json, else as
+// text.
 func run[T any](cmd *cobra.Command, co *clientOpts, f func(context.Context, golivev1.ControlServiceClient) (T, error),
-	jsonOf func(T) proto.Message, text func(io.Writer, T) error) error {
+	jsonOf func(T) any, text func(io.Writer, T) error) error {
 	var resp T
 	err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) (err error) {
 		resp, err = f(ctx, c)
@@ -233,19 +265,13 @@ func run[T any](cmd *cobra.Command, co *clientOpts, f func(context.Context, goli
 	return text(cmd.OutOrStdout(), resp)
 }
 
-func (co *clientOpts) printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
-	if err != nil {
-		return err
+// printJSON prints v (a proto message, or a value built by jsonValue) as one
+// indented JSON document.
+func (co *clientOpts) printJSON(w io.Writer, v any) error {
+	if m, ok := v.(proto.Message); ok {
+		v = jsonValue(m)
 	}
-	// protojson varies its white space on purpose; give scripts a stable form.
-	var out bytes.Buffer
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return err
-	}
-	out.WriteByte('\n')
-	_, err = w.Write(out.Bytes())
-	return err
+	return writeJSON(w, v, false)
 }
 
 func newAuthorizeCmd(co *clientOpts) *cobra.Command {
@@ -258,9 +284,12 @@ func newAuthorizeCmd(co *clientOpts) *cobra.Command {
 			" (case and spacing do not matter).",
 		Args: cli.ExactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl <= 0 {
+				return cli.Usagef("--ttl %s: want a positive duration (e.g. 30m or 1h)", ttl)
+			}
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.AuthorizeResponse, error) {
 				return c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason})
-			}, func(resp *golivev1.AuthorizeResponse) proto.Message { return resp.Approval }, func(w io.Writer, resp *golivev1.AuthorizeResponse) error {
+			}, func(resp *golivev1.AuthorizeResponse) any { return resp.Approval }, func(w io.Writer, resp *golivev1.AuthorizeResponse) error {
 				a := resp.Approval
 				fmt.Fprintf(w, "automation AUTHORIZED by %s until %s (fencing token %d)\nstop it at any moment: golive-controller revoke\n",
 					a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.FencingToken)
@@ -281,17 +310,22 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-func newRevokeCmd(co *clientOpts) *cobra.Command {
+// newRevokeCmd is `revoke`, and `stop` (the same command under the word an
+// operator reaches for first; its own command, so its help says stop).
+func newRevokeCmd(co *clientOpts, use string) *cobra.Command {
 	var reason string
+	short := "turn automation off now, everywhere"
+	if use != "revoke" {
+		short += " (same as revoke)"
+	}
 	cmd := &cobra.Command{
-		Use:     "revoke",
-		Aliases: []string{"stop"},
-		Short:   "turn automation off now, everywhere",
-		Args:    cli.NoArgs,
+		Use:   use,
+		Short: short,
+		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RevokeResponse, error) {
 				return c.Revoke(ctx, &golivev1.RevokeRequest{Reason: reason})
-			}, func(resp *golivev1.RevokeResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RevokeResponse) error {
+			}, func(resp *golivev1.RevokeResponse) any { return resp }, func(w io.Writer, resp *golivev1.RevokeResponse) error {
 				if resp.Revoked {
 					fmt.Fprintf(w, "automation REVOKED (fencing token %d is void on every agent)\n", resp.FencingToken)
 				} else {
@@ -323,7 +357,7 @@ func newApprovalCmd(co *clientOpts) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.GetApprovalResponse, error) {
 				return c.GetApproval(ctx, &golivev1.GetApprovalRequest{})
-			}, func(resp *golivev1.GetApprovalResponse) proto.Message { return resp.Approval }, func(w io.Writer, resp *golivev1.GetApprovalResponse) error {
+			}, func(resp *golivev1.GetApprovalResponse) any { return resp.Approval }, func(w io.Writer, resp *golivev1.GetApprovalResponse) error {
 				printApproval(w, resp.Approval)
 				return nil
 			})
@@ -339,9 +373,9 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.StatusResponse, error) {
 				return c.Status(ctx, &golivev1.StatusRequest{})
-			}, func(resp *golivev1.StatusResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.StatusResponse) error {
+			}, func(resp *golivev1.StatusResponse) any { return resp }, func(w io.Writer, resp *golivev1.StatusResponse) error {
 				printApproval(w, resp.Approval)
-				fmt.Fprintf(w, "leader: %s   (answered by replica %s)\n", orDash(resp.Leader), resp.Replica)
+				fmt.Fprintf(w, "leader: %s   (answered by replica %s, version %s; this client %s)\n", orDash(resp.Leader), resp.Replica, orDash(resp.ControllerVersion), version.Version)
 				fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
 				for _, r := range resp.Rollouts {
 					fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts))
@@ -367,7 +401,7 @@ func newAgentsCmd(co *clientOpts) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAgentsResponse, error) {
 				return c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
-			}, func(resp *golivev1.ListAgentsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListAgentsResponse) error {
+			}, func(resp *golivev1.ListAgentsResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListAgentsResponse) error {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLAST RESULT\tLABELS")
 				for _, a := range resp.Agents {
@@ -427,8 +461,8 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			if req.Service == "" || req.Release == "" {
 				return cli.Usagef("deploy needs --service and --release")
 			}
-			if !req.DryRun && (req.ArtifactUrl == "" || req.Sha256 == "") {
-				return cli.Usagef("deploy needs --artifact URL and --sha256 HEX")
+			if err := validateDeployFlags(req, hosts, selector, minHealthy, maxLat, deadline); err != nil {
+				return err
 			}
 			if sigFile != "" {
 				b, err := os.ReadFile(sigFile)
@@ -457,18 +491,18 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 				req.WeightPercent = w
 			}
 			if hosts != "" {
-				req.Hosts = strings.Split(hosts, ",")
+				req.Hosts = splitList(hosts)
 			}
 			if selector != "" {
 				sel, err := rollout.ParseSelector(selector)
 				if err != nil {
-					return cli.Usagef("--selector: %v", err)
+					return cli.Usagef("--selector %q: want key=value pairs separated by commas (e.g. role=web,zone=a)", selector)
 				}
 				req.Selector = sel
 			}
 			rate, err := rollout.ParseRate(maxErr)
 			if err != nil {
-				return cli.Usagef("--max-error-rate: %v", err)
+				return cli.Usagef("--max-error-rate %q: want a percentage below 100%% (e.g. 0.1%%) or a fraction below 1 (e.g. 0.001)", maxErr)
 			}
 			req.MaxErrorRate = rate
 			req.MinHealthy, req.MaxAvgLatency, req.ProgressDeadline = durationpb.New(minHealthy), durationpb.New(maxLat), durationpb.New(deadline)
@@ -479,7 +513,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 					id = resp.Rollout.GetId()
 				}
 				return resp, err
-			}, func(resp *golivev1.DeployResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
+			}, func(resp *golivev1.DeployResponse) any { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
 				if req.DryRun {
 					fmt.Fprintf(w, "plan for %s@%s (dry run: nothing written):\n", req.Service, req.Release)
 					for _, wv := range resp.Rollout.Waves {
@@ -502,7 +536,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Release, "release", "", "release id")
 	f.StringVar(&req.ArtifactUrl, "artifact", "", "artifact URL (http, https, file)")
 	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
-	f.StringVar(&sigFile, "signature-file", "", "ed25519 signature of the artifact (FILE.sig from `golive-controller sign`); agents with trusted_keys require one")
+	f.StringVar(&sigFile, "signature-file", "", "`FILE` of the artifact's ed25519 signature (the FILE.sig golive-controller sign writes); agents with trusted_keys require one")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service, or --selector)")
 	f.StringVar(&selector, "selector", "", "agent labels key=value,... (all must match)")
 	f.Uint32Var(&req.Canary, "canary", 0, "hosts in the first wave (0: no canary)")
@@ -510,16 +544,54 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.DurationVar(&minHealthy, "min-healthy", rollout.DefaultMinHealthy, "bake time per wave: its hosts must stay within the limits this long")
 	f.StringVar(&maxErr, "max-error-rate", "0.1%", "highest error rate a wave's hosts may show (e.g. 0.1% or 0.001)")
 	f.DurationVar(&maxLat, "max-avg-latency", rollout.DefaultMaxAvgLatency, "highest average latency a wave's hosts may show")
-	f.BoolVar(&req.PauseAfterCanary, "pause-after-canary", false, "wait for `resume` after the canary passes")
+	f.BoolVar(&req.PauseAfterCanary, "pause-after-canary", false, "halt after the canary passes until golive-controller resume ID")
 	f.DurationVar(&deadline, "progress-deadline", rollout.DefaultProgressDeadline, "longest a wave (or the fleet rollback) may take")
 	f.StringVar(&weight, "weight", "", "blue-green hosts: send this share of each host's traffic (e.g. 10%) to the new slot for the --min-healthy bake before the full switch")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
 	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))
-	f.StringArrayVar(&analysisFiles, "analysis", nil, "PromQL analysis file (HCL metric blocks) every wave's gate runs on the controller's Prometheus (repeatable)")
-	f.Uint64Var(&req.MinRequests, "min-requests", rollout.DefaultMinRequests, "real requests (load balancer counts) a bake must see; fewer pauses the rollout as inconclusive")
-	f.Float64Var(&req.MaxErrorRatioVsStable, "max-error-ratio-vs-stable", 0, "also fail a new slot whose error rate is over this many times the stable slot's (0: off)")
 	return cmd
+}
+
+// validateDeployFlags refuses a wrong deploy command line before the
+// controller sees it (exit 2), naming the flag and what it wants.
+func validateDeployFlags(req *golivev1.DeployRequest, hosts, selector string, minHealthy, maxLat, deadline time.Duration) error {
+	if !req.DryRun && req.ArtifactUrl == "" {
+		return cli.Usagef("deploy needs --artifact URL (http, https or file) of the release's tarball")
+	}
+	if !req.DryRun && req.Sha256 == "" {
+		return cli.Usagef("deploy needs --sha256 HEX: the artifact's sha256, 64 hex digits (sha256sum FILE)")
+	}
+	if req.Sha256 != "" && !isSHA256Hex(req.Sha256) {
+		return cli.Usagef("--sha256 %q: want the artifact's sha256, 64 hex digits (sha256sum FILE); got %d characters", req.Sha256, len(req.Sha256))
+	}
+	if hosts != "" && selector != "" {
+		return cli.Usagef("use --hosts or --selector, not both")
+	}
+	if _, err := rollout.ParseBatch(req.Batch); err != nil {
+		return cli.Usagef("--batch %q: want a host count of 1 or more (e.g. 5) or a whole percentage from 1%% to 100%% (e.g. 25%%)", req.Batch)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--min-healthy", minHealthy}, {"--max-avg-latency", maxLat}, {"--progress-deadline", deadline}} {
+		if d.v < 0 {
+			return cli.Usagef("%s %s: want a duration of 0 or more (e.g. 30s)", d.flag, d.v)
+		}
+	}
+	return nil
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitRollout polls the rollout until it ends and prints its hosts.
@@ -612,7 +684,7 @@ func newRolloutCmd(co *clientOpts) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.GetRolloutResponse, error) {
 				return c.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: args[0]})
-			}, func(resp *golivev1.GetRolloutResponse) proto.Message { return resp.Rollout }, func(w io.Writer, resp *golivev1.GetRolloutResponse) error {
+			}, func(resp *golivev1.GetRolloutResponse) any { return resp.Rollout }, func(w io.Writer, resp *golivev1.GetRolloutResponse) error {
 				printRollout(w, resp.Rollout)
 				return nil
 			})
@@ -658,7 +730,7 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 					}
 				}
 				return resp, err
-			}, func(resp *golivev1.RollbackResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
+			}, func(resp *golivev1.RollbackResponse) any { return resp }, func(w io.Writer, resp *golivev1.RollbackResponse) error {
 				r := resp.Rollout
 				if req.RestoreDbBackupId != "" {
 					fmt.Fprintf(w, "rollback %s started on %s: safety backup, restore of database backup %s, then release %s\n",
@@ -709,7 +781,7 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListRolloutsResponse, error) {
 				return c.ListRollouts(ctx, &golivev1.ListRolloutsRequest{Service: service, Limit: limit})
-			}, func(resp *golivev1.ListRolloutsResponse) proto.Message { return resp }, func(w io.Writer, resp *golivev1.ListRolloutsResponse) error {
+			}, func(resp *golivev1.ListRolloutsResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListRolloutsResponse) error {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ROLLOUT\tKIND\tSERVICE\tRELEASE\tBY\tSTATE\tHOSTS\tDURATION\tREASON")
 				for _, r := range resp.Rollouts {
@@ -730,142 +802,6 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 	return cmd
 }
 
-func newWatchCmd(co *clientOpts) *cobra.Command {
-	var service string
-	cmd := &cobra.Command{
-		Use:   "watch [ROLLOUT_ID]",
-		Short: "follow a rollout live (streamed from the controller): waves, hosts, stages, the gate as it bakes",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return cli.Usagef("watch takes at most one ROLLOUT_ID")
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &golivev1.WatchRolloutRequest{Service: service}
-			if len(args) == 1 {
-				req.Id = args[0]
-			}
-			conn, err := co.dial()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx := metadata.AppendToOutgoingContext(cmd.Context(), controller.ActorMetadataKey, co.actor)
-			stream, err := golivev1.NewControlServiceClient(conn).WatchRollout(ctx, req)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			tty := isTerminal(w)
-			var last *golivev1.Rollout
-			lastLine := ""
-			for {
-				resp, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				last = resp.Rollout
-				switch {
-				case co.output == "json":
-					co.printJSON(w, resp)
-				case tty:
-					fmt.Fprint(w, "\033[H\033[2J")
-					printWatch(w, resp)
-				default:
-					// One line per visible change.
-					if line := watchLine(resp); line != lastLine {
-						fmt.Fprintf(w, "%s %s\n", time.Now().Format("15:04:05"), line)
-						lastLine = line
-					}
-				}
-			}
-			if last != nil && co.output != "json" {
-				printRolloutPreflight(w, last)
-			}
-			if last != nil && last.State != "succeeded" {
-				return fmt.Errorf("rollout %s ended %s: %s", last.Id, last.State, last.Reason)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&service, "service", "", "watch this service's running rollout")
-	return cmd
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func progressBar(done, total, width int) string {
-	if total == 0 {
-		return strings.Repeat("-", width)
-	}
-	n := done * width / total
-	return strings.Repeat("#", n) + strings.Repeat("-", width-n)
-}
-
-func hostsDone(r *golivev1.Rollout) int {
-	n := 0
-	for _, h := range r.Hosts {
-		switch h.State {
-		case "", "waiting", "pending", "running":
-		default:
-			n++
-		}
-	}
-	return n
-}
-
-func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse) {
-	r := resp.Rollout
-	fmt.Fprintf(w, "rollout %s  %s %s@%s by %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy)
-	fmt.Fprintf(w, "state: %s  %s\n", strings.ToUpper(r.State), r.Reason)
-	fmt.Fprintf(w, "[%s] %d/%d hosts\n\n", progressBar(hostsDone(r), len(r.Hosts), 40), hostsDone(r), len(r.Hosts))
-	for _, wv := range r.Waves {
-		mark := " "
-		if int(wv.Index) == int(r.CurrentWave) && !rollout.TerminalState(r.State) {
-			mark = ">"
-		}
-		fmt.Fprintf(w, "%s wave %d %-8s %-10s %s\n", mark, wv.Index, wv.Name, wv.State, strings.Join(wv.Hosts, ","))
-	}
-	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
-		fmt.Fprintf(w, "\ngate (wave %d): baked %.0fs/%.0fs  error rate %.3f%%  avg latency %.1f ms  %s\n",
-			g.Wave, g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs, g.Detail)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tSTAGE\tHEALTH\tERROR")
-	for _, h := range r.Hosts {
-		health := "-"
-		if hw := h.Health; hw != nil && hw.Requests > 0 {
-			health = fmt.Sprintf("%d/%d err, %.1fms", hw.Errors, hw.Requests, hw.AvgLatencyMs)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Stage), health, orDash(h.Error))
-	}
-	tw.Flush()
-}
-
-func watchLine(resp *golivev1.WatchRolloutResponse) string {
-	r := resp.Rollout
-	line := fmt.Sprintf("%s %s@%s %s wave=%d hosts=%d/%d", r.Id, r.Service, orDash(r.Release), r.State, r.CurrentWave, hostsDone(r), len(r.Hosts))
-	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
-		line += fmt.Sprintf(" gate=%.0f/%.0fs err=%.3f%% lat=%.1fms", g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs)
-	}
-	if r.Reason != "" {
-		line += fmt.Sprintf(" reason=%q", r.Reason)
-	}
-	return line
-}
-
 func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error)) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
@@ -875,7 +811,7 @@ func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.C
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.Rollout, error) {
 				return call(ctx, c, args[0], reason)
-			}, func(r *golivev1.Rollout) proto.Message { return r }, func(w io.Writer, r *golivev1.Rollout) error {
+			}, func(r *golivev1.Rollout) any { return r }, func(w io.Writer, r *golivev1.Rollout) error {
 				fmt.Fprintf(w, "%s: rollout %s is %s\n", use, r.Id, r.State)
 				return nil
 			})

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/golive/golive/internal/cli"
@@ -62,7 +61,7 @@ func newPreflightCmd(co *clientOpts) *cobra.Command {
 				resp, err := c.Preflight(ctx, req)
 				ok = err == nil && resp.Ok
 				return resp, err
-			}, func(resp *golivev1.PreflightResponse) proto.Message { return resp }, printPreflight)
+			}, func(resp *golivev1.PreflightResponse) any { return resp }, printPreflight)
 			if err == nil && !ok {
 				return errPreflightFailed
 			}
