@@ -61,6 +61,8 @@ func newBackupsCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Service, "service", "", "service name")
 	f.StringVar(&req.HostId, "host", "", "only backups made on this host")
 	f.Uint32Var(&req.Limit, "limit", 0, "at most this many, newest first (0: all)")
+	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
+	cmd.RegisterFlagCompletionFunc("host", co.completeHosts)
 	return cmd
 }
 

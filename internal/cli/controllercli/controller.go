@@ -550,6 +550,9 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
 	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))
+	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
+	cmd.RegisterFlagCompletionFunc("hosts", co.completeHosts)
+	cmd.RegisterFlagCompletionFunc("skip-check", completeSkipChecks)
 	return cmd
 }
 
@@ -678,9 +681,10 @@ func printRolloutPreflight(w io.Writer, r *golivev1.Rollout) {
 
 func newRolloutCmd(co *clientOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rollout ID",
-		Short: "show one rollout and each host's outcome",
-		Args:  cli.ExactArgs(1, "one rollout ID"),
+		Use:               "rollout ID",
+		Short:             "show one rollout and each host's outcome",
+		Args:              cli.ExactArgs(1, "one rollout ID"),
+		ValidArgsFunction: co.completeRolloutIDs(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.GetRolloutResponse, error) {
 				return c.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: args[0]})
@@ -753,6 +757,8 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.RestoreDbBackupId, "restore-db", "", "also restore database backup `BACKUP_ID` (listed by golive-controller backups) on its host; needs --yes")
 	f.BoolVar(&req.ConfirmRestore, "yes", false, "confirm the database restore of --restore-db")
 	f.BoolVar(&wait, "wait", false, "wait until every host reported, print the outcome")
+	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
+	cmd.RegisterFlagCompletionFunc("hosts", co.completeHosts)
 	return cmd
 }
 
@@ -799,15 +805,17 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&service, "service", "", "only this service")
 	cmd.Flags().Uint32Var(&limit, "limit", 20, "at most this many (newest first)")
+	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	return cmd
 }
 
 func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.Context, c golivev1.ControlServiceClient, id, reason string) (*golivev1.Rollout, error)) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use:   use + " ROLLOUT_ID",
-		Short: short,
-		Args:  cli.ExactArgs(1, "one ROLLOUT_ID"),
+		Use:               use + " ROLLOUT_ID",
+		Short:             short,
+		Args:              cli.ExactArgs(1, "one ROLLOUT_ID"),
+		ValidArgsFunction: co.completeRolloutIDs(true),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.Rollout, error) {
 				return call(ctx, c, args[0], reason)

@@ -76,6 +76,9 @@ func newPreflightCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&selector, "selector", "", "agent labels key=value,... (all must match)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "check to skip (repeat or comma-separate): "+strings.Join(preflight.Names, ", "))
 	f.DurationVar(&within, "within", controller.DefaultPreflightTimeout, "how long to wait for the hosts' answers")
+	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
+	cmd.RegisterFlagCompletionFunc("host", co.completeHosts)
+	cmd.RegisterFlagCompletionFunc("skip-check", completeSkipChecks)
 	return cmd
 }
 
