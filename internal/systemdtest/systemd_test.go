@@ -106,7 +106,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	// Two versions of the same binaries: the first is installed, the
 	// second upgrades it.
 	bins := t.TempDir()
-	if err := packaging.BuildBinaries(t.Context(), packaging.Options{Repo: repo, Log: t.Logf}, bins); err != nil {
+	if err := packaging.BuildBinaries(t.Context(), packaging.Options{Repo: repo, BinaryVersion: versionInstalled, Log: t.Logf}, bins); err != nil {
 		t.Fatal(err)
 	}
 	debs, err := packaging.Build(t.Context(), packaging.Options{Repo: repo, Binaries: bins, Out: filepath.Join(share, "debs"), Version: versionInstalled, Log: t.Logf})
