@@ -105,6 +105,9 @@ type Config struct {
 	// AcceptRate and AcceptBurst pace new connections (0: no pacing).
 	AcceptRate  float64
 	AcceptBurst int
+	// DashboardAddr is the web dashboard's listen address (empty: none);
+	// without TLS it must be loopback. See dashboard.go.
+	DashboardAddr string
 	// Ready, when set, is called once the daemon serves (tests use it).
 	Ready func(*Server)
 }
@@ -155,6 +158,7 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat interval must be positive"))
 	}
+	errs = append(errs, c.dashboardErrors()...)
 	return errors.Join(errs...)
 }
 
@@ -182,6 +186,7 @@ type Server struct {
 
 	grpcAddr    net.Addr
 	metricsAddr net.Addr
+	dash        *dashboardRunner // nil when the dashboard is off
 }
 
 // GRPCAddr is the address the gRPC listener is bound to.
@@ -294,6 +299,10 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	s.exec = executor.New(ecfg)
 
+	if s.dash, err = newDashboard(s, creds != nil); err != nil {
+		lis.Close()
+		return err
+	}
 	az := &authz{tls: creds != nil, twoPerson: cfg.TwoPersonRule, s: s, limits: newLimiter(cfg.RateLimit, cfg.RateBurst)}
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(hub.NewSharedCodec()),
@@ -341,6 +350,9 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 			}
 			return nil
 		})
+	}
+	if s.dash != nil {
+		g.Go(func() error { return s.dash.serve(gctx) })
 	}
 	var loops sync.WaitGroup
 	loopCtx, stopLoops := context.WithCancel(gctx)

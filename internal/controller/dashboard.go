@@ -1,0 +1,363 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/golive/golive/internal/audit"
+	"github.com/golive/golive/internal/controller/apierr"
+	"github.com/golive/golive/internal/dashboard"
+	"github.com/golive/golive/internal/pki"
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+// The web dashboard (internal/dashboard) runs inside Run when
+// Config.DashboardAddr is set: its HTTP server, refresh loop and feed are
+// one errgroup task that ends with the rest. It reads through the same
+// functions as the API, acts through the ControlService handlers (so their
+// audit entries name the dashboard's caller) and learns of changes from one
+// watch of the etcd prefix.
+
+// dashboardErrors validates --dashboard-addr: without TLS it must be loopback.
+func (c Config) dashboardErrors() []error {
+	if c.DashboardAddr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.DashboardAddr); err != nil {
+		return []error{fmt.Errorf("--dashboard-addr %q: want host:port (empty: no dashboard)", c.DashboardAddr)}
+	}
+	if !c.TLS.Set() && !isLoopback(c.DashboardAddr) {
+		return []error{fmt.Errorf("--dashboard-addr %s is not a loopback address: the dashboard serves without TLS only on loopback (set --tls-ca, --tls-cert and --tls-key, or use 127.0.0.1)", c.DashboardAddr)}
+	}
+	return nil
+}
+
+// dashboardRunner is the replica's dashboard: its listener and server.
+type dashboardRunner struct {
+	srv *dashboard.Server
+	lis net.Listener
+	tls bool
+}
+
+// newDashboard listens on cfg.DashboardAddr (nil when it is empty).
+func newDashboard(s *Server, useTLS bool) (*dashboardRunner, error) {
+	cfg := s.cfg
+	if cfg.DashboardAddr == "" {
+		return nil, nil
+	}
+	var key []byte
+	if cfg.DataDir != "" {
+		k, err := dashboard.LoadKey(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+	} else {
+		key = make([]byte, 32)
+		rand.Read(key)
+		s.log.Warn("no --data-dir: the dashboard's signing key lives in memory; links and sessions end with this process")
+	}
+	var tc *tls.Config
+	if useTLS {
+		c, err := cfg.TLS.ServerConfig()
+		if err != nil {
+			return nil, fmt.Errorf("dashboard TLS: %w", err)
+		}
+		// A browser may present an operator certificate; one without
+		// signs in with a link (a session cookie).
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		tc = c
+	}
+	dev, _ := actorAndSource(context.Background())
+	srv, err := dashboard.New(dashboard.Config{
+		Log: s.log.Named("dashboard"), Backend: &dashboardBackend{s: s}, Key: key, TLS: tc,
+		DevIdentity: dev, Replica: cfg.ReplicaID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.DashboardAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--dashboard-addr %s: %w", cfg.DashboardAddr, err)
+	}
+	d := &dashboardRunner{srv: srv, lis: lis, tls: useTLS}
+	if useTLS {
+		s.log.Info("dashboard serving", "url", d.url(""))
+	} else {
+		s.log.Warn("dashboard serving WITHOUT TLS on loopback (dev mode): every local user may act with every role", "url", d.url(""))
+	}
+	return d, nil
+}
+
+// serve runs the dashboard until ctx ends.
+func (d *dashboardRunner) serve(ctx context.Context) error { return d.srv.Serve(ctx, d.lis) }
+
+// url is the dashboard's address; an unspecified listen host (0.0.0.0) is
+// replaced by host, the name the caller reached the controller by.
+func (d *dashboardRunner) url(host string) string {
+	scheme := "http"
+	if d.tls {
+		scheme = "https"
+	}
+	h, port, _ := net.SplitHostPort(d.lis.Addr().String())
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		h = "localhost"
+		if host != "" {
+			h = host
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(h, port)
+}
+
+// DashboardURL is the dashboard's address ("" when it is off).
+func (s *Server) DashboardURL() string {
+	if s.dash == nil {
+		return ""
+	}
+	return s.dash.url("")
+}
+
+// DashboardLink signs a login link for the caller: its certificate's
+// identity and roles, or in dev mode its declared name with every role.
+func (c *control) DashboardLink(ctx context.Context, req *golivev1.DashboardLinkRequest) (*golivev1.DashboardLinkResponse, error) {
+	d := c.s.dash
+	if d == nil {
+		return nil, status.Error(codes.FailedPrecondition, "the dashboard is off on this replica: run `golive-controller serve` with --dashboard-addr")
+	}
+	name, roles := "", []pki.Role(nil)
+	actor, src := actorAndSource(ctx)
+	if id, err := pki.FromContext(ctx); err == nil {
+		if id.Agent {
+			return nil, status.Errorf(codes.PermissionDenied, "agent %s may not open the dashboard", id.Name)
+		}
+		name, roles = id.Name, id.Roles
+	} else if d.tls {
+		return nil, status.Error(codes.Unauthenticated, "present your operator certificate (--tls-cert)")
+	} else {
+		name, roles = actor, pki.Roles
+	}
+	tok, exp, err := d.srv.Link(name, roles, req.GetTtl().AsDuration())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	host := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if a := md.Get(":authority"); len(a) > 0 {
+			host, _, _ = net.SplitHostPort(a[0])
+		}
+	}
+	rs := make([]string, len(roles))
+	for i, r := range roles {
+		rs[i] = string(r)
+	}
+	entry := audit.Entry{Actor: name, Action: "dashboard_link", Outcome: "issued", Source: src,
+		Detail: fmt.Sprintf("roles=%s expires_at=%s", strings.Join(rs, ","), exp.UTC().Format(time.RFC3339))}
+	if _, _, err := c.s.audit.Append(ctx, entry, nil, nil); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot audit the link, so none is issued: %v", err)
+	}
+	return &golivev1.DashboardLinkResponse{Url: d.url(host) + "/login?t=" + tok, Token: tok, ExpiresAt: timestamppb.New(exp),
+		Identity: name, Roles: rs, SessionExpiresIn: durationpb.New(d.srv.SessionTTL())}, nil
+}
+
+// dashboardBackend is the controller as the dashboard sees it.
+type dashboardBackend struct {
+	s *Server
+
+	mu        sync.Mutex
+	settleEnd time.Time
+}
+
+var _ dashboard.Backend = (*dashboardBackend)(nil)
+
+func (b *dashboardBackend) Status(ctx context.Context) (*golivev1.StatusResponse, error) {
+	a, _, err := b.s.approvals.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leader, err := b.s.store.Leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := b.s.rollouts(ctx, "", true, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs}, nil
+}
+
+func (b *dashboardBackend) Agents(ctx context.Context) ([]*golivev1.Agent, error) {
+	return b.s.hub.Agents(ctx)
+}
+
+func (b *dashboardBackend) History(ctx context.Context, limit int) ([]*golivev1.Rollout, error) {
+	return b.s.rollouts(ctx, "", false, limit)
+}
+
+func (b *dashboardBackend) Rollout(ctx context.Context, id string) (*golivev1.Rollout, error) {
+	r, err := b.s.store.GetRollout(ctx, id)
+	if err != nil {
+		return nil, apierr.ToStatus(err)
+	}
+	return r.View(), nil
+}
+
+// Audit reads the whole chain at one revision, verifies it as `audit
+// verify` does, and returns its tail.
+func (b *dashboardBackend) Audit(ctx context.Context, limit int) (*dashboard.AuditTail, error) {
+	entries, seq, hash, err := b.s.audit.Snapshot(ctx, audit.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	t := &dashboard.AuditTail{HeadSeq: seq, HeadHash: hash}
+	t.BrokenAt, t.Why = audit.VerifyChain(entries, seq, hash)
+	if len(entries) > limit {
+		entries = entries[len(entries)-limit:]
+	}
+	for _, e := range entries {
+		t.Entries = append(t.Entries, auditProto(e))
+	}
+	return t, nil
+}
+
+// dashboardAddr is a dashboard request's origin as a gRPC peer address,
+// so that the handlers audit where an action came from.
+type dashboardAddr string
+
+func (a dashboardAddr) Network() string { return "dashboard" }
+func (a dashboardAddr) String() string  { return string(a) }
+
+// as is the context a handler runs a dashboard action with: the caller
+// is its actor, as an mTLS identity is for the API.
+func as(ctx context.Context, c dashboard.Caller) context.Context {
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(ActorMetadataKey, c.Name))
+	return peer.NewContext(ctx, &peer.Peer{Addr: dashboardAddr(c.Source)})
+}
+
+func (b *dashboardBackend) Revoke(ctx context.Context, c dashboard.Caller, reason string) (*golivev1.RevokeResponse, error) {
+	return (&control{s: b.s}).Revoke(as(ctx, c), &golivev1.RevokeRequest{Reason: reason})
+}
+
+func (b *dashboardBackend) Authorize(ctx context.Context, c dashboard.Caller, phrase string, ttl time.Duration, reason string) (*golivev1.Approval, error) {
+	resp, err := (&control{s: b.s}).Authorize(as(ctx, c), &golivev1.AuthorizeRequest{Phrase: phrase, Ttl: durationpb.New(ttl), Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Approval, nil
+}
+
+func (b *dashboardBackend) Pause(ctx context.Context, c dashboard.Caller, id, reason string) error {
+	_, err := (&control{s: b.s}).PauseRollout(as(ctx, c), &golivev1.PauseRolloutRequest{Id: id, Reason: reason})
+	return err
+}
+
+func (b *dashboardBackend) Abort(ctx context.Context, c dashboard.Caller, id, reason string) error {
+	_, err := (&control{s: b.s}).AbortRollout(as(ctx, c), &golivev1.AbortRolloutRequest{Id: id, Reason: reason})
+	return err
+}
+
+// Refused audits a refused dashboard action, as the API audits a call a
+// certificate's roles do not allow.
+func (b *dashboardBackend) Refused(ctx context.Context, c dashboard.Caller, action, why string) {
+	entry := audit.Entry{Actor: c.Name, Action: action, Outcome: "refused", Reason: why, Source: c.Source}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, _, err := b.s.audit.Append(actx, entry, nil, nil); err != nil {
+		b.s.log.Warn("cannot audit a refused dashboard action", "actor", c.Name, "action", action, "error", err)
+	}
+}
+
+// Watch reports every change under the etcd prefix that the page shows:
+// it reads the revision, reports everything, then watches from the next
+// revision, so nothing between is missed. An agent's acknowledgement of a
+// new approval reaches etcd only with its next heartbeat, so after every
+// approval change the agents are re-read every 100ms for a few heartbeats:
+// a STOP shows every agent at token 0 within a second.
+func (b *dashboardBackend) Watch(ctx context.Context, changed func(dashboard.Change)) error {
+	k := b.s.keys
+	resp, err := b.s.cli.Get(ctx, k.Approval())
+	if err != nil {
+		return err
+	}
+	changed(dashboard.ChangeAll)
+	var settle sync.WaitGroup
+	defer settle.Wait()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := b.s.cli.Watch(clientv3.WithRequireLeader(wctx), k.Prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		var c dashboard.Change
+		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			switch {
+			case key == k.Approval() || strings.HasPrefix(key, k.Leader()):
+				c |= dashboard.ChangeApproval | dashboard.ChangeAgents
+				if key == k.Approval() {
+					b.settle(wctx, &settle, changed)
+				}
+			case strings.HasPrefix(key, k.Agents()) || strings.HasPrefix(key, k.Presences()):
+				c |= dashboard.ChangeAgents
+			case strings.HasPrefix(key, k.Rollouts()) || strings.HasPrefix(key, k.RolloutRequestsAll()):
+				c |= dashboard.ChangeRollouts
+			case key == k.AuditHead():
+				c |= dashboard.ChangeAudit
+			}
+		}
+		if c != 0 {
+			changed(c)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("etcd watch ended")
+}
+
+// settle re-reports the agents every 100ms until a few heartbeats after
+// the latest approval change.
+func (b *dashboardBackend) settle(ctx context.Context, wg *sync.WaitGroup, changed func(dashboard.Change)) {
+	b.mu.Lock()
+	running := time.Now().Before(b.settleEnd)
+	b.settleEnd = time.Now().Add(3*b.s.cfg.HeartbeatInterval + time.Second)
+	b.mu.Unlock()
+	if running {
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			changed(dashboard.ChangeAgents)
+			b.mu.Lock()
+			done := time.Now().After(b.settleEnd)
+			b.mu.Unlock()
+			if done {
+				return
+			}
+		}
+	}()
+}
