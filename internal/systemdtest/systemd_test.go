@@ -30,6 +30,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -165,10 +166,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 			t.Errorf("%s Type=%s, want notify", u, got)
 		}
 	}
-	b.waitFor("the agent to connect to the controller", 30*time.Second, func() (bool, string) {
-		out, err := b.sh("golive-controller agents -o json")
-		return err == nil && strings.Contains(out, `"box"`), out
-	})
+	b.waitConnected()
 	t.Logf("timing: controller and agent started and connected in %s", time.Since(t0).Round(100*time.Millisecond))
 
 	b.must(`golive-controller --as systemdtest authorize "start automation now" --ttl 30m --reason "systemd test"`)
@@ -262,10 +260,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 				t.Errorf("%s still runs as pid %s after the upgrade: not restarted", u, before)
 			}
 		}
-		b.waitFor("the agent to reconnect", 30*time.Second, func() (bool, string) {
-			out, err := b.sh("golive-controller agents -o json")
-			return err == nil && strings.Contains(out, `"box"`) && !strings.Contains(out, "LOST"), out
-		})
+		b.waitConnected()
 		// The service kept serving through the agent's restart.
 		b.waitVersion(8080, "v1")
 	})
@@ -537,9 +532,9 @@ func boot(t *testing.T, tree, share string) *box {
 			missing(t, fmt.Sprintf("systemd-nspawn exited (%v) before the container booted:\n%s", err, lastLines(string(console), 30)))
 		default:
 		}
-		if b.pid == 0 {
-			b.pid = childOf(cmd.Process.Pid)
-		}
+		// nspawn's first children are short-lived helpers: look again
+		// until its child is the container's systemd.
+		b.pid = initOf(cmd.Process.Pid)
 		if b.pid != 0 {
 			state, _ = b.sh("systemctl is-system-running")
 			state = strings.TrimSpace(state)
@@ -561,14 +556,16 @@ func boot(t *testing.T, tree, share string) *box {
 	return b
 }
 
-// childOf is the first child process of pid (0 if none yet).
-func childOf(pid int) int {
+// initOf is the child of pid that runs systemd (0 if none yet).
+func initOf(pid int) int {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	for _, f := range tasks {
 		data, _ := os.ReadFile(f)
-		if fs := strings.Fields(string(data)); len(fs) > 0 {
-			n, _ := strconv.Atoi(fs[0])
-			return n
+		for _, field := range strings.Fields(string(data)) {
+			n, _ := strconv.Atoi(field)
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", n)); strings.TrimSpace(string(comm)) == "systemd" {
+				return n
+			}
 		}
 	}
 	return 0
@@ -614,6 +611,32 @@ func (b *box) waitFor(what string, timeout time.Duration, cond func() (bool, str
 		}
 		time.Sleep(200 * time.Millisecond) // poll interval
 	}
+}
+
+// waitConnected waits until the controller lists the agent as connected.
+func (b *box) waitConnected() {
+	b.t.Helper()
+	b.waitFor("the agent to be connected to the controller", 30*time.Second, func() (bool, string) {
+		out, err := b.sh("golive-controller agents -o json")
+		if err != nil {
+			return false, out
+		}
+		var resp struct {
+			Agents []struct {
+				HostID string `json:"host_id"`
+				State  string `json:"state"`
+			} `json:"agents"`
+		}
+		if err := json.Unmarshal([]byte(out), &resp); err != nil {
+			return false, fmt.Sprintf("%v: %s", err, out)
+		}
+		for _, a := range resp.Agents {
+			if a.HostID == "box" && a.State == "connected" {
+				return true, ""
+			}
+		}
+		return false, out
+	})
 }
 
 func (b *box) waitActive(unit string, timeout time.Duration) {
