@@ -34,6 +34,7 @@ var methodRoles = map[string][]pki.Role{
 	golivev1.ControlService_PauseRollout_FullMethodName:  {pki.RoleDeployer},
 	golivev1.ControlService_ResumeRollout_FullMethodName: {pki.RoleDeployer},
 	golivev1.ControlService_AbortRollout_FullMethodName:  {pki.RoleDeployer},
+	golivev1.ControlService_ForgetAgent_FullMethodName:   {pki.RoleDeployer},
 }
 
 // readRoles may call every method not in methodRoles (reads, preflight).

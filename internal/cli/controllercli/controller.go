@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -87,7 +86,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		newAuthorizeCmd(co), newRevokeCmd(co, "revoke"), newRevokeCmd(co, "stop"), newApprovalCmd(co), newStatusCmd(co), newAgentsCmd(co),
 		newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
-		newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
+		newDashboardCmd(co), newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
 	cli.AddVersion(root)
 	root.RegisterFlagCompletionFunc("output", completeOutput)
 	setExamples(root)
@@ -145,6 +144,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&configFile, configFlag, "", "HCL file of serve's settings (keys: these flags' names with _ for -, e.g. max_approval_ttl); flags given here win over it")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address (agents and operators)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP listen address for /metrics (and /artifacts/)")
+	f.StringVar(&cfg.DashboardAddr, "dashboard-addr", "127.0.0.1:7404", "web dashboard listen address (empty: none; without TLS loopback only); sign in with `dashboard login`")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (embedded etcd lives here)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd endpoints, comma-separated (default: run an embedded etcd)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "prefix of every etcd key")
@@ -393,47 +393,6 @@ func orDash(s string) string {
 	return s
 }
 
-func newAgentsCmd(co *clientOpts) *cobra.Command {
-	return &cobra.Command{
-		Use:   "agents",
-		Short: "list agents: state, heartbeat, services, the approval token each holds",
-		Args:  cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListAgentsResponse, error) {
-				return c.ListAgents(ctx, &golivev1.ListAgentsRequest{})
-			}, func(resp *golivev1.ListAgentsResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListAgentsResponse) error {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "HOST\tSTATE\tLAST HEARTBEAT\tTOKEN\tSERVICES\tHEALTH\tLAST RESULT\tLABELS")
-				for _, a := range resp.Agents {
-					var svcs, health []string
-					for _, s := range a.Services {
-						svcs = append(svcs, fmt.Sprintf("%s@%s", s.Name, orDash(s.CurrentRelease)))
-						if h := s.Health; h != nil && h.Requests > 0 {
-							health = append(health, fmt.Sprintf("%s:%d/%d err, %.0fms", s.Name, h.Errors, h.Requests, h.AvgLatencyMs))
-						}
-					}
-					var labels []string
-					for k, v := range a.Labels {
-						labels = append(labels, k+"="+v)
-					}
-					last := "-"
-					if a.LastHeartbeat != nil {
-						last = time.Since(a.LastHeartbeat.AsTime()).Round(time.Second).String() + " ago"
-					}
-					result := "-"
-					if len(a.RecentResults) > 0 {
-						r := a.RecentResults[0]
-						result = fmt.Sprintf("%s %s@%s", rollout.OutcomeWord(r.Outcome), r.Service, orDash(r.Release))
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.HostId, a.State, last, a.FencingToken,
-						orDash(strings.Join(svcs, ",")), orDash(strings.Join(health, ",")), result, orDash(strings.Join(slices.Sorted(slices.Values(labels)), ",")))
-				}
-				return tw.Flush()
-			})
-		},
-	}
-}
-
 // parseWeight parses a canary weight: "10%" or "10", 1 to 99.
 func parseWeight(s string) (uint32, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%")))
@@ -508,12 +467,23 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 			req.MinHealthy, req.MaxAvgLatency, req.ProgressDeadline = durationpb.New(minHealthy), durationpb.New(maxLat), durationpb.New(deadline)
 			var id string
 			err = run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.DeployResponse, error) {
+				if req.WeightPercent > 0 {
+					if err := co.checkWeight(ctx, c, req); err != nil {
+						return nil, err
+					}
+				}
 				resp, err := c.Deploy(ctx, req)
 				if err == nil {
 					id = resp.Rollout.GetId()
 				}
 				return resp, err
-			}, func(resp *golivev1.DeployResponse) any { return resp }, func(w io.Writer, resp *golivev1.DeployResponse) error {
+			}, func(resp *golivev1.DeployResponse) any {
+				if req.DryRun {
+					// A plan is not a rollout yet: no id, no creation time.
+					return object{{"rollout", jsonValue(resp.Rollout).(object).without("id", "created_at", "updated_at", "fencing_token")}}
+				}
+				return resp
+			}, func(w io.Writer, resp *golivev1.DeployResponse) error {
 				if req.DryRun {
 					fmt.Fprintf(w, "plan for %s@%s (dry run: nothing written):\n", req.Service, req.Release)
 					for _, wv := range resp.Rollout.Waves {
@@ -631,7 +601,10 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 }
 
 func printRollout(w io.Writer, r *golivev1.Rollout) {
-	fmt.Fprintf(w, "rollout %s: %s %s@%s by %s: %s %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, strings.ToUpper(r.State), r.Reason)
+	fmt.Fprintf(w, "rollout %s: %s %s@%s by %s: %s %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, displayState(r), r.Reason)
+	if next := nextStep(r); next != "" {
+		fmt.Fprintln(w, next)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tSTATE\tSTAGE\tERROR")
 	for _, h := range r.Hosts {
@@ -726,6 +699,11 @@ func newRollbackCmd(co *clientOpts) *cobra.Command {
 			}
 			var id string
 			err := run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RollbackResponse, error) {
+				if req.ToRelease != "" && req.RestoreDbBackupId == "" {
+					if err := co.checkRollbackTarget(ctx, c, req); err != nil {
+						return nil, err
+					}
+				}
 				resp, err := c.Rollback(ctx, req)
 				if err == nil {
 					id = resp.Rollout.GetId()
@@ -820,13 +798,31 @@ func rolloutActionCmd(co *clientOpts, use, short string, call func(ctx context.C
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.Rollout, error) {
 				return call(ctx, c, args[0], reason)
 			}, func(r *golivev1.Rollout) any { return r }, func(w io.Writer, r *golivev1.Rollout) error {
-				fmt.Fprintf(w, "%s: rollout %s is %s\n", use, r.Id, r.State)
-				return nil
+				_, err := fmt.Fprintln(w, actionAnswer(use, r))
+				return err
 			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
 	return cmd
+}
+
+// actionAnswer says what a pause, resume or abort request does to r (the
+// rollout as it was when the request was recorded; the leader acts on it).
+func actionAnswer(use string, r *golivev1.Rollout) string {
+	halted := r.State == string(rollout.PhaseHalted)
+	follow := "follow it: golive-controller watch " + r.Id
+	switch {
+	case use == "pause" && halted:
+		return fmt.Sprintf("pause: rollout %s is already stopped (%s: %s); %s", r.Id, displayState(r), orDash(r.Reason), nextStep(r))
+	case use == "pause":
+		return fmt.Sprintf("pause requested: rollout %s stops before its next wave (%s)", r.Id, follow)
+	case use == "abort":
+		return fmt.Sprintf("abort requested: rollout %s (%s) stops and rolls back every host it touched (%s)", r.Id, displayState(r), follow)
+	case use == "resume" && r.State == string(rollout.PhaseHalted):
+		return fmt.Sprintf("resume requested: rollout %s continues from wave %d (%s)", r.Id, r.CurrentWave, follow)
+	}
+	return fmt.Sprintf("%s requested: rollout %s is %s (%s)", use, r.Id, displayState(r), follow)
 }
 
 func newPauseCmd(co *clientOpts) *cobra.Command {

@@ -2,6 +2,7 @@ package controllercli
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"math"
@@ -25,6 +26,7 @@ import (
 //   - a duration is Go's form, "200ms", the form the flags take;
 //   - a time is RFC 3339 in UTC;
 //   - an enum is the CLI's word ("succeeded"), not COMMAND_OUTCOME_SUCCEEDED;
+//   - bytes are base64, "" when empty;
 //   - a message field that is not set is left out (no "created_at": null);
 //     scalars are always there, zero or not, so a script can rely on them.
 
@@ -135,7 +137,7 @@ func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 	case protoreflect.StringKind:
 		return v.String()
 	case protoreflect.BytesKind:
-		return v.Bytes()
+		return base64.StdEncoding.EncodeToString(v.Bytes())
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		f := v.Float()
 		if math.IsNaN(f) || math.IsInf(f, 0) {

@@ -19,7 +19,8 @@ import (
 // requires the secret API_KEY: web-1's env file sets it, web-2's does not.
 func TestPreflightScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
-		Dir: "testdata/preflight",
+		Dir:  "testdata/preflight",
+		Cmds: map[string]func(*testscript.TestScript, bool, []string){"rc": exitCode},
 		Setup: func(env *testscript.Env) error {
 			c := testenv.StartController(t, testenv.ControllerConfig(t))
 			env.Defer(c.Stop)
