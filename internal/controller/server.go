@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,6 +111,9 @@ type Config struct {
 	DashboardAddr string
 	// Ready, when set, is called once the daemon serves (tests use it).
 	Ready func(*Server)
+	// PprofAddr, when set, serves net/http/pprof there (its own listener,
+	// never the metrics port: profiles reveal internals).
+	PprofAddr string
 }
 
 // DefaultConfig returns the defaults.
@@ -262,6 +266,11 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var quota int64
+	if len(cfg.EtcdEndpoints) == 0 {
+		quota = embedetcd.DefaultQuotaBytes
+	}
+	reg.MustRegister(metrics.NewEtcdCollector(cli, quota))
 	keys := state.NewKeys(cfg.EtcdPrefix)
 	alog := audit.New(cli, keys)
 	s := &Server{
@@ -337,6 +346,13 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.PprofAddr != "" {
+		stop, err := servePprof(g, cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	g.Go(func() error {
 		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc serve: %w", err)
@@ -515,4 +531,31 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// servePprof serves net/http/pprof on addr until stop is called.
+func servePprof(g *errgroup.Group, addr string, log hclog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Warn("pprof serving: profiles reveal internals, keep this address private", "pprof", lis.Addr().String())
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("pprof serve: %w", err)
+		}
+		return nil
+	})
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
 }

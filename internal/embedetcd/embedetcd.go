@@ -5,6 +5,19 @@
 // It owns the member's lifetime only: Start returns once the member serves
 // clients, Close stops it and waits. Everything else talks to etcd through
 // go.etcd.io/etcd/client/v3 like it would to an external cluster.
+//
+// Space: etcd keeps every revision of every key until it is compacted, and
+// refuses writes (alarm NOSPACE) once its backend reaches the quota. The
+// member is started with an explicit quota (DefaultQuotaBytes, 2 GiB, etcd's
+// own default made visible: the controller exports it as
+// golive_controller_etcd_quota_bytes beside golive_controller_etcd_db_bytes,
+// and deploy/prometheus/alerts.yml warns at 80%) and periodic compaction
+// every DefaultCompactionRetention (5 min of history kept). With the
+// controller's write budget (agent records rewritten every few minutes, not
+// per heartbeat; see internal/controller/hub) 10,000 idle agents write about
+// 33 records/s, ~60 KB/s: 5 min of history is ~20 MB beside the live keys.
+// Compaction frees pages for reuse; it does not shrink the file (etcdctl
+// defrag does, offline or member by member).
 package embedetcd
 
 import (
@@ -40,7 +53,18 @@ type Config struct {
 	LogLevel string
 	// StartTimeout bounds the wait for the member to serve. Default 60s.
 	StartTimeout time.Duration
+	// QuotaBytes is the backend quota (default DefaultQuotaBytes).
+	QuotaBytes int64
+	// CompactionRetention is how much history periodic compaction keeps
+	// (default DefaultCompactionRetention; etcd compacts that often).
+	CompactionRetention time.Duration
 }
+
+// Defaults of Config.
+const (
+	DefaultQuotaBytes          = 2 << 30
+	DefaultCompactionRetention = 5 * time.Minute
+)
 
 // Server is a running member.
 type Server struct {
@@ -61,6 +85,12 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	}
 	if c.ClusterToken == "" {
 		c.ClusterToken = "golive"
+	}
+	if c.QuotaBytes == 0 {
+		c.QuotaBytes = DefaultQuotaBytes
+	}
+	if c.CompactionRetention == 0 {
+		c.CompactionRetention = DefaultCompactionRetention
 	}
 	curl, err := hostURL("embedded etcd client address", c.ClientAddr)
 	if err != nil {
@@ -88,9 +118,11 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	}
 	cfg.LogLevel = c.LogLevel
 	cfg.LogOutputs = []string{filepath.Join(c.Dir, "etcd.log")}
-	// Keep history bounded and the database small on long-running installs.
+	// Keep history bounded and the database under its quota on
+	// long-running installs (see the package doc).
+	cfg.QuotaBackendBytes = c.QuotaBytes
 	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "1h"
+	cfg.AutoCompactionRetention = c.CompactionRetention.String()
 	// Faster failure detection than etcd's defaults suit a loopback or LAN
 	// cluster and make leader loss visible within a few seconds.
 	cfg.TickMs = 100

@@ -43,6 +43,7 @@ type fleet struct {
 
 	cur     atomic.Pointer[phase]
 	ended   atomic.Int64
+	beats   atomic.Int64
 	lastErr firstErr
 }
 
@@ -212,6 +213,18 @@ func benchServices() []*golivev1.ServiceState {
 		Health: &golivev1.HealthWindow{Healthy: true, Requests: 10, WindowSeconds: 30}}}
 }
 
+// movingServices are benchServices as a real agent reports them: every
+// probe shifts the health window (requests, latency, last probe) and the
+// load balancer's traffic window, though nothing an operator acts on
+// changed.
+func movingServices(beat int64) []*golivev1.ServiceState {
+	now := timestamppb.Now()
+	return []*golivev1.ServiceState{{Name: "web", CurrentRelease: "r1", SwapMode: "symlink", State: "running",
+		Health: &golivev1.HealthWindow{Healthy: true, Requests: 10 + uint64(beat%3), AvgLatencyMs: 1 + float64(beat%17)/10, WindowSeconds: 30, LastProbe: now},
+		Traffic: &golivev1.TrafficWindow{Source: "nginx", ObservedAt: now,
+			Slots: []*golivev1.SlotTraffic{{Slot: "", Requests: 1000 + uint64(beat*37%101), AvgLatencyMs: 3 + float64(beat%7)/10, ObservedAt: now}}}}}
+}
+
 // hello sends Hello and waits for Welcome, bounded by the phase timeout.
 func (a *agent) hello(ctx context.Context, h *golivev1.Hello) (*golivev1.Welcome, error) {
 	if err := a.stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: h}}); err != nil {
@@ -271,16 +284,23 @@ func (a *agent) heartbeat(every time.Duration) {
 	defer a.f.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var beats int64
 	for {
 		select {
 		case <-a.f.ctx.Done():
 			return
 		case <-t.C:
+			svc := benchServices()
+			if a.f.opts.MovingFigures {
+				beats++
+				svc = movingServices(beats)
+			}
 			err := a.send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
-				Services: benchServices(), FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
+				Services: svc, FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
 			if err != nil {
 				return // receive records the stream's end
 			}
+			a.f.beats.Add(1)
 		}
 	}
 }

@@ -77,6 +77,9 @@ type Options struct {
 	// agent dials with its own certificate (CN = its host id) from a CA
 	// made for the run, and the operator calls use an approver's.
 	TLS bool
+	// MovingFigures makes every heartbeat carry new health and traffic
+	// figures, as a real agent's do (the etcd-budget benchmark).
+	MovingFigures bool
 	// Log, when set, receives progress lines.
 	Log io.Writer
 	// ControllerLog, when set, receives the controller's output; it is

@@ -71,6 +71,14 @@ type Config struct {
 	Metrics   *metrics.Metrics
 	Heartbeat time.Duration
 	Owner     Owner
+	// FiguresEvery is how often, at most, an idle agent's record is
+	// rewritten in etcd only because its figures (health and traffic
+	// windows, last heartbeat) moved (default DefaultFiguresEvery).
+	FiguresEvery time.Duration
+	// HotFor is how long after a command was sent to a host, or the host
+	// reported on one, its figures are written with every heartbeat
+	// (default DefaultHotFor).
+	HotFor time.Duration
 }
 
 // Hub owns this replica's agent streams: it admits them (one live stream per
@@ -94,9 +102,11 @@ type Hub struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	heartbeat  time.Duration
-	timeout    time.Duration
-	flushEvery time.Duration
+	heartbeat    time.Duration
+	timeout      time.Duration
+	flushEvery   time.Duration
+	figuresEvery time.Duration
+	hotFor       time.Duration
 
 	sessMu  sync.RWMutex
 	session *concurrency.Session
@@ -112,6 +122,12 @@ type Hub struct {
 	apUpdate *golivev1.ApprovalUpdate
 
 	flushReq chan struct{}
+	// pending holds the streams whose record has changes etcd lacks.
+	pendMu  sync.Mutex
+	pending map[*agentConn]struct{}
+
+	claimOnce sync.Once
+	claimq    chan *claimReq
 }
 
 type agentConn struct {
@@ -127,10 +143,18 @@ type agentConn struct {
 
 	tokenHeld atomic.Int64
 
-	mu       sync.Mutex
-	record   *golivev1.Agent
-	dirty    bool
-	lastBeat time.Time
+	mu     sync.Mutex
+	record *golivev1.Agent
+	// dirty: a field readers act on changed (release, state, slot,
+	// healthy, token, stage, results): written at the next flush.
+	dirty bool
+	// figures: only figures moved (health and traffic windows, last
+	// heartbeat): written once nextFigures is due, or at the next flush
+	// while the host is hot (hotUntil).
+	figures     bool
+	nextFigures time.Time
+	hotUntil    time.Time
+	lastBeat    time.Time
 }
 
 func (c *agentConn) close(err error) {
@@ -166,9 +190,18 @@ func New(cfg Config) *Hub {
 		ctx: ctx, cancel: cancel,
 		// Lost after 3 missed heartbeats, but never sooner than 15 s: a
 		// loaded controller must not drop agents that are merely slow.
-		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: 500 * time.Millisecond,
+		heartbeat: heartbeat, timeout: max(3*heartbeat, 15*time.Second), flushEvery: flushTick,
+		figuresEvery: cfg.FiguresEvery, hotFor: cfg.HotFor,
 		conns:    map[string]*agentConn{},
 		flushReq: make(chan struct{}, 1),
+		pending:  map[*agentConn]struct{}{},
+		claimq:   make(chan *claimReq, claimBatch*claimWorkers),
+	}
+	if h.figuresEvery <= 0 {
+		h.figuresEvery = DefaultFiguresEvery
+	}
+	if h.hotFor <= 0 {
+		h.hotFor = DefaultHotFor
 	}
 	h.setApprovalLocked(&golivev1.ApprovalUpdate{Reason: "sync"})
 	return h
@@ -340,6 +373,7 @@ func (h *Hub) SendCommand(host string, cmd *golivev1.Command) bool {
 	if c == nil {
 		return false
 	}
+	h.heat(c)
 	return c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_Command{Command: cmd}})
 }
 
@@ -388,6 +422,10 @@ func (h *Hub) Connect(stream grpc.BidiStreamingServer[golivev1.ConnectRequest, g
 	c.tokenHeld.Store(hello.FencingToken)
 	c.record = agentRecord(hello, h.replica, addr, c.since)
 	c.lastBeat = c.since
+	// The claim writes the whole record; the first figures-only rewrite
+	// falls anywhere in the next interval, so that a fleet that
+	// reconnected at once does not rewrite itself at once.
+	c.nextFigures = c.since.Add(randDuration(h.figuresEvery))
 	if err := h.claim(ctx, c); err != nil {
 		return err
 	}
@@ -494,32 +532,32 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 	case *golivev1.ConnectRequest_Heartbeat:
 		// Heartbeats update memory; etcd is written only when something an
 		// operator or another replica cares about changed.
+		// Heartbeats update memory (Agents reads local streams from
+		// here). etcd gets the record at once only when a field readers
+		// act on changed; figures alone (health and traffic windows, the
+		// heartbeat's time) are written every FiguresEvery, or with every
+		// heartbeat while the host is hot (a rollout's gate reads them).
 		c.mu.Lock()
 		changed := servicesChanged(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
-		// Health figures move with every probe: they reach etcd with the
-		// next periodic flush (the leader's gates read them there).
-		healthMoved := healthChanged(c.record.Services, p.Heartbeat.Services)
+		// A new release's first health figures: a gate waits for them.
 		firstData := healthFirstData(c.record.Services, p.Heartbeat.Services)
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
-		c.dirty = c.dirty || changed || healthMoved
+		c.dirty = c.dirty || changed || firstData
+		c.figures = true
+		urgent := c.dirty || c.lastBeat.Before(c.hotUntil)
 		c.mu.Unlock()
-		if firstData {
-			// A new release's first health figures: a gate waits for them.
-			h.requestFlush()
-		}
 		c.tokenHeld.Store(p.Heartbeat.FencingToken)
-		if changed {
-			h.requestFlush()
-		}
+		h.enqueue(c, urgent)
 	case *golivev1.ConnectRequest_ApprovalAck:
 		// Kept in memory (ListAgents reads it from here); the next heartbeat
 		// carries it to etcd. No etcd write per ack: a broadcast to 5,000
 		// agents must not turn into 5,000 writes.
 		c.tokenHeld.Store(p.ApprovalAck.FencingToken)
 	case *golivev1.ConnectRequest_CommandAck:
+		h.heat(c)
 		if !p.CommandAck.Accepted {
 			// A refusal is the command's final result: stored off the
 			// receive path, like results.
@@ -534,8 +572,9 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 			}
 		}
 		c.dirty = true
+		c.hotUntil = time.Now().Add(h.hotFor)
 		c.mu.Unlock()
-		h.requestFlush()
+		h.enqueue(c, true)
 	case *golivev1.ConnectRequest_CommandResult:
 		h.handleResult(c, p.CommandResult)
 	case *golivev1.ConnectRequest_Hello:
@@ -550,8 +589,9 @@ func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 		c.record.RecentResults = c.record.RecentResults[:5]
 	}
 	c.dirty = true
+	c.hotUntil = time.Now().Add(h.hotFor)
 	c.mu.Unlock()
-	h.requestFlush()
+	h.enqueue(c, true)
 	// Storing the result takes etcd round trips: not on the receive path,
 	// where it would hold up heartbeats. The agent resends until acked.
 	h.goAttach(func() {
@@ -565,19 +605,6 @@ func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 func healthFirstData(a, b []*golivev1.ServiceState) bool {
 	for i := range b {
 		if i < len(a) && a[i].GetHealth().GetRequests() == 0 && b[i].GetHealth().GetRequests() > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-func healthChanged(a, b []*golivev1.ServiceState) bool {
-	if len(a) != len(b) {
-		return true
-	}
-	for i := range a {
-		ha, hb := a[i].GetHealth(), b[i].GetHealth()
-		if ha.GetRequests() != hb.GetRequests() || ha.GetErrors() != hb.GetErrors() {
 			return true
 		}
 	}
@@ -605,16 +632,10 @@ func agentRecord(hello *golivev1.Hello, replica, addr string, since time.Time) *
 	}
 }
 
-// claim makes this stream the one live stream for its host id, across all
-// replicas. A reconnect of the same agent process (same instance id) takes
-// over its stale stream; another process is refused.
-func (h *Hub) claim(ctx context.Context, c *agentConn) error {
-	lease, ok := h.waitLease(ctx, 5*time.Second)
-	if !ok {
-		return status.Error(codes.Unavailable, "controller replica has no etcd session; try another replica")
-	}
-	pv, _ := json.Marshal(presence{Replica: h.replica, ConnID: c.connID, Instance: c.instance, Since: c.since, Address: c.address})
-	rec, _ := protojson.Marshal(c.record)
+// claimOne is claim in transactions of its own: the path for a claim that
+// a batch could not settle (a conflict, or the only claim waiting).
+func (h *Hub) claimOne(ctx context.Context, r *claimReq) error {
+	c, lease, pv, rec := r.c, r.lease, r.pv, r.rec
 	pkey := h.keys.Presence(c.host)
 	for attempt := 0; attempt < 3; attempt++ {
 		resp, err := h.cli.Txn(ctx).
@@ -625,6 +646,7 @@ func (h *Hub) claim(ctx context.Context, c *agentConn) error {
 			h.metrics.EtcdErrors.WithLabelValues("claim").Inc()
 			return status.Errorf(codes.Unavailable, "record agent in etcd: %v", err)
 		}
+		h.metrics.ClaimTxns.WithLabelValues("single").Inc()
 		if resp.Succeeded {
 			return nil
 		}
@@ -632,13 +654,8 @@ func (h *Hub) claim(ctx context.Context, c *agentConn) error {
 		if len(kvs) == 0 {
 			continue
 		}
-		var old presence
-		json.Unmarshal(kvs[0].Value, &old)
-		if old.Instance == "" || old.Instance != c.instance {
-			h.metrics.RefusedConnects.WithLabelValues("duplicate_host_id").Inc()
-			return status.Errorf(codes.AlreadyExists,
-				"host id %q is already connected (agent instance %s from %s via replica %s since %s); two agents may not share a host id: give this one its own --host-id",
-				c.host, old.Instance, old.Address, old.Replica, old.Since.UTC().Format(time.RFC3339))
+		if err := h.sameInstance(c, kvs[0].Value); err != nil {
+			return err
 		}
 		// Same agent process reconnecting: take over its stale stream.
 		resp, err = h.cli.Txn(ctx).
@@ -682,6 +699,7 @@ func (h *Hub) release(c *agentConn) {
 	defer cancel()
 	c.mu.Lock()
 	rec, _ := protojson.Marshal(c.record)
+	c.dirty, c.figures = false, false
 	c.mu.Unlock()
 	pkey := h.keys.Presence(c.host)
 	get, err := h.cli.Get(ctx, pkey)
@@ -708,53 +726,6 @@ func (h *Hub) CloseAll(err error) {
 	defer h.mu.RUnlock()
 	for _, c := range h.conns {
 		c.close(err)
-	}
-}
-
-func (h *Hub) requestFlush() {
-	select {
-	case h.flushReq <- struct{}{}:
-	default:
-	}
-}
-
-// RunFlusher writes dirty agent records to etcd in batches: at once when a
-// service's state changed, else every flushEvery.
-func (h *Hub) RunFlusher(ctx context.Context) {
-	t := time.NewTicker(h.flushEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-h.flushReq:
-		}
-		h.flush(ctx)
-	}
-}
-
-func (h *Hub) flush(ctx context.Context) {
-	h.mu.RLock()
-	var ops []clientv3.Op
-	for _, c := range h.conns {
-		c.mu.Lock()
-		if c.dirty {
-			b, _ := protojson.Marshal(c.record)
-			ops = append(ops, clientv3.OpPut(h.keys.Agent(c.host), string(b)))
-			c.dirty = false
-		}
-		c.mu.Unlock()
-	}
-	h.mu.RUnlock()
-	for len(ops) > 0 {
-		n := min(len(ops), 100)
-		if _, err := h.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
-			h.metrics.EtcdErrors.WithLabelValues("flush").Inc()
-			h.log.Warn("flush agent records", "error", err)
-			return
-		}
-		ops = ops[n:]
 	}
 }
 

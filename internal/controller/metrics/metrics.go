@@ -28,6 +28,12 @@ type Metrics struct {
 	WaveDuration    prometheus.Histogram
 	HostsPerStage   *prometheus.GaugeVec
 	BackupRecords   *prometheus.CounterVec
+	// AgentRecordWrites counts agents/<host> puts the hub's flusher made
+	// (claims and releases not included): the etcd write budget.
+	AgentRecordWrites prometheus.Counter
+	// ClaimTxns counts presence-claim transactions by kind (batch,
+	// batch_retry, single).
+	ClaimTxns *prometheus.CounterVec
 }
 
 // New builds the series and registers them on reg.
@@ -58,6 +64,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.BackupRecords)
 	m.RateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_rate_limited_total", Help: "Control calls refused by the per-identity rate limit."})
 	reg.MustRegister(m.RateLimited)
+	m.AgentRecordWrites = prometheus.NewCounter(prometheus.CounterOpts{Name: "golive_controller_agent_record_writes_total",
+		Help: "Agent records (agents/<host>) the hub rewrote in etcd outside connects and disconnects."})
+	m.ClaimTxns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_presence_claim_txns_total",
+		Help: "etcd transactions that claimed agent presence, by kind (batch, batch_retry, single)."}, []string{"kind"})
+	reg.MustRegister(m.AgentRecordWrites, m.ClaimTxns)
 	reg.MustRegister(m.Rollouts, m.RolloutDuration, m.GateFailures, m.WaveDuration, m.HostsPerStage)
 	reg.MustRegister(m.AgentsConnected, m.ApprovalActive, m.ApprovalExpiry, m.ApprovalToken, m.IsLeader, m.RpcTotal, m.RpcDuration,
 		m.EtcdErrors, m.Broadcasts, m.SlowDisconnects, m.RefusedConnects, m.DeploysRefused)

@@ -7,6 +7,8 @@
 // Benchmarks, in order:
 //
 //	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each, in plaintext and with mutual TLS
+//	etcd-budget   etcd writes/s and database size of 10,000 idle agents whose health figures move with every heartbeat
+//	idle          the controller's CPU with one connected agent
 //	reconnect     5,000 mutual-TLS agents reconnecting after a controller restart (SIGTERM, then SIGKILL)
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
@@ -64,10 +66,16 @@ type config struct {
 	env        []string
 	rounds     int
 	progress   io.Writer
+	// before is a controller binary (e.g. built from an older commit) the
+	// etcd-budget and idle modes also run, side by side.
+	before string
+	window time.Duration
 }
 
 var benches = []bench{
 	{"fanout", runFanout},
+	{"etcd-budget", runBudget},
+	{"idle", runIdle},
 	{"reconnect", runReconnect},
 	{"fetch-unpack", runFetchUnpack},
 	{"swaps", runSwaps},
@@ -99,6 +107,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var env envFlag
 	fs.Var(&env, "controller-env", "VAR=value added to the controller's environment (repeatable), e.g. GOGC=50")
 	verbose := fs.Bool("v", false, "print progress to stderr")
+	before := fs.String("before-controller", "", "etcd-budget and idle: also run this controller binary (e.g. built from an older commit), side by side")
+	window := fs.Duration("window", 0, "etcd-budget and idle: how long to measure (default 60s and 30s; -quick 20s and 10s)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -125,7 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "golive-bench: -only %q: want one of %s\n", *only, strings.Join(names, ", "))
 		return 2
 	}
-	cfg := config{quick: *quick, controller: *ctrl, agent: *agentBin, modes: splitList(*bgModes), agents: sizes, env: env, rounds: *rounds, progress: io.Discard}
+	cfg := config{quick: *quick, controller: *ctrl, agent: *agentBin, modes: splitList(*bgModes), agents: sizes, env: env, rounds: *rounds, progress: io.Discard, before: *before, window: *window}
 	if *verbose {
 		cfg.progress = stderr
 	}
@@ -206,6 +216,71 @@ runs:
 		return fmt.Errorf("%v", errs)
 	}
 	return nil
+}
+
+// budgetRuns runs f for the controller under test and, with
+// -before-controller, for that one, one after the other (same machine, same
+// minute: compare their rows).
+func budgetRuns(ctx context.Context, cfg config, o fanout.BudgetOptions, f func(context.Context, fanout.BudgetOptions) (fanout.BudgetResult, error)) ([]fanout.BudgetResult, error) {
+	bins := []struct{ label, bin string }{{"golive", cfg.controller}}
+	if cfg.before != "" {
+		bins = append(bins, struct{ label, bin string }{"before", cfg.before})
+	}
+	var out []fanout.BudgetResult
+	var errs []error
+	sizes := cfg.agents
+	if len(sizes) == 0 {
+		sizes = []int{o.N}
+	}
+	for _, n := range sizes {
+		for _, b := range bins {
+			o := o
+			o.N, o.ControllerBin, o.Label, o.ControllerEnv, o.Log = n, b.bin, b.label, cfg.env, cfg.progress
+			r, err := f(ctx, o)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s N=%d: %w", b.label, n, err))
+			}
+			out = append(out, r)
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%v", errs)
+	}
+	return out, nil
+}
+
+func runBudget(ctx context.Context, w io.Writer, cfg config) error {
+	o := fanout.BudgetOptions{N: 10000, Window: cfg.window}
+	if cfg.quick {
+		o.N, o.Settle = 500, 5*time.Second
+		if o.Window == 0 {
+			o.Window = 20 * time.Second
+		}
+	}
+	rs, err := budgetRuns(ctx, cfg, o, fanout.RunBudget)
+	if len(rs) > 0 {
+		if perr := fanout.PrintBudget(w, rs...); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+func runIdle(ctx context.Context, w io.Writer, cfg config) error {
+	o := fanout.BudgetOptions{N: 1, Window: cfg.window}
+	if cfg.quick && o.Window == 0 {
+		o.Window = 10 * time.Second
+	}
+	rs, err := budgetRuns(ctx, cfg, o, fanout.RunIdle)
+	if len(rs) > 0 {
+		if perr := fanout.PrintIdle(w, rs...); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 func runReconnect(ctx context.Context, w io.Writer, cfg config) error {
