@@ -70,17 +70,19 @@ func (f *fleet) authorize() {
 		f.t.Fatal(err)
 	}
 	f.token = resp.Approval.FencingToken
-	testenv.WaitFor(f.t, 10*time.Second, "agents hold the token", func() bool {
+	// Every host's agent: a failed or short listing is no proof.
+	testenv.WaitFor(f.t, 30*time.Second, "agents hold the token", func() bool {
 		la, err := f.ctl.ListAgents(f.ctx, &golivev1.ListAgentsRequest{})
 		if err != nil {
 			return false
 		}
+		holding := 0
 		for _, a := range la.Agents {
-			if a.State == "connected" && a.FencingToken != f.token {
-				return false
+			if a.State == "connected" && a.FencingToken == f.token {
+				holding++
 			}
 		}
-		return true
+		return holding == len(f.hosts)
 	})
 }
 
