@@ -265,6 +265,25 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		b.waitVersion(8080, "v1")
 	})
 
+	t.Run("bad controller.hcl", func(t *testing.T) {
+		b := b.on(t)
+		b.must(`cp /etc/golive/controller.hcl /root/controller.hcl.orig && echo 'listen_address = "0.0.0.0:7400"' >>/etc/golive/controller.hcl`)
+		if out, err := b.sh("systemctl restart golive-controller"); err == nil {
+			t.Errorf("the controller started with an unknown key in controller.hcl:\n%s", out)
+		}
+		b.waitFor("the unit to fail, not restart in a loop", 10*time.Second, func() (bool, string) {
+			s := b.out("systemctl is-failed golive-controller")
+			return s == "failed", s
+		})
+		b.waitFor("the journal to name the key", 10*time.Second, func() (bool, string) {
+			out, _ := b.sh("journalctl --no-pager -o cat -n 20 -u golive-controller")
+			return strings.Contains(out, `unknown setting "listen_address"`), lastLines(out, 5)
+		})
+		b.must("cp /root/controller.hcl.orig /etc/golive/controller.hcl && systemctl start golive-controller")
+		b.waitActive("golive-controller", 30*time.Second)
+		b.waitConnected()
+	})
+
 	t.Run("journalctl", func(t *testing.T) {
 		b := b.on(t)
 		for unit, want := range map[string]string{
