@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -92,6 +93,12 @@ func newDashboard(s *Server, useTLS bool) (*dashboardRunner, error) {
 		return nil, err
 	}
 	lis, err := net.Listen("tcp", cfg.DashboardAddr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// The brake and the API matter more than the page: serve without
+		// it (and say so) rather than not at all.
+		s.log.Error("dashboard OFF: its address is in use; set --dashboard-addr to a free one", "dashboard_addr", cfg.DashboardAddr, "error", err)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--dashboard-addr %s: %w", cfg.DashboardAddr, err)
 	}
