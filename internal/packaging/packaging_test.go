@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/golive/golive/internal/agentconfig"
 )
 
 func TestDebianVersion(t *testing.T) {
@@ -203,5 +205,27 @@ func TestMaintainerScriptsHonourDPKGRoot(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, dir)); !os.IsNotExist(err) {
 			t.Errorf("purge left %s (%v)", dir, err)
 		}
+	}
+}
+
+// The packaged /etc/golive/agent.hcl is valid as shipped and names the
+// unit's state directory (the sandbox makes the rest of /var/lib read-only).
+func TestPackagedAgentConfig(t *testing.T) {
+	cfg, err := agentconfig.Load("../../deploy/packaging/agent.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/var/lib/golive-agent" {
+		t.Errorf("state_dir = %q, want the unit's StateDirectory /var/lib/golive-agent", cfg.StateDir)
+	}
+	unit, err := os.ReadFile("../../deploy/systemd/golive-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "StateDirectory=golive-agent\n") {
+		t.Error("golive-agent.service: StateDirectory is not golive-agent")
 	}
 }

@@ -149,3 +149,18 @@ func TestServeConfigFileThroughMain(t *testing.T) {
 		}
 	}
 }
+
+// The packaged /etc/golive/controller.hcl applies cleanly and validates.
+func TestPackagedControllerConfig(t *testing.T) {
+	src, err := os.ReadFile("../../../deploy/packaging/controller.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve, err := serveWith(t, string(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serve.Flags().Lookup("listen").Value.String(); got != "127.0.0.1:7400" {
+		t.Errorf("listen = %q", got)
+	}
+}
