@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,11 +30,15 @@ type Approval struct {
 	Record
 	// Token is the fencing token (the key's create revision); 0 when none.
 	Token int64
+	// Refused: this replica refuses the approval although its key is in
+	// etcd: a revoke taken while etcd had no quorum waits to be written, or
+	// etcd just came back (see Brake).
+	Refused bool
 }
 
 // Active reports whether the approval allows automation at now.
 func (a Approval) Active(now time.Time) bool {
-	return a.Token != 0 && now.Before(a.ExpiresAt)
+	return a.Token != 0 && !a.Refused && now.Before(a.ExpiresAt)
 }
 
 // Errors the gRPC layer maps to status codes.
@@ -50,11 +55,18 @@ type Manager struct {
 	audit  *audit.Log
 	maxTTL time.Duration
 	now    func() time.Time
+
+	brake *Brake
+	kick  chan struct{}
+	mu    sync.Mutex
+	// down is when etcd stopped answering the watch (zero: it answers);
+	// settle is until when approvals stay refused after an outage.
+	down, settle time.Time
 }
 
 // NewManager returns a Manager. maxTTL bounds every grant.
 func NewManager(cli *clientv3.Client, keys state.Keys, log *audit.Log, maxTTL time.Duration) *Manager {
-	return &Manager{cli: cli, keys: keys, audit: log, maxTTL: maxTTL, now: time.Now}
+	return &Manager{cli: cli, keys: keys, audit: log, maxTTL: maxTTL, now: time.Now, kick: make(chan struct{}, 1)}
 }
 
 // MaxTTL is the longest approval this manager grants.
@@ -172,7 +184,34 @@ func (m *Manager) Current(ctx context.Context) (Approval, int64, error) {
 		return Approval{}, resp.Header.Revision, nil
 	}
 	a, err := decode(resp.Kvs[0].Value, resp.Kvs[0].CreateRevision)
+	a.Refused = m.refuses(a)
 	return a, resp.Header.Revision, err
+}
+
+// refuses reports whether this replica refuses a (see Brake).
+func (m *Manager) refuses(a Approval) bool {
+	if a.Token == 0 {
+		return false
+	}
+	m.mu.Lock()
+	settling := m.now().Before(m.settle)
+	m.mu.Unlock()
+	return settling || m.brake.refuses(a)
+}
+
+// EtcdDown reports since when the approval watch has had no etcd leader
+// (zero: etcd answers).
+func (m *Manager) EtcdDown() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.down
+}
+
+func (m *Manager) kickWatch() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
 }
 
 func decode(v []byte, createRev int64) (Approval, error) {
@@ -247,6 +286,11 @@ func (m *Manager) Watch(ctx context.Context, fn func(Event)) {
 		if ctx.Err() != nil {
 			return
 		}
+		m.mu.Lock()
+		if m.down.IsZero() {
+			m.down = m.now()
+		}
+		m.mu.Unlock()
 		fn(Event{Reason: "lost"})
 		_ = err
 		select {
@@ -261,9 +305,25 @@ func (m *Manager) Watch(ctx context.Context, fn func(Event)) {
 }
 
 func (m *Manager) watchOnce(ctx context.Context, fn func(Event)) error {
+	m.mu.Lock()
+	wasDown := !m.down.IsZero()
+	m.mu.Unlock()
 	cur, rev, err := m.Current(ctx)
 	if err != nil {
 		return err
+	}
+	var settled <-chan time.Time
+	if wasDown {
+		// Back from an outage: hold automation off for a moment, so that a
+		// revoke taken meanwhile (here or on another replica) is written
+		// first.
+		m.mu.Lock()
+		m.down, m.settle = time.Time{}, m.now().Add(SettleAfterOutage)
+		m.mu.Unlock()
+		cur.Refused = m.refuses(cur)
+		t := time.NewTimer(SettleAfterOutage)
+		defer t.Stop()
+		settled = t.C
 	}
 	fn(Event{Approval: cur, Revision: rev, Reason: "sync"})
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -291,6 +351,14 @@ func (m *Manager) watchOnce(ctx context.Context, fn func(Event)) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-settled:
+			settled = nil
+			cur.Refused = m.refuses(cur)
+			fn(Event{Approval: cur, Revision: rev, Reason: "sync"})
+		case <-m.kick:
+			// A local revoke: say the approval is off now.
+			cur.Refused = m.refuses(cur)
+			fn(Event{Approval: cur, Revision: rev, Reason: "revoked"})
 		case <-expiryC:
 			expiryC = nil
 			ended := cur
@@ -314,6 +382,7 @@ func (m *Manager) watchOnce(ctx context.Context, fn func(Event)) error {
 					if err != nil {
 						return err
 					}
+					a.Refused = m.refuses(a)
 					cur = a
 					arm(a)
 					fn(Event{Approval: a, Revision: rev, Reason: "granted"})

@@ -324,6 +324,8 @@ func TestBackupRecordsAndRestoreRollback(t *testing.T) {
 	safety.ID, safety.ReleaseBefore, safety.ReleaseAfter, safety.CreatedAt = "20261130T223000Z-v1", "v2", "v1", created.Add(30*time.Minute)
 	web1.result(t, &golivev1.CommandResult{CommandId: cmd.Id, Service: "app", Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED,
 		Release: "v1", PreviousRelease: "v2", FinishedAt: timestamppb.Now(), BackupJson: backupJSON(t, safety)})
+	// A rollback is a rollout: the next one of the service waits for its end.
+	waitTerminal(t, ctl, ctx, rs.Rollout.Id, 30*time.Second)
 	if lb, err := ctl.ListBackups(ctx, &golivev1.ListBackupsRequest{Service: "app", HostId: "web-1"}); err != nil || len(lb.Backups) != 2 || lb.Backups[0].Id != safety.ID {
 		t.Fatalf("safety backup not listed: %v, %v", lb, err)
 	}
@@ -348,6 +350,7 @@ func TestBackupRecordsAndRestoreRollback(t *testing.T) {
 	cmd = web1.command(t)
 	web1.result(t, &golivev1.CommandResult{CommandId: cmd.Id, Service: "app", Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED,
 		Release: "v0", FinishedAt: timestamppb.Now()})
+	waitTerminal(t, ctl, ctx, rb.Rollout.Id, 30*time.Second)
 
 	// A restore with no hosts named runs on the holder and names the other
 	// hosts of the service, which keep their binary against the restored

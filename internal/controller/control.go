@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/golive/golive/internal/controller/apierr"
 	"github.com/golive/golive/internal/controller/hub"
@@ -63,21 +64,46 @@ func approvalProto(a approval.Approval) *golivev1.Approval {
 
 func (c *control) Authorize(ctx context.Context, req *golivev1.AuthorizeRequest) (*golivev1.AuthorizeResponse, error) {
 	actor, src := actorAndSource(ctx)
-	a, err := c.s.approvals.Grant(ctx, actor, src, req.Phrase, req.Ttl.AsDuration(), req.Reason)
+	var a approval.Approval
+	var err error
+	rev, how := int64(0), "granted"
+	if req.Extend {
+		// Same token, later expiry (approval/extend.go).
+		a, rev, err = c.s.approvals.Extend(ctx, actor, src, req.Phrase, req.Ttl.AsDuration(), req.Reason)
+		how = "extended"
+		if errors.Is(err, approval.ErrNoReason) {
+			err = fmt.Errorf("%w: %w", apierr.ErrInvalid, err)
+		}
+	} else {
+		a, err = c.s.approvals.Grant(ctx, actor, src, req.Phrase, req.Ttl.AsDuration(), req.Reason)
+		rev = a.Token
+	}
 	if err != nil {
-		c.s.log.Warn("authorize refused", "actor", actor, "source", src, "error", err)
+		c.s.log.Warn("authorize refused", "actor", actor, "source", src, "extend", req.Extend, "error", err)
 		return nil, apierr.ToStatus(err)
 	}
-	c.s.log.Info("automation authorized", "actor", actor, "fencing_token", a.Token, "expires_at", a.ExpiresAt)
+	c.s.log.Info("automation "+how, "actor", actor, "fencing_token", a.Token, "expires_at", a.ExpiresAt)
 	c.s.notifier.Notify(notify.Event{Kind: notify.KindApprovalGranted, Actor: actor, Reason: req.Reason, FencingToken: a.Token,
-		Details: map[string]string{"expires_at": a.ExpiresAt.UTC().Format(time.RFC3339)}})
-	c.s.hub.Broadcast(hub.ApprovalUpdate(a, a.Token, "granted"))
+		Details: map[string]string{"expires_at": a.ExpiresAt.UTC().Format(time.RFC3339), "how": how}})
+	c.s.hub.Broadcast(hub.ApprovalUpdate(a, rev, how))
 	return &golivev1.AuthorizeResponse{Approval: approvalProto(a)}, nil
 }
 
 func (c *control) Revoke(ctx context.Context, req *golivev1.RevokeRequest) (*golivev1.RevokeResponse, error) {
 	actor, src := actorAndSource(ctx)
-	tok, rev, err := c.s.approvals.RevokeRev(ctx, actor, src, req.Reason)
+	if !c.s.approvals.EtcdDown().IsZero() {
+		resp, err := c.s.revokeDuringOutage(actor, src, req.Reason)
+		return resp, apierr.ToStatus(err)
+	}
+	// The brake must answer within 2 s: if etcd does not take the revoke
+	// by then, it is recorded on this replica and written later.
+	rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	tok, rev, err := c.s.approvals.RevokeRev(rctx, actor, src, req.Reason)
+	cancel()
+	if err != nil && ctx.Err() == nil && etcdTrouble(err) {
+		resp, err := c.s.revokeDuringOutage(actor, src, req.Reason)
+		return resp, apierr.ToStatus(err)
+	}
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}

@@ -181,6 +181,10 @@ type Server struct {
 	health    *health.Server
 	notifier  *notify.Notifier
 	isLeader  atomic.Bool
+	// answers are the last answers of read RPCs (served, marked stale,
+	// while etcd has no quorum); lastToken the last live approval's token.
+	answers   lastAnswers
+	lastToken atomic.Int64
 	// defaultAnalysis is each service's default PromQL analysis.
 	defaultAnalysis map[string][]analysis.Metric
 	// bg holds work the RPC handlers start that outlives a call (the sweep
@@ -307,6 +311,14 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		return err
 	}
 	s.exec = executor.New(ecfg)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	brake, err := approval.OpenBrake(filepath.Join(cfg.DataDir, "brake.json"))
+	if err != nil {
+		return err
+	}
+	s.approvals.SetBrake(brake)
 
 	if s.dash, err = newDashboard(s, creds != nil); err != nil {
 		lis.Close()
@@ -325,7 +337,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		// is about to give up (gRPC clients wait 20s): drop it rather than
 		// spend CPU on it during a reconnect storm (default 120s).
 		grpc.ConnectionTimeout(15 * time.Second),
-		grpc.ChainUnaryInterceptor(s.unaryMetrics, az.unary),
+		grpc.ChainUnaryInterceptor(s.unaryMetrics, az.unary, s.outage),
 		grpc.ChainStreamInterceptor(az.stream),
 	}
 	if creds != nil {
@@ -381,6 +393,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	start(s.hub.RunFlusher)
 	start(s.hub.WatchPresence)
 	start(s.watchApproval)
+	start(s.flushBrake)
 	start(s.runElection)
 	start(s.expiryGauge)
 	start(s.dispatchCommands)
@@ -496,6 +509,12 @@ func (s *Server) runElection(ctx context.Context) {
 // watchApproval pushes every approval change to this replica's agents.
 func (s *Server) watchApproval(ctx context.Context) {
 	s.approvals.Watch(ctx, func(ev approval.Event) {
+		switch {
+		case ev.Approval.Token != 0:
+			s.lastToken.Store(ev.Approval.Token)
+		case ev.Reason == "revoked" || ev.Reason == "expired":
+			s.lastToken.Store(0)
+		}
 		if ev.Reason == "lost" {
 			s.log.Warn("etcd unreachable or without leader: treating automation as revoked until it is back")
 		}

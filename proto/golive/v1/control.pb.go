@@ -281,8 +281,13 @@ func (x *RevokeRequest) GetReason() string {
 type RevokeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// revoked is false when there was no live approval.
-	Revoked       bool  `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	FencingToken  int64 `protobuf:"varint,2,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	Revoked      bool  `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	FencingToken int64 `protobuf:"varint,2,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	// deferred: etcd had no quorum; the replica refuses the approval from
+	// now on (on its local disk) and writes the revoke to etcd when it
+	// recovers. note says so in a sentence.
+	Deferred      bool   `protobuf:"varint,3,opt,name=deferred,proto3" json:"deferred,omitempty"`
+	Note          string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +334,20 @@ func (x *RevokeResponse) GetFencingToken() int64 {
 		return x.FencingToken
 	}
 	return 0
+}
+
+func (x *RevokeResponse) GetDeferred() bool {
+	if x != nil {
+		return x.Deferred
+	}
+	return false
+}
+
+func (x *RevokeResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
 }
 
 // GetApprovalRequest asks for the live approval.
@@ -3467,10 +3486,12 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x11AuthorizeResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"'\n" +
 	"\rRevokeRequest\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"O\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x7f\n" +
 	"\x0eRevokeResponse\x12\x18\n" +
 	"\arevoked\x18\x01 \x01(\bR\arevoked\x12#\n" +
-	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\"\x14\n" +
+	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x12\x1a\n" +
+	"\bdeferred\x18\x03 \x01(\bR\bdeferred\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\"\x14\n" +
 	"\x12GetApprovalRequest\"F\n" +
 	"\x13GetApprovalResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"\x0f\n" +
