@@ -80,15 +80,15 @@ func newPKICmd() *cobra.Command {
 		},
 	}
 	opCmd.Flags().StringVar(&roles, "role", "", "viewer, deployer, approver (comma-separated)")
-	var dnsNames, ips string
+	var dnsNames, ips []string
 	ctlCmd := &cobra.Command{
 		Use: "issue-controller NAME", Short: "issue a controller (server) certificate for the names and addresses agents dial", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			req := pki.Request{Name: args[0], Server: true, Validity: validity}
-			for _, d := range splitList(dnsNames) {
+			for _, d := range splitList(strings.Join(dnsNames, ",")) {
 				req.DNSNames = append(req.DNSNames, d)
 			}
-			for _, s := range splitList(ips) {
+			for _, s := range splitList(strings.Join(ips, ",")) {
 				ip := net.ParseIP(s)
 				if ip == nil {
 					return cli.Usagef("--ip %q: not an IP address", s)
@@ -107,8 +107,8 @@ func newPKICmd() *cobra.Command {
 			return nil
 		},
 	}
-	ctlCmd.Flags().StringVar(&dnsNames, "dns", "", "DNS names in the certificate, comma-separated (default: NAME)")
-	ctlCmd.Flags().StringVar(&ips, "ip", "", "IP addresses in the certificate, comma-separated")
+	ctlCmd.Flags().StringSliceVar(&dnsNames, "dns", nil, "DNS names in the certificate: repeat the flag or comma-separate (default: NAME)")
+	ctlCmd.Flags().StringSliceVar(&ips, "ip", nil, "IP addresses in the certificate: repeat the flag or comma-separate")
 	for _, c := range []*cobra.Command{agentCmd, opCmd, ctlCmd} {
 		issueFlags(c)
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,5 +117,35 @@ func TestKeygenAndSign(t *testing.T) {
 	// keygen never overwrites a key.
 	if code, _, _ := run(t, "keygen", "--out", prefix); code == 0 {
 		t.Fatal("keygen overwrote an existing key")
+	}
+}
+
+// TestIssueControllerKeepsEveryIP: --ip and --dns take both repeated flags
+// and comma-separated lists, and the certificate holds every value.
+func TestIssueControllerKeepsEveryIP(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, "pki", "init", "--dir", dir)
+	mustRun(t, "pki", "issue-controller", "ctl", "--ip", "127.0.0.1", "--ip", "127.0.0.2,::1", "--dns", "a.test", "--dns", "b.test", "--dir", dir)
+	b, err := os.ReadFile(filepath.Join(dir, "controller-ctl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block in the certificate")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, ip := range cert.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	if got := strings.Join(ips, ","); got != "127.0.0.1,127.0.0.2,::1" {
+		t.Fatalf("IPs = %s", got)
+	}
+	if got := strings.Join(cert.DNSNames, ","); got != "a.test,b.test" {
+		t.Fatalf("DNS names = %s", got)
 	}
 }
