@@ -277,27 +277,44 @@ func (co *clientOpts) printJSON(w io.Writer, v any) error {
 func newAuthorizeCmd(co *clientOpts) *cobra.Command {
 	var ttl time.Duration
 	var reason string
+	var extend bool
 	cmd := &cobra.Command{
 		Use:   "authorize PHRASE",
 		Short: "turn automation on for a bounded time with an accepted phrase",
 		Long: "Turn automation on. PHRASE must be one of: " + strings.Join(quoteAll(approval.AcceptedPhrases()), ", ") +
-			" (case and spacing do not matter).",
+			" (case and spacing do not matter).\n\n" +
+			"With --extend, the live approval lasts --ttl from now instead (same phrase rule, bounded by the\n" +
+			"controller's --max-approval-ttl, audited, --reason required): it keeps its fencing token, so\n" +
+			"rollouts running under it go on. Without --extend a live approval is never replaced.",
 		Args: cli.ExactArgs(1, `one PHRASE (quote it: authorize "start automation now")`),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl <= 0 {
 				return cli.Usagef("--ttl %s: want a positive duration (e.g. 30m or 1h)", ttl)
 			}
+			if extend && strings.TrimSpace(reason) == "" {
+				return cli.Usagef("--extend needs --reason TEXT: say why automation stays on longer")
+			}
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.AuthorizeResponse, error) {
-				return c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason})
+				resp, err := c.Authorize(ctx, &golivev1.AuthorizeRequest{Phrase: args[0], Ttl: durationpb.New(ttl), Reason: reason, Extend: extend})
+				if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition && !extend && strings.Contains(st.Message(), "already authorized") {
+					return nil, fmt.Errorf("%s; or make it last longer: golive-controller authorize %q --extend --ttl %s --reason TEXT", st.Message(), args[0], ttl)
+				}
+				return resp, err
 			}, func(resp *golivev1.AuthorizeResponse) any { return resp.Approval }, func(w io.Writer, resp *golivev1.AuthorizeResponse) error {
 				a := resp.Approval
+				if extend {
+					fmt.Fprintf(w, "automation EXTENDED until %s (granted by %s, fencing token %d unchanged)\nstop it at any moment: golive-controller revoke\n",
+						a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.GrantedBy, a.FencingToken)
+					return nil
+				}
 				fmt.Fprintf(w, "automation AUTHORIZED by %s until %s (fencing token %d)\nstop it at any moment: golive-controller revoke\n",
 					a.GrantedBy, a.ExpiresAt.AsTime().Local().Format(time.RFC3339), a.FencingToken)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the approval lasts (bounded by the controller's --max-approval-ttl)")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the approval lasts (bounded by the controller's --max-approval-ttl); with --extend, from now")
+	cmd.Flags().BoolVar(&extend, "extend", false, "extend the live approval to --ttl from now, keeping its fencing token (needs --reason; audited)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
 	return cmd
 }
