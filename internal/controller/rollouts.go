@@ -157,6 +157,24 @@ func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout
 	if err != nil {
 		return rollout.Schedule{}, nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
 	}
+	// A host whose rollback from an earlier rollout is still queued (it was
+	// unreachable when that rollout ended) would run it after this deploy:
+	// refuse until it is done or the operator rolls it back by hand.
+	queued, err := s.store.QueuedRollbacks(ctx, req.Service)
+	if err != nil {
+		return rollout.Schedule{}, nil, err
+	}
+	var waiting []string
+	for _, h := range sched.Hosts {
+		if len(queued[h]) > 0 {
+			waiting = append(waiting, h)
+		}
+	}
+	if len(waiting) > 0 {
+		return rollout.Schedule{}, nil, fmt.Errorf("%w: %s still %s a queued rollback of %s from an earlier rollout (unreachable when it ended): "+
+			"bring the host back so it runs, or leave it out with --hosts/--selector", apierr.ErrConflict, strings.Join(waiting, ", "),
+			map[bool]string{true: "has", false: "have"}[len(waiting) == 1], req.Service)
+	}
 	return sched, metrics, nil
 }
 

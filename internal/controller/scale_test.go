@@ -32,6 +32,8 @@ type simAgent struct {
 	// metricsAddr and svcMetricsPort, when set, are announced in Hello.
 	metricsAddr    string
 	svcMetricsPort uint32
+	// ignoreRollbacks: rollback commands are taken and never answered.
+	ignoreRollbacks bool
 }
 
 func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
@@ -85,6 +87,9 @@ func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
 			case *golivev1.Command_Rollback:
 				a.rollbacks.Add(1)
 				res.Release = "v1"
+				if a.ignoreRollbacks {
+					continue
+				}
 			case *golivev1.Command_Preflight:
 				a.preflights.Add(1)
 				res.Checks = []*golivev1.CheckResult{{Name: "disk", Status: "pass"}}

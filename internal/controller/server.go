@@ -483,6 +483,15 @@ func (s *Server) runElection(ctx context.Context) {
 			sleepCtx(ctx, 200*time.Millisecond)
 			continue
 		}
+		// A Campaign that was waiting while etcd had no quorum may return
+		// on a session that has since ended: lead only while the session
+		// lives and the election's first key is ours.
+		if !s.holdsLeadership(ctx, sess, e) {
+			s.log.Info("campaign returned without leadership (stale session); campaigning again", "replica", s.cfg.ReplicaID)
+			sess.Close()
+			sleepCtx(ctx, 200*time.Millisecond)
+			continue
+		}
 		s.log.Info("leading", "replica", s.cfg.ReplicaID)
 		s.isLeader.Store(true)
 		s.metrics.IsLeader.Set(1)
@@ -541,6 +550,23 @@ func (s *Server) expiryGauge(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// holdsLeadership reports whether e's key leads, under a live session.
+func (s *Server) holdsLeadership(ctx context.Context, sess *concurrency.Session, e *concurrency.Election) bool {
+	select {
+	case <-sess.Done():
+		return false
+	default:
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	leader, err := e.Leader(cctx)
+	if err != nil || len(leader.Kvs) == 0 || string(leader.Kvs[0].Key) != e.Key() {
+		return false
+	}
+	ttl, err := s.cli.TimeToLive(cctx, sess.Lease())
+	return err == nil && ttl.TTL > 0
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

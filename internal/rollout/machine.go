@@ -47,6 +47,9 @@ type HostObservation struct {
 	Error  string
 	// Unchanged: the deploy failed before it changed anything on the host.
 	Unchanged bool
+	// Serving is the release the host last reported serving for the
+	// rollout's service ("" when unknown).
+	Serving string
 	// RollbackResult is the outcome of the command named by
 	// State.Hosts[id].Rollback; RollbackRelease the release it put back.
 	RollbackResult  Result
@@ -652,8 +655,24 @@ func (m *machine) rollingBack() {
 	case len(pending) == 0:
 		m.finish(PhaseRolledBack, s.Reason)
 	case m.now.Sub(s.PhaseStart) > s.Plan.ProgressDeadline:
-		m.finish(PhaseFailed, fmt.Sprintf("%s; rollback did not finish within %s on %s: run `golive-controller rollback`",
-			s.Reason, s.Plan.ProgressDeadline, strings.Join(pending, ", ")))
+		var where []string
+		for _, id := range pending {
+			o := m.obs.Hosts[id]
+			w := id
+			switch {
+			case o.Lost:
+				w += " (unreachable"
+			default:
+				w += " (no answer"
+			}
+			if o.Serving != "" {
+				w += ", last seen serving " + s.Plan.Service + "@" + o.Serving
+			}
+			where = append(where, w+")")
+		}
+		m.finish(PhaseFailed, fmt.Sprintf("%s; rollback did not finish within %s on %s. Its rollback command stays queued and runs when the host is back; "+
+			"check with `golive-controller agents`, or roll it back by hand: golive-controller rollback --service %s --hosts %s",
+			s.Reason, s.Plan.ProgressDeadline, strings.Join(where, ", "), s.Plan.Service, strings.Join(pending, ",")))
 	}
 }
 

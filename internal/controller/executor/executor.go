@@ -261,6 +261,9 @@ func (e *Executor) observe(ctx context.Context, rec store.Record, env *environme
 		ho.Lost = a == nil || a.State != "connected" && (a.LastHeartbeat == nil || now.Sub(a.LastHeartbeat.AsTime()) > LostGrace)
 		if a != nil {
 			for _, sv := range a.Services {
+				if sv.Name == st.Plan.Service {
+					ho.Serving = sv.CurrentRelease
+				}
 				if sv.Name == st.Plan.Service && sv.Health != nil && sv.Health.Requests > 0 {
 					ho.Health = rollout.Health{HasData: true, Requests: sv.Health.Requests, Errors: sv.Health.Errors,
 						AvgLatency: time.Duration(sv.Health.AvgLatencyMs * float64(time.Millisecond))}

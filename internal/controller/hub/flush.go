@@ -20,8 +20,8 @@ import (
 //	connect (claim), disconnect (release)           in the same txn as presence/<host>
 //	release, state, slot, healthy, token changed    at the next flush (at once)
 //	stage (progress), result, first health data     at the next flush (at once)
-//	figures only (health/traffic windows, time)     every FiguresEvery (5 min) per agent,
-//	                                                with every heartbeat while hot
+//	figures only (health/traffic windows, time)     every FiguresEvery (5 min) per agent;
+//	                                                while hot, with every heartbeat that moved them
 //
 // A host is hot for HotFor (10 min) after a command was sent to it or it
 // reported on one: the hosts of a running rollout, whose gates need fresh
@@ -124,13 +124,13 @@ func (h *Hub) flush(ctx context.Context) {
 		default:
 		}
 		c.mu.Lock()
-		due := c.dirty || c.figures && (!now.Before(c.nextFigures) || now.Before(c.hotUntil))
+		due := c.dirty || c.figures && !now.Before(c.nextFigures) || c.moved && now.Before(c.hotUntil)
 		switch {
 		case due:
 			b, _ := protojson.Marshal(c.record)
 			ops = append(ops, clientv3.OpPut(h.keys.Agent(c.host), string(b)))
 			wrote = append(wrote, c)
-			c.dirty, c.figures = false, false
+			c.dirty, c.figures, c.moved = false, false, false
 			c.nextFigures = h.nextFiguresAfter(now)
 		case c.figures:
 			later = append(later, c)

@@ -152,6 +152,7 @@ type agentConn struct {
 	// heartbeat): written once nextFigures is due, or at the next flush
 	// while the host is hot (hotUntil).
 	figures     bool
+	moved       bool // the health or traffic figures themselves moved
 	nextFigures time.Time
 	hotUntil    time.Time
 	lastBeat    time.Time
@@ -541,13 +542,15 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		changed := servicesChanged(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
 		// A new release's first health figures: a gate waits for them.
 		firstData := healthFirstData(c.record.Services, p.Heartbeat.Services)
+		moved := figuresMoved(c.record.Services, p.Heartbeat.Services)
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
 		c.dirty = c.dirty || changed || firstData
 		c.figures = true
-		urgent := c.dirty || c.lastBeat.Before(c.hotUntil)
+		c.moved = c.moved || moved
+		urgent := c.dirty || c.moved && c.lastBeat.Before(c.hotUntil)
 		c.mu.Unlock()
 		c.tokenHeld.Store(p.Heartbeat.FencingToken)
 		h.enqueue(c, urgent)
@@ -605,6 +608,20 @@ func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 func healthFirstData(a, b []*golivev1.ServiceState) bool {
 	for i := range b {
 		if i < len(a) && a[i].GetHealth().GetRequests() == 0 && b[i].GetHealth().GetRequests() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// figuresMoved reports whether any service's health or traffic window
+// differs between a and b.
+func figuresMoved(a, b []*golivev1.ServiceState) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		if !proto.Equal(a[i].GetHealth(), b[i].GetHealth()) || !proto.Equal(a[i].GetTraffic(), b[i].GetTraffic()) {
 			return true
 		}
 	}
@@ -699,7 +716,7 @@ func (h *Hub) release(c *agentConn) {
 	defer cancel()
 	c.mu.Lock()
 	rec, _ := protojson.Marshal(c.record)
-	c.dirty, c.figures = false, false
+	c.dirty, c.figures, c.moved = false, false, false
 	c.mu.Unlock()
 	pkey := h.keys.Presence(c.host)
 	get, err := h.cli.Get(ctx, pkey)

@@ -401,6 +401,28 @@ func (s *Store) HostCommands(ctx context.Context, host string) ([]*golivev1.Comm
 	return out, nil
 }
 
+// QueuedRollbacks returns, by host, the rollback commands of service still
+// waiting for their host (a host that was unreachable when its rollout
+// ended: the command runs when it is back).
+func (s *Store) QueuedRollbacks(ctx context.Context, service string) (map[string][]string, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Commands(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, unavailable("read commands", err)
+	}
+	out := map[string][]string{}
+	for _, kv := range resp.Kvs {
+		host, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), s.keys.Commands()), "/")
+		c := &golivev1.Command{}
+		if !ok || protojson.Unmarshal(kv.Value, c) != nil {
+			continue
+		}
+		if rb := c.GetRollback(); rb != nil && rb.Service == service {
+			out[host] = append(out[host], c.Id)
+		}
+	}
+	return out, nil
+}
+
 // WatchNewCommands calls fn for every pending command (read at R) and then
 // for every command created after R, until ctx ends or the watch breaks
 // (then it returns, and the caller lists again).
@@ -515,16 +537,27 @@ func (s *Store) ApprovalEnded(ctx context.Context, token int64) (string, error) 
 }
 
 // Leader is the replica named by the election key that holds leadership
-// now ("" when none), read at one revision.
+// now ("" when none): the oldest candidate whose session lease is still
+// alive (a dead session's key lingers until its lease expires, and must
+// not be shown as the leader).
 func (s *Store) Leader(ctx context.Context) (string, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithFirstCreate()...)
+	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		return "", unavailable("read leader", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 {
+			return string(kv.Value), nil
+		}
+		ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+		if err != nil {
+			return "", unavailable("read the leader's lease", err)
+		}
+		if ttl.TTL > 0 {
+			return string(kv.Value), nil
+		}
 	}
-	return string(resp.Kvs[0].Value), nil
+	return "", nil
 }
 
 func unavailable(what string, err error) error {
