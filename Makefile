@@ -22,14 +22,14 @@ demo: build releases ## run a controller on embedded etcd, 3 agents, an authoriz
 test: ## vet, gofmt check, unit + integration tests (race on), fuzz seed corpora
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
 
 .PHONY: test-repeat
 test-repeat: ## go test -race ./... N times (default 3): stop at the first failing run, name its failed tests
 	@n=$${N:-3}; log=$$(mktemp -t golive-test-repeat.XXXXXX); \
 	for i in $$(seq 1 $$n); do \
 	  echo "== run $$i of $$n (output in $$log)"; \
-	  if ! $(GO) test -race -count=1 -timeout 20m ./... >$$log 2>&1; then \
+	  if ! $(GO) test -race -count=1 -timeout 40m ./... >$$log 2>&1; then \
 	    echo "run $$i of $$n failed; failed tests:"; \
 	    grep -E -e '--- FAIL' -e '^(FAIL|panic:)' $$log | sed 's/^/  /'; \
 	    echo "full output: $$log"; exit 1; \
