@@ -32,6 +32,11 @@
 // succeeded, rolled_back, failed and aborted are terminal: Next returns a
 // terminal State unchanged with no action.
 //
+// An operator's rollback (Plan.Kind KindRollback, made by PlanRollback)
+// runs the same machine: pending --> rolling_back (every host at once, as
+// the operator's command: no approval needed) --> succeeded, or failed when
+// a host's rollback failed or did not finish in time.
+//
 // # Invariants
 //
 //   - A wave commands all its hosts at once; a host is commanded only in
@@ -56,9 +61,18 @@
 //     resume until its gate passes) and the fleet rollback. A wave past it
 //     counts as a failed gate.
 //   - A failed gate rolls back every host the rollout touched, all at once,
-//     to the release each ran before (Host.Releases); the rollout ends
+//     to the release each ran before (Host.Releases) — except hosts whose
+//     deploy failed before changing anything (Unchanged): nothing to undo;
+//     when no touched host changed, the rollout ends failed. It ends
 //     rolled_back with the reason, or failed if any host's rollback failed
-//     or did not finish in time (a person must act).
+//     or did not finish in time (the reason names each such host, what it
+//     last served and the command to finish: a person must act).
+//   - A host with a router is judged on the load balancer's counts of real
+//     requests (Observation.Hosts[].Traffic), one without on the probe
+//     (Health); a bake whose hosts with a router saw fewer than
+//     Gate.MinRequests real requests halts as HaltInconclusive (never a
+//     pass); with Gate.Analysis the PromQL analysis must pass too. Each
+//     wave records what it was judged on (State.JudgedOn).
 //   - Abort stops starting steps and rolls back every touched host, as the
 //     operator's own rollback (allowed without approval); it ends aborted.
 //     Abort while already rolling back changes nothing.
