@@ -431,3 +431,21 @@ func BenchmarkRefresh5000(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "event-bytes")
 }
+
+func TestStaticServesOnlyTheScriptAndStyle(t *testing.T) {
+	_, base := serve(t, newFleet(1), Config{})
+	tests := []struct {
+		give string
+		want int
+	}{
+		{"/static/dashboard.js", 200},
+		{"/static/dashboard.css", 200},
+		{"/static/", 404},
+		{"/static/page.html", 404},
+	}
+	for _, tt := range tests {
+		if code, _ := get(t, http.DefaultClient, base+tt.give); code != tt.want {
+			t.Errorf("GET %s = %d, want %d", tt.give, code, tt.want)
+		}
+	}
+}

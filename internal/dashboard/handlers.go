@@ -43,7 +43,9 @@ var sections = []string{"approval", "rollouts", "agents", "history", "audit"}
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	static, _ := fs.Sub(assets, "assets")
-	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	m.Handle("GET /static/dashboard.js", files)
+	m.Handle("GET /static/dashboard.css", files)
 	m.HandleFunc("GET /{$}", s.authed(s.page))
 	m.HandleFunc("GET /rollout", s.authed(s.rolloutPage))
 	m.HandleFunc("GET /events", s.authed(s.events))
@@ -279,11 +281,15 @@ func (s *Server) action(name string, h func(w http.ResponseWriter, r *http.Reque
 		}
 		if name != "" && !v.may(name) {
 			why := fmt.Sprintf("%s needs role %s to %s", v.Name, joinRoles(actionRoles[name]), name)
-			s.b.Refused(r.Context(), v.Caller, name, why)
+			s.b.Refused(context.WithoutCancel(r.Context()), v.Caller, name, why)
 			http.Error(w, "refused: "+why, http.StatusForbidden)
 			return
 		}
-		msg, err := h(w, r, v)
+		// An action outlives the browser's request: a STOP whose tab
+		// closed mid-way still revokes.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+		defer cancel()
+		msg, err := h(w, r.WithContext(ctx), v)
 		if err != nil {
 			msg = "refused: " + status.Convert(err).Message()
 		}
