@@ -1,14 +1,15 @@
 // Package packaging builds golive's Debian packages, golive-controller and
 // golive-agent, with nfpm used as a library (no nfpm binary, no dpkg-deb
 // needed on the build machine). `make package` runs it through
-// internal/packaging/cmd/mkdeb; internal/systemdtest calls Build directly.
+// internal/packaging/cmd/mkdeb; internal/systemdtest calls BuildBinaries and
+// Build directly.
 //
-// What a package holds (see Packages for the exact list):
+// What a package holds (the packages variable has the exact list):
 //
 //	/usr/bin/golive-{controller,agent}           static binaries (CGO off, -trimpath)
 //	/lib/systemd/system/golive-*.service          from deploy/systemd
 //	/etc/golive/{controller,agent}.hcl            conffiles (config|noreplace), from deploy/packaging
-//	/usr/share/doc/golive-*/examples/...          the fully commented examples
+//	/usr/share/doc/golive-agent/examples/agent.hcl  every agent setting, commented
 //	postinst, prerm, postrm                       from deploy/packaging/<package>.<script>
 //
 // Invariants:
@@ -81,7 +82,7 @@ type pkgSpec struct {
 	examples    map[string]string
 }
 
-// Packages are the packages Build makes, in order.
+// packages are the packages Build makes, in order.
 var packages = []pkgSpec{
 	{
 		name: "golive-controller",
