@@ -558,6 +558,9 @@ func validateDeployFlags(req *golivev1.DeployRequest, hosts, selector string, mi
 	if hosts != "" && selector != "" {
 		return cli.Usagef("use --hosts or --selector, not both")
 	}
+	if err := preflight.ValidateSkips(req.SkipChecks); err != nil {
+		return cli.Usagef("--skip-check: %v", err)
+	}
 	if _, err := rollout.ParseBatch(req.Batch); err != nil {
 		return cli.Usagef("--batch %q: want a host count of 1 or more (e.g. 5) or a whole percentage from 1%% to 100%% (e.g. 25%%)", req.Batch)
 	}
@@ -584,8 +587,13 @@ func isSHA256Hex(s string) bool {
 	return true
 }
 
-// waitRollout polls the rollout until it ends and prints its hosts.
+// waitRollout polls the rollout until it ends and prints its hosts. While
+// it runs it shows progress on stderr (stdout stays the answer, JSON or
+// text): a line per wave and state change on a pipe, a bar on a terminal.
 func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
+	progress := cmd.ErrOrStderr()
+	tty := isTerminal(progress)
+	last := ""
 	for {
 		var r *golivev1.Rollout
 		err := co.call(cmd.Context(), func(ctx context.Context, c golivev1.ControlServiceClient) error {
@@ -596,9 +604,23 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 			return err
 		})
 		if err != nil {
+			if cmd.Context().Err() != nil {
+				return cli.Interrupted{Note: fmt.Sprintf("stopped waiting; rollout %s continues (follow it: golive-controller watch %s)", id, id)}
+			}
 			return err
 		}
+		if line := waitProgress(r); line != last {
+			if tty {
+				fmt.Fprintf(progress, "\r\033[K[%s] %s", progressBar(hostsDone(r), len(r.Hosts), 30), truncate(line, termWidth(progress)-34))
+			} else {
+				fmt.Fprintln(progress, line)
+			}
+			last = line
+		}
 		if rollout.TerminalState(r.State) {
+			if tty {
+				fmt.Fprintln(progress)
+			}
 			if co.output == "json" {
 				co.printJSON(cmd.OutOrStdout(), r)
 			} else {
@@ -611,10 +633,25 @@ func (co *clientOpts) waitRollout(cmd *cobra.Command, id string) error {
 		}
 		select {
 		case <-cmd.Context().Done():
-			return cmd.Context().Err()
+			return cli.Interrupted{Note: fmt.Sprintf("stopped waiting; rollout %s continues (follow it: golive-controller watch %s)", id, id)}
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// waitProgress is one line of a --wait: the rollout's state and its current
+// wave's.
+func waitProgress(r *golivev1.Rollout) string {
+	line := fmt.Sprintf("rollout %s %s: %d/%d hosts done", r.Id, strings.ToLower(displayState(r)), hostsDone(r), len(r.Hosts))
+	for _, wv := range r.Waves {
+		if int(wv.Index) == int(r.CurrentWave) {
+			line += fmt.Sprintf(", wave %d %s %s (%s)", wv.Index, wv.Name, orDash(wv.State), strings.Join(wv.Hosts, ","))
+		}
+	}
+	if next := nextStep(r); next != "" {
+		line += "; " + next
+	}
+	return line
 }
 
 func printRollout(w io.Writer, r *golivev1.Rollout) {
@@ -773,18 +810,37 @@ func orPrevious(release string) string {
 }
 
 func newHistoryCmd(co *clientOpts) *cobra.Command {
-	var service string
+	var service, since string
 	var limit uint32
 	cmd := &cobra.Command{
 		Use:   "history",
-		Short: "past rollouts: who, release, outcome, duration, reason",
+		Short: "past rollouts: when, who, release, outcome, duration, reason",
 		Args:  cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			from, err := parseWhen("since", since)
+			if err != nil {
+				return err
+			}
+			req := &golivev1.ListRolloutsRequest{Service: service, Limit: limit}
+			if from != nil && !cmd.Flags().Changed("limit") {
+				req.Limit = 0 // every rollout since then, not the newest 20
+			}
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.ListRolloutsResponse, error) {
-				return c.ListRollouts(ctx, &golivev1.ListRolloutsRequest{Service: service, Limit: limit})
+				resp, err := c.ListRollouts(ctx, req)
+				if err == nil && from != nil {
+					// Newest first: keep those created since.
+					kept := resp.Rollouts[:0]
+					for _, r := range resp.Rollouts {
+						if r.CreatedAt != nil && !r.CreatedAt.AsTime().Before(from.AsTime()) {
+							kept = append(kept, r)
+						}
+					}
+					resp.Rollouts = kept
+				}
+				return resp, err
 			}, func(resp *golivev1.ListRolloutsResponse) any { return resp }, func(w io.Writer, resp *golivev1.ListRolloutsResponse) error {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ROLLOUT\tKIND\tSERVICE\tRELEASE\tBY\tSTATE\tHOSTS\tDURATION\tREASON")
+				fmt.Fprintln(tw, "ROLLOUT\tSTARTED\tKIND\tSERVICE\tRELEASE\tBY\tSTATE\tHOSTS\tDURATION\tREASON")
 				for _, r := range resp.Rollouts {
 					dur := "-"
 					if r.FinishedAt != nil && r.CreatedAt != nil {
@@ -792,14 +848,20 @@ func newHistoryCmd(co *clientOpts) *cobra.Command {
 					} else if r.UpdatedAt != nil && r.CreatedAt != nil && rollout.TerminalState(r.State) {
 						dur = r.UpdatedAt.AsTime().Sub(r.CreatedAt.AsTime()).Round(100 * time.Millisecond).String()
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, r.State, len(r.Hosts), dur, orDash(r.Reason))
+					started := "-"
+					if r.CreatedAt != nil {
+						started = stamp(r.CreatedAt.AsTime())
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Id, started, r.Kind, r.Service, orDash(r.Release), r.CreatedBy,
+						strings.ToLower(displayState(r)), len(r.Hosts), dur, orDash(r.Reason))
 				}
 				return tw.Flush()
 			})
 		},
 	}
 	cmd.Flags().StringVar(&service, "service", "", "only this service")
-	cmd.Flags().Uint32Var(&limit, "limit", 20, "at most this many (newest first)")
+	cmd.Flags().Uint32Var(&limit, "limit", 20, "at most this many (newest first; with --since, all unless set)")
+	cmd.Flags().StringVar(&since, "since", "", "only rollouts started since: a duration ago (24h) or an RFC 3339 time")
 	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	return cmd
 }
