@@ -77,6 +77,8 @@ type Options struct {
 	// agent dials with its own certificate (CN = its host id) from a CA
 	// made for the run, and the operator calls use an approver's.
 	TLS bool
+	// Label names the server in the table ("golive", "baseline").
+	Label string
 	// MovingFigures makes every heartbeat carry new health and traffic
 	// figures, as a real agent's do (the etcd-budget benchmark).
 	MovingFigures bool
@@ -131,6 +133,8 @@ type Stats struct {
 
 // Result is what one run measured.
 type Result struct {
+	// Label is Options.Label.
+	Label     string
 	N, Rounds int
 	// TLS is Options.TLS.
 	TLS bool
@@ -189,6 +193,14 @@ func (r Result) LatencyMet() bool {
 	return r.Err == nil && r.RoundsDone == r.Rounds && r.Acked == r.N && r.FromCall.P99 <= TargetP99
 }
 
+// CPUPerAgent is the controller's CPU per agent per revoke.
+func (r Result) CPUPerAgent() time.Duration {
+	if r.N == 0 {
+		return 0
+	}
+	return r.ControllerCPU / time.Duration(r.N)
+}
+
 // MemoryMet reports whether the per-agent memory is within TargetKBPerAgent.
 func (r Result) MemoryMet() bool { return r.RSSAfter > 0 && r.KBPerAgent() <= TargetKBPerAgent }
 
@@ -198,7 +210,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.defaults(); err != nil {
 		return Result{}, err
 	}
-	res := Result{N: opts.N, Rounds: opts.Rounds, TLS: opts.TLS}
+	res := Result{Label: opts.Label, N: opts.N, Rounds: opts.Rounds, TLS: opts.TLS}
 	if err := benchkit.RaiseNoFile(uint64(opts.N) + 256); err != nil {
 		return res, err
 	}

@@ -42,9 +42,9 @@ import (
 	"github.com/golive/golive/internal/bench/benchkit"
 )
 
-// Target is the reconnect goal at N=5,000: every agent welcomed again
+// Target is the reconnect goal at N=10,000: every agent welcomed again
 // within it, with no failed attempt once the new listener accepts.
-const Target = 60 * time.Second
+const Target = 20 * time.Second
 
 // Options configure one run.
 type Options struct {

@@ -6,10 +6,11 @@
 //
 // Benchmarks, in order:
 //
-//	fanout        revoke fan-out to 1,000 and 5,000 simulated agents, 20 rounds each, in plaintext and with mutual TLS
+//	fanout        revoke fan-out to 1,000, 5,000 and 10,000 simulated agents, 20 rounds each, in plaintext and with mutual TLS,
+//	              the controller and (unless -baseline=false) the naive grpc-go baseline server side by side
 //	etcd-budget   etcd writes/s and database size of 10,000 idle agents whose health figures move with every heartbeat
 //	idle          the controller's CPU with one connected agent
-//	reconnect     5,000 mutual-TLS agents reconnecting after a controller restart (SIGTERM, then SIGKILL)
+//	reconnect     10,000 mutual-TLS agents reconnecting after a controller restart (SIGTERM, then SIGKILL)
 //	fetch-unpack  200 MB fetch+verify+unpack vs curl|tee|tar
 //	swaps         20,000 swaps of current with 4 readers
 //	swapload      requests failed during one restart-mode deploy at 500 rps (3s steady, 2s after)
@@ -43,6 +44,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/golive/golive/internal/bench/baseline"
 	"github.com/golive/golive/internal/bench/bluegreen"
 	"github.com/golive/golive/internal/bench/dbbench"
 	"github.com/golive/golive/internal/bench/fanout"
@@ -70,6 +72,9 @@ type config struct {
 	// etcd-budget and idle modes also run, side by side.
 	before string
 	window time.Duration
+	// baseline runs the naive fan-out server beside the controller.
+	baseline  bool
+	pprofAddr string
 }
 
 var benches = []bench{
@@ -86,6 +91,11 @@ var benches = []bench{
 }
 
 func main() {
+	// `golive-bench serve ...` is the naive baseline server the fanout
+	// benchmark starts in place of the controller.
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		os.Exit(baseline.Main(os.Args[2:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -108,6 +118,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&env, "controller-env", "VAR=value added to the controller's environment (repeatable), e.g. GOGC=50")
 	verbose := fs.Bool("v", false, "print progress to stderr")
 	before := fs.String("before-controller", "", "etcd-budget and idle: also run this controller binary (e.g. built from an older commit), side by side")
+	pprofAddr := fs.String("pprof-addr", "", "fanout: start the controller (not the baseline) with --pprof-addr ADDR, to profile it while the rounds run")
+	withBaseline := fs.Bool("baseline", true, "fanout: run the naive grpc-go baseline server (internal/bench/baseline) beside the controller, same sizes, same run")
 	window := fs.Duration("window", 0, "etcd-budget and idle: how long to measure (default 60s and 30s; -quick 20s and 10s)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -135,7 +147,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "golive-bench: -only %q: want one of %s\n", *only, strings.Join(names, ", "))
 		return 2
 	}
-	cfg := config{quick: *quick, controller: *ctrl, agent: *agentBin, modes: splitList(*bgModes), agents: sizes, env: env, rounds: *rounds, progress: io.Discard, before: *before, window: *window}
+	cfg := config{quick: *quick, controller: *ctrl, agent: *agentBin, modes: splitList(*bgModes), agents: sizes, env: env, rounds: *rounds, progress: io.Discard, before: *before, window: *window, baseline: *withBaseline, pprofAddr: *pprofAddr}
 	if *verbose {
 		cfg.progress = stderr
 	}
@@ -178,7 +190,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runFanout(ctx context.Context, w io.Writer, cfg config) error {
-	sizes, rounds := []int{1000, 5000}, 20
+	sizes, rounds := []int{1000, 5000, 10000}, 20
 	if cfg.quick {
 		sizes, rounds = []int{100, 500}, 5
 	}
@@ -188,22 +200,37 @@ func runFanout(ctx context.Context, w io.Writer, cfg config) error {
 	if cfg.rounds > 0 {
 		rounds = cfg.rounds
 	}
+	servers := []struct{ label, bin string }{{"golive", cfg.controller}}
+	if cfg.baseline {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		servers = append(servers, struct{ label, bin string }{"baseline", self})
+	}
 	var results []fanout.Result
 	var errs []error
-	// Each size in plaintext, then with mutual TLS.
+	// Each size in plaintext, then with mutual TLS; the controller, then
+	// the baseline, back to back.
 runs:
 	for _, n := range sizes {
 		for _, withTLS := range []bool{false, true} {
-			res, err := fanout.Run(ctx, fanout.Options{N: n, Rounds: rounds, ControllerBin: cfg.controller, ControllerEnv: cfg.env, Log: cfg.progress, TLS: withTLS})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("N=%d TLS=%v: %w", n, withTLS, err))
-				if res.N == 0 {
-					continue // nothing measured
+			for _, sv := range servers {
+				var args []string
+				if cfg.pprofAddr != "" && sv.label == "golive" {
+					args = []string{"--pprof-addr", cfg.pprofAddr}
 				}
-			}
-			results = append(results, res)
-			if ctx.Err() != nil {
-				break runs
+				res, err := fanout.Run(ctx, fanout.Options{N: n, Rounds: rounds, ControllerBin: sv.bin, ControllerArgs: args, Label: sv.label, ControllerEnv: cfg.env, Log: cfg.progress, TLS: withTLS})
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s N=%d TLS=%v: %w", sv.label, n, withTLS, err))
+					if res.N == 0 {
+						continue // nothing measured
+					}
+				}
+				results = append(results, res)
+				if ctx.Err() != nil {
+					break runs
+				}
 			}
 		}
 	}
@@ -284,7 +311,7 @@ func runIdle(ctx context.Context, w io.Writer, cfg config) error {
 }
 
 func runReconnect(ctx context.Context, w io.Writer, cfg config) error {
-	sizes := []int{5000}
+	sizes := []int{10000}
 	if cfg.quick {
 		sizes = []int{200}
 	}
