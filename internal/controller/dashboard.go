@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,6 +28,7 @@ import (
 	"github.com/golive/golive/internal/controller/apierr"
 	"github.com/golive/golive/internal/dashboard"
 	"github.com/golive/golive/internal/pki"
+	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -187,6 +192,7 @@ type dashboardBackend struct {
 
 	mu        sync.Mutex
 	settleEnd time.Time
+	agents    agentCache
 }
 
 var _ dashboard.Backend = (*dashboardBackend)(nil)
@@ -207,8 +213,106 @@ func (b *dashboardBackend) Status(ctx context.Context) (*golivev1.StatusResponse
 	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs}, nil
 }
 
+// Agents is the fleet from the cache the watch keeps (each record is
+// decoded once per change, not once per refresh: 5,000 agents stay cheap).
+// Right after an approval change it is the hub's own list instead, whose
+// tokens for this replica's streams come from the agents' acknowledgements
+// at once, not with their next heartbeat; and it is the hub's list until
+// the watch has read the fleet.
 func (b *dashboardBackend) Agents(ctx context.Context) ([]*golivev1.Agent, error) {
+	b.mu.Lock()
+	settling := time.Now().Before(b.settleEnd)
+	b.mu.Unlock()
+	if !settling {
+		if out, ok := b.agents.list(); ok {
+			return out, nil
+		}
+	}
 	return b.s.hub.Agents(ctx)
+}
+
+// agentCache mirrors agents/ and presence/ as the hub's Agents derives
+// them: an agent is connected while some replica's presence key names it.
+// Its values are never changed once stored: a change stores a new one.
+type agentCache struct {
+	mu     sync.Mutex
+	synced bool
+	recs   map[string]*golivev1.Agent // host → record as stored
+	pres   map[string]string          // host → replica holding its stream
+	view   map[string]*golivev1.Agent // host → record with state, replica, token
+}
+
+func (c *agentCache) reset() {
+	c.mu.Lock()
+	c.synced, c.recs, c.pres, c.view = false, map[string]*golivev1.Agent{}, map[string]string{}, map[string]*golivev1.Agent{}
+	c.mu.Unlock()
+}
+
+func (c *agentCache) list() ([]*golivev1.Agent, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.synced {
+		return nil, false
+	}
+	out := make([]*golivev1.Agent, 0, len(c.view))
+	for _, a := range c.view {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].HostId < out[j].HostId })
+	return out, true
+}
+
+// putRecord, dropRecord, putPresence and dropPresence apply one etcd event.
+func (c *agentCache) putRecord(host string, v []byte) {
+	a := &golivev1.Agent{}
+	if err := protojson.Unmarshal(v, a); err != nil {
+		a = &golivev1.Agent{HostId: host}
+	}
+	c.mu.Lock()
+	c.recs[host] = a
+	c.derive(host)
+	c.mu.Unlock()
+}
+
+func (c *agentCache) dropRecord(host string) {
+	c.mu.Lock()
+	delete(c.recs, host)
+	c.derive(host)
+	c.mu.Unlock()
+}
+
+func (c *agentCache) putPresence(host string, v []byte) {
+	var p struct {
+		Replica string `json:"replica"`
+	}
+	json.Unmarshal(v, &p)
+	c.mu.Lock()
+	c.pres[host] = p.Replica
+	c.derive(host)
+	c.mu.Unlock()
+}
+
+func (c *agentCache) dropPresence(host string) {
+	c.mu.Lock()
+	delete(c.pres, host)
+	c.derive(host)
+	c.mu.Unlock()
+}
+
+// derive recomputes host's view; c.mu is held.
+func (c *agentCache) derive(host string) {
+	rec, ok := c.recs[host]
+	if !ok {
+		delete(c.view, host)
+		return
+	}
+	a := proto.Clone(rec).(*golivev1.Agent)
+	if replica, live := c.pres[host]; live {
+		a.State, a.Replica = "connected", replica
+	} else {
+		a.State, a.FencingToken = "lost", 0
+	}
+	c.view[host] = a
 }
 
 func (b *dashboardBackend) History(ctx context.Context, limit int) ([]*golivev1.Rollout, error) {
@@ -289,23 +393,40 @@ func (b *dashboardBackend) Refused(ctx context.Context, c dashboard.Caller, acti
 }
 
 // Watch reports every change under the etcd prefix that the page shows:
-// it reads the revision, reports everything, then watches from the next
-// revision, so nothing between is missed. An agent's acknowledgement of a
+// it reads the fleet (agents/ and presence/) at a revision, reports
+// everything, then watches from the next revision, so nothing between is
+// missed; the fleet's events keep the agent cache. An agent's acknowledgement of a
 // new approval reaches etcd only with its next heartbeat, so after every
 // approval change the agents are re-read every 100ms for a few heartbeats:
 // a STOP shows every agent at token 0 within a second.
 func (b *dashboardBackend) Watch(ctx context.Context, changed func(dashboard.Change)) error {
 	k := b.s.keys
-	resp, err := b.s.cli.Get(ctx, k.Approval())
+	b.agents.reset()
+	recs, err := b.s.cli.Get(ctx, k.Agents(), clientv3.WithPrefix())
 	if err != nil {
 		return err
 	}
+	rev := recs.Header.Revision
+	pres, err := b.s.cli.Get(ctx, k.Presences(), clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return err
+	}
+	for _, kv := range pres.Kvs {
+		b.agents.putPresence(state.HostFromKey(k.Presences(), string(kv.Key)), kv.Value)
+	}
+	for _, kv := range recs.Kvs {
+		b.agents.putRecord(state.HostFromKey(k.Agents(), string(kv.Key)), kv.Value)
+	}
+	b.agents.mu.Lock()
+	b.agents.synced = true
+	b.agents.mu.Unlock()
+	defer b.agents.reset()
 	changed(dashboard.ChangeAll)
 	var settle sync.WaitGroup
 	defer settle.Wait()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wch := b.s.cli.Watch(clientv3.WithRequireLeader(wctx), k.Prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	wch := b.s.cli.Watch(clientv3.WithRequireLeader(wctx), k.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			return err
@@ -319,7 +440,19 @@ func (b *dashboardBackend) Watch(ctx context.Context, changed func(dashboard.Cha
 				if key == k.Approval() {
 					b.settle(wctx, &settle, changed)
 				}
-			case strings.HasPrefix(key, k.Agents()) || strings.HasPrefix(key, k.Presences()):
+			case strings.HasPrefix(key, k.Agents()):
+				if host := state.HostFromKey(k.Agents(), key); ev.Type == clientv3.EventTypePut {
+					b.agents.putRecord(host, ev.Kv.Value)
+				} else {
+					b.agents.dropRecord(host)
+				}
+				c |= dashboard.ChangeAgents
+			case strings.HasPrefix(key, k.Presences()):
+				if host := state.HostFromKey(k.Presences(), key); ev.Type == clientv3.EventTypePut {
+					b.agents.putPresence(host, ev.Kv.Value)
+				} else {
+					b.agents.dropPresence(host)
+				}
 				c |= dashboard.ChangeAgents
 			case strings.HasPrefix(key, k.Rollouts()) || strings.HasPrefix(key, k.RolloutRequestsAll()):
 				c |= dashboard.ChangeRollouts
