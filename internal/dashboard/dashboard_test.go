@@ -219,7 +219,9 @@ func TestDevModePageAndActions(t *testing.T) {
 	waitSnapshot(t, s, func(*snapshot) bool { return true })
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	code, body := get(t, c, base+"/")
-	if code != 200 || !strings.Contains(body, "DEV MODE") || !strings.Contains(body, "web-00001.dc1.example.net") {
+	// Without JavaScript it is the whole page, and it refreshes itself.
+	if code != 200 || !strings.Contains(body, "DEV MODE") || !strings.Contains(body, "web-00001.dc1.example.net") ||
+		!strings.Contains(body, `<noscript><meta http-equiv="refresh" content="5"></noscript>`) {
 		t.Fatalf("page: %d\n%s", code, body)
 	}
 	m := csrfRE.FindStringSubmatch(body)
