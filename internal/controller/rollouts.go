@@ -309,17 +309,34 @@ func (s *Server) AgentHello(ctx context.Context, host string) {
 
 // AgentResult stores a command's result with the command's removal (and a
 // verified backup's record), in one transaction (hub.Owner). The rollout's
-// record is the executor's alone: it reads results from results/.
-func (s *Server) AgentResult(ctx context.Context, host string, res *golivev1.CommandResult) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+// record is the executor's alone: it reads results from results/. etcd
+// may be slow (many hosts finish at once, a loaded machine): it tries again
+// with backoff for up to resultPatience before giving up (unacked, the
+// agent sends the result again when it reconnects).
+func (s *Server) AgentResult(ctx context.Context, host string, res *golivev1.CommandResult) error {
 	backupOps, res := s.backupOps(host, res)
 	ops := append([]clientv3.Op{s.store.OpPutResult(host, res), s.store.OpDeleteCommand(host, res.CommandId)}, backupOps...)
-	if _, err := s.store.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+	deadline := time.Now().Add(resultPatience)
+	wait := 100 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := s.store.Client().Txn(tctx).Then(ops...).Commit()
+		cancel()
+		if err == nil {
+			return nil
+		}
 		s.metrics.EtcdErrors.WithLabelValues("result").Inc()
-		s.log.Warn("cannot store a result; the agent sends it again", "host_id", host, "command_id", res.CommandId, "error", err)
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			s.log.Warn("cannot store a result; the agent sends it again when it reconnects", "host_id", host, "command_id", res.CommandId, "error", err)
+			return err
+		}
+		sleepCtx(ctx, wait)
+		wait = min(2*wait, 2*time.Second)
 	}
 }
+
+// resultPatience bounds how long AgentResult keeps trying.
+const resultPatience = time.Minute
 
 // AgentAck stores a refused command as its final, rejected result: the
 // agent changed nothing (hub.Owner).
@@ -327,7 +344,7 @@ func (s *Server) AgentAck(ctx context.Context, host string, ack *golivev1.Comman
 	if ack.Accepted {
 		return
 	}
-	s.AgentResult(ctx, host, &golivev1.CommandResult{CommandId: ack.CommandId, Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED,
+	_ = s.AgentResult(ctx, host, &golivev1.CommandResult{CommandId: ack.CommandId, Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_REJECTED,
 		Error: ack.Reason, Unchanged: true, FinishedAt: timestamppb.Now()})
 }
 

@@ -34,6 +34,12 @@ type simAgent struct {
 	svcMetricsPort uint32
 	// ignoreRollbacks: rollback commands are taken and never answered.
 	ignoreRollbacks bool
+
+	mu sync.Mutex
+	// done holds each command's result, by id: like a real agent, a
+	// command runs once and its result is sent again until acked.
+	done    map[string]*golivev1.CommandResult
+	unacked map[string]bool
 }
 
 func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
@@ -51,9 +57,18 @@ func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
 	if a.svcMetricsPort > 0 {
 		svc.MetricsPort, svc.MetricsPath, svc.ActiveSlot = a.svcMetricsPort, "/custom", "blue"
 	}
+	a.mu.Lock()
+	if a.done == nil {
+		a.done, a.unacked = map[string]*golivev1.CommandResult{}, map[string]bool{}
+	}
+	var resend []*golivev1.CommandResult
+	for id := range a.unacked {
+		resend = append(resend, a.done[id])
+	}
+	a.mu.Unlock()
 	if err := send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Hello{Hello: &golivev1.Hello{
 		HostId: a.host, InstanceId: a.host + "-sim", AgentVersion: "sim", Services: []*golivev1.ServiceState{svc},
-		MetricsAddress: a.metricsAddr}}}); err != nil {
+		MetricsAddress: a.metricsAddr, UnackedResults: resend}}}); err != nil {
 		return err
 	}
 	go func() {
@@ -76,8 +91,22 @@ func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
 		switch p := m.Payload.(type) {
 		case *golivev1.ConnectResponse_Welcome:
 			a.connected.Store(true)
+		case *golivev1.ConnectResponse_ResultAck:
+			a.mu.Lock()
+			delete(a.unacked, p.ResultAck.CommandId)
+			a.mu.Unlock()
 		case *golivev1.ConnectResponse_Command:
 			c := p.Command
+			a.mu.Lock()
+			prev := a.done[c.Id]
+			a.mu.Unlock()
+			if prev != nil {
+				// Seen already: send its result again, run nothing.
+				if err := send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: prev}}); err != nil {
+					return err
+				}
+				continue
+			}
 			res := &golivev1.CommandResult{CommandId: c.Id, Service: "app", FinishedAt: timestamppb.Now(),
 				Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_SUCCEEDED}
 			switch act := c.Action.(type) {
@@ -88,12 +117,18 @@ func (a *simAgent) run(ctx context.Context, conn *grpc.ClientConn) error {
 				a.rollbacks.Add(1)
 				res.Release = "v1"
 				if a.ignoreRollbacks {
+					a.mu.Lock()
+					a.done[c.Id] = nil
+					a.mu.Unlock()
 					continue
 				}
 			case *golivev1.Command_Preflight:
 				a.preflights.Add(1)
 				res.Checks = []*golivev1.CheckResult{{Name: "disk", Status: "pass"}}
 			}
+			a.mu.Lock()
+			a.done[c.Id], a.unacked[c.Id] = res, true
+			a.mu.Unlock()
 			if err := send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: res}}); err != nil {
 				return err
 			}
@@ -166,7 +201,7 @@ func TestThreeHundredHostsStayUnderTheTxnOpLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	final := waitTerminal(t, ctl, cctx, dep.Rollout.Id, 120*time.Second)
+	final := waitTerminal(t, ctl, cctx, dep.Rollout.Id, 240*time.Second)
 	if final.State != "rolled_back" {
 		t.Fatalf("deploy of %d hosts ended %s (%s), want rolled_back", n, final.State, final.Reason)
 	}
@@ -180,7 +215,7 @@ func TestThreeHundredHostsStayUnderTheTxnOpLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	final = waitTerminal(t, ctl, cctx, rb.Rollout.Id, 120*time.Second)
+	final = waitTerminal(t, ctl, cctx, rb.Rollout.Id, 240*time.Second)
 	if final.State != "succeeded" || final.Kind != "rollback" || final.Release != "v1" || len(final.Hosts) != n {
 		t.Fatalf("operator rollback = state %s kind %s release %q hosts %d (%s), want succeeded rollback v1 %d",
 			final.State, final.Kind, final.Release, len(final.Hosts), final.Reason, n)

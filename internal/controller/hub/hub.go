@@ -56,8 +56,9 @@ type Owner interface {
 	// AgentHello: host's stream was admitted (send its pending commands).
 	AgentHello(ctx context.Context, host string)
 	// AgentResult: host reported a command's final result; the hub acks it
-	// to the agent once this returns.
-	AgentResult(ctx context.Context, host string, r *golivev1.CommandResult)
+	// to the agent only once it returns nil (stored): the agent keeps an
+	// unacked result and sends it again on its next connect.
+	AgentResult(ctx context.Context, host string, r *golivev1.CommandResult) error
 	// AgentAck: host accepted or refused a command.
 	AgentAck(ctx context.Context, host string, a *golivev1.CommandAck)
 }
@@ -598,7 +599,9 @@ func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	// Storing the result takes etcd round trips: not on the receive path,
 	// where it would hold up heartbeats. The agent resends until acked.
 	h.goAttach(func() {
-		h.owner.AgentResult(h.ctx, c.host, r)
+		if err := h.owner.AgentResult(h.ctx, c.host, r); err != nil {
+			return // not stored: no ack, the agent sends it again
+		}
 		c.send(&golivev1.ConnectResponse{Payload: &golivev1.ConnectResponse_ResultAck{ResultAck: &golivev1.ResultAck{CommandId: r.CommandId}}})
 	})
 }
