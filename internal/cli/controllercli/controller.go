@@ -144,7 +144,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&configFile, configFlag, "", "HCL file of serve's settings (keys: these flags' names with _ for -, e.g. max_approval_ttl); flags given here win over it")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address (agents and operators)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP listen address for /metrics (and /artifacts/)")
-	f.StringVar(&cfg.DashboardAddr, "dashboard-addr", "127.0.0.1:7404", "web dashboard listen address (empty: none; without TLS loopback only); sign in with `dashboard login`")
+	f.StringVar(&cfg.DashboardAddr, "dashboard-addr", "127.0.0.1:7404", "web dashboard listen address (empty: none; without TLS loopback only); sign in with golive-controller dashboard login")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (embedded etcd lives here)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd endpoints, comma-separated (default: run an embedded etcd)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "prefix of every etcd key")

@@ -47,6 +47,8 @@ var examples = map[string]string{
 	"keygen":               "  golive-controller keygen --out release-key",
 	"sign":                 "  golive-controller sign --key release-key dist/app-v2.tar.gz",
 	"version":              "  golive-controller version\n  golive-controller --version",
+	"dashboard":            "  golive-controller dashboard login",
+	"dashboard login":      "  golive-controller dashboard login\n  golive-controller --addr ctl-1:7400 dashboard login",
 }
 
 // setExamples fills in every command's Example from the table.
