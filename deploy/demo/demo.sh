@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # golive demo: a controller on an embedded etcd and three agents running the
 # sample service, all on loopback in a temp dir, over mutual TLS with
-# certificates made by `golive-controller pki`: alice may authorize, bob may
-# deploy (two-person rule on). Automation refused, then authorized; pre-live
+# certificates made by `golive-controller pki`: alice may authorize and
+# deploy, bob may deploy; with the two-person rule on, alice may not deploy
+# under the approval she granted. Automation refused, then authorized; pre-live
 # checks; v1 and v2 rolled out, broken v3 rolled back on its own; with nginx
 # installed, a blue-green service behind it (canary weight, switch, instant
 # switch-back to the warm slot); with
@@ -37,7 +38,7 @@ done
 
 export GOLIVE_ADDR=127.0.0.1:$BASE
 PKI=$DIR/pki
-# alice (approver) and bob (deployer) are commands: golive-controller with
+# alice (approver and deployer) and bob (deployer) are commands: golive-controller with
 # their certificate, which is their identity for the controller and the audit.
 mkdir -p "$DIR/bin"
 for who in alice bob; do
@@ -63,11 +64,11 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   echo "timed out waiting for $what" >&2; exit 1
 }
 
-step "make a CA and certificates: the controller, three agents (name = host id), alice (approver), bob (deployer)"
+step "make a CA and certificates: the controller, three agents (name = host id), alice (approver and deployer), bob (deployer)"
 run $BIN/golive-controller pki init --dir "$PKI"
 $BIN/golive-controller pki issue-controller demo --ip 127.0.0.1 --dir "$PKI" >/dev/null
 for i in 1 2 3; do $BIN/golive-controller pki issue-agent web-$i --dir "$PKI" >/dev/null; done
-run $BIN/golive-controller pki issue-operator alice --role approver --dir "$PKI"
+run $BIN/golive-controller pki issue-operator alice --role approver,deployer --dir "$PKI"
 $BIN/golive-controller pki issue-operator bob --role deployer --dir "$PKI" >/dev/null
 ls "$PKI"
 
@@ -257,7 +258,7 @@ run $C status
 run $C agents
 
 step "automation is off: a deploy is refused and writes nothing"
-run bob deploy --service app --release v2 --artifact file:///nonexistent.tar.gz --sha256 00 --hosts web-1 || echo "(exit $? — refused, as it must be)"
+run bob deploy --service app --release v2 --artifact file:///nonexistent.tar.gz --sha256 0000000000000000000000000000000000000000000000000000000000000000 --hosts web-1 || echo "(exit $? — refused, as it must be)"
 
 step "roles: bob (deployer) may not authorize; a wrong phrase is refused"
 run bob authorize "Start automation now" --ttl 10m || echo "(exit $? — refused)"
@@ -277,8 +278,8 @@ serving() { for i in 1 2 3; do printf '  web-%s answers: %s\n' $i "$(http_get $(
 
 rollout_id() { sed -n 's/^ *"id": "\(.*\)",$/\1/p' | head -1; }
 
-step "two-person rule: alice authorized, so alice may not also deploy"
-run alice deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" || echo "(exit $? — refused: bob must deploy)"
+step "two-person rule: alice has the deployer role, but she authorized, so she may not also deploy"
+run alice deploy --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" || echo "(exit $? — refused by the two-person rule: another deployer, bob, must deploy)"
 
 step "pre-live checks on every host (no approval needed; every rollout runs them first)"
 run $C preflight --service app --release v1 --artifact $ART/sampleapp-v1.tar.gz
