@@ -156,4 +156,3 @@ func (s *Server) flushBrake(ctx context.Context) {
 		}
 	}
 }
-

@@ -270,4 +270,3 @@ func PrintIdle(w io.Writer, rs ...BudgetResult) error {
 	}
 	return nil
 }
-

@@ -27,9 +27,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/approval"
-	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/controller/apierr"
 	"github.com/golive/golive/internal/controller/metrics"
+	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/state"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -93,16 +93,16 @@ type Config struct {
 type Hub struct {
 	golivev1.UnimplementedAgentServiceServer
 
-	log        hclog.Logger
-	cli        *clientv3.Client
-	keys       state.Keys
-	replica    string
-	metrics    *metrics.Metrics
-	owner      Owner
+	log     hclog.Logger
+	cli     *clientv3.Client
+	keys    state.Keys
+	replica string
+	metrics *metrics.Metrics
+	owner   Owner
 	// ctx ends when the hub closes; wg holds every goroutine it started.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx          context.Context
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 	heartbeat    time.Duration
 	timeout      time.Duration
 	flushEvery   time.Duration

@@ -35,9 +35,9 @@ func TestMain(m *testing.M) {
 
 type nopOwner struct{}
 
-func (nopOwner) AgentHello(context.Context, string)                            {}
+func (nopOwner) AgentHello(context.Context, string)                                 {}
 func (nopOwner) AgentResult(context.Context, string, *golivev1.CommandResult) error { return nil }
-func (nopOwner) AgentAck(context.Context, string, *golivev1.CommandAck)       {}
+func (nopOwner) AgentAck(context.Context, string, *golivev1.CommandAck)             {}
 
 type rig struct {
 	h    *hub.Hub
