@@ -204,8 +204,9 @@ func (r *Runner) loadRestore(cmd Command) (*dbbackup.Record, error) {
 
 // restoreDB stops the service, takes and verifies a safety backup of the
 // database as it is now (recorded, so it can itself be restored), then
-// restores the requested backup (pg_restore --clean --if-exists in one
-// transaction: a failure leaves the database as it was).
+// restores the requested backup exactly (dbbackup.Restore: one
+// transaction that empties the user schemas and replays the dump; a
+// failure leaves the database as it was).
 func (s *step) restoreDB(ctx context.Context) error {
 	r := s.r
 	if err := r.cfg.Manager.Stop(ctx); err != nil {
