@@ -218,7 +218,12 @@ func (co *clientOpts) connError(err error) error {
 		return err
 	}
 	msg := st.Message()
-	if strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate") || strings.Contains(msg, "handshake") {
+	if !co.tls.Set() && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection closed") || strings.Contains(msg, "http2")) {
+		// A mutual-TLS controller hangs up on a plaintext client.
+		return fmt.Errorf("the controller at %s closed the connection (%s): it likely requires mutual TLS: give your operator certificate with --tls-ca, --tls-cert and --tls-key (or GOLIVE_TLS_*)", co.addr, lastPart(msg))
+	}
+	hungUp := strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")
+	if strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate") || strings.Contains(msg, "handshake") || co.tls.Set() && hungUp {
 		hint := "give your operator certificate with --tls-ca, --tls-cert and --tls-key (or GOLIVE_TLS_*)"
 		if co.tls.Set() {
 			hint = "check that --tls-ca signed the controller's certificate and the controller's CA signed yours"
@@ -231,7 +236,7 @@ func (co *clientOpts) connError(err error) error {
 // isTransportFailure tells a connection that could not be made from an
 // Unavailable answer of the controller itself (e.g. etcd down).
 func isTransportFailure(msg string) bool {
-	for _, s := range []string{"connection error", "dial", "name resolver", "produced zero addresses", "transport:", "missing port", "tls:", "handshake", "connection closed", "EOF"} {
+	for _, s := range []string{"connection error", "dial", "name resolver", "produced zero addresses", "transport:", "missing port", "tls:", "handshake", "connection closed", "EOF", "broken pipe", "connection reset"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

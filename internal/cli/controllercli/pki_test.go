@@ -72,8 +72,18 @@ func TestCLIOverMutualTLS(t *testing.T) {
 		t.Fatalf("approval not attributed to the certificate identity: %s", out)
 	}
 	// Plaintext against the TLS port fails with a clear error.
-	if code, _, _ := run(t, "--addr", c.GRPCAddr(), "--timeout", "2s", "status"); code == 0 {
-		t.Fatal("plaintext client served by a mutual-TLS controller")
+	if code, _, errs := run(t, "--addr", c.GRPCAddr(), "--timeout", "2s", "status"); code != 1 || strings.Contains(errs, "rpc error") || strings.Contains(errs, "desc =") ||
+		!strings.Contains(errs, "controller at "+c.GRPCAddr()) || !strings.Contains(errs, "--tls-cert") {
+		t.Fatalf("plaintext client against a mutual-TLS controller: exit %d, %s", code, errs)
+	}
+	// A certificate of another CA: the handshake fails, and says what to check.
+	other := filepath.Join(t.TempDir(), "other")
+	mustRun(t, "pki", "init", "--dir", other)
+	mustRun(t, "pki", "issue-operator", "eve", "--role", "viewer", "--dir", other)
+	code, _, errs = run(t, "--addr", c.GRPCAddr(), "--timeout", "2s", "--tls-ca", filepath.Join(dir, "ca.pem"),
+		"--tls-cert", filepath.Join(other, "operator-eve.pem"), "--tls-key", filepath.Join(other, "operator-eve-key.pem"), "status")
+	if code != 1 || strings.Contains(errs, "rpc error") || strings.Contains(errs, "desc =") || !strings.Contains(errs, "refused the TLS connection") {
+		t.Fatalf("certificate of another CA: exit %d, %s", code, errs)
 	}
 	// Half a TLS configuration is a usage error.
 	if code, _, errs := run(t, "--addr", c.GRPCAddr(), "--tls-ca", filepath.Join(dir, "ca.pem"), "status"); code != 2 || !strings.Contains(errs, "missing") {
