@@ -3462,6 +3462,998 @@ func (x *DashboardLinkResponse) GetSessionExpiresIn() *durationpb.Duration {
 	return nil
 }
 
+// DnsShowRequest names a record; an empty name shows every record golive
+// manages.
+type DnsShowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type defaults to the failover's type, else "A".
+	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsShowRequest) Reset() {
+	*x = DnsShowRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsShowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsShowRequest) ProtoMessage() {}
+
+func (x *DnsShowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsShowRequest.ProtoReflect.Descriptor instead.
+func (*DnsShowRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DnsShowRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsShowRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+// DnsShowResponse lists the records, by name.
+type DnsShowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*DnsRecord           `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsShowResponse) Reset() {
+	*x = DnsShowResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsShowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsShowResponse) ProtoMessage() {}
+
+func (x *DnsShowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsShowResponse.ProtoReflect.Descriptor instead.
+func (*DnsShowResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DnsShowResponse) GetRecords() []*DnsRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// DnsRecord is a record as the zone's primary serves it and as golive
+// stored it.
+type DnsRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Zone  string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	// server is the zone's primary (host:port).
+	Server string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// served_* is what the primary answers now (authoritative, signed).
+	ServedExists bool                 `protobuf:"varint,5,opt,name=served_exists,json=servedExists,proto3" json:"served_exists,omitempty"`
+	ServedValues []string             `protobuf:"bytes,6,rep,name=served_values,json=servedValues,proto3" json:"served_values,omitempty"`
+	ServedTtl    *durationpb.Duration `protobuf:"bytes,7,opt,name=served_ttl,json=servedTtl,proto3" json:"served_ttl,omitempty"`
+	// query_error, when set, is why the primary could not be asked.
+	QueryError string `protobuf:"bytes,8,opt,name=query_error,json=queryError,proto3" json:"query_error,omitempty"`
+	// stored_* are the values golive last confirmed: the prerequisite of its
+	// next change (a record someone else changed is refused, not overwritten).
+	StoredValues []string             `protobuf:"bytes,9,rep,name=stored_values,json=storedValues,proto3" json:"stored_values,omitempty"`
+	StoredTtl    *durationpb.Duration `protobuf:"bytes,10,opt,name=stored_ttl,json=storedTtl,proto3" json:"stored_ttl,omitempty"`
+	// drift: the primary answers something other than the stored values.
+	Drift bool `protobuf:"varint,11,opt,name=drift,proto3" json:"drift,omitempty"`
+	// failover is set for a record with a failover block.
+	Failover *DnsFailoverState `protobuf:"bytes,12,opt,name=failover,proto3" json:"failover,omitempty"`
+	// last is the last change or decision; pending a change in flight.
+	Last          *DnsHistoryEntry `protobuf:"bytes,13,opt,name=last,proto3" json:"last,omitempty"`
+	Pending       *DnsHistoryEntry `protobuf:"bytes,14,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsRecord) Reset() {
+	*x = DnsRecord{}
+	mi := &file_golive_v1_control_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsRecord) ProtoMessage() {}
+
+func (x *DnsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsRecord.ProtoReflect.Descriptor instead.
+func (*DnsRecord) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *DnsRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsRecord) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DnsRecord) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *DnsRecord) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DnsRecord) GetServedExists() bool {
+	if x != nil {
+		return x.ServedExists
+	}
+	return false
+}
+
+func (x *DnsRecord) GetServedValues() []string {
+	if x != nil {
+		return x.ServedValues
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetServedTtl() *durationpb.Duration {
+	if x != nil {
+		return x.ServedTtl
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetQueryError() string {
+	if x != nil {
+		return x.QueryError
+	}
+	return ""
+}
+
+func (x *DnsRecord) GetStoredValues() []string {
+	if x != nil {
+		return x.StoredValues
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetStoredTtl() *durationpb.Duration {
+	if x != nil {
+		return x.StoredTtl
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetDrift() bool {
+	if x != nil {
+		return x.Drift
+	}
+	return false
+}
+
+func (x *DnsRecord) GetFailover() *DnsFailoverState {
+	if x != nil {
+		return x.Failover
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetLast() *DnsHistoryEntry {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
+func (x *DnsRecord) GetPending() *DnsHistoryEntry {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+// DnsFailoverState is a failover record's health-checked state.
+type DnsFailoverState struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Primary   string                 `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	Secondary string                 `protobuf:"bytes,2,opt,name=secondary,proto3" json:"secondary,omitempty"`
+	// active is the pool the record publishes.
+	Active string `protobuf:"bytes,3,opt,name=active,proto3" json:"active,omitempty"`
+	// pinned: an operator moved it off its primary; automation only
+	// recommends until an operator moves it back.
+	Pinned bool `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	// blocked, when set, says why automation may not switch it.
+	Blocked string `protobuf:"bytes,5,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	// bad and good count consecutive checks of the primary.
+	Bad       uint32                 `protobuf:"varint,6,opt,name=bad,proto3" json:"bad,omitempty"`
+	Good      uint32                 `protobuf:"varint,7,opt,name=good,proto3" json:"good,omitempty"`
+	Threshold uint32                 `protobuf:"varint,8,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Interval  *durationpb.Duration   `protobuf:"bytes,9,opt,name=interval,proto3" json:"interval,omitempty"`
+	LastCheck *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_check,json=lastCheck,proto3" json:"last_check,omitempty"`
+	// recommended is the pool automation recommends (no approval, manual
+	// failback, pinned); command makes the switch by hand.
+	Recommended string                 `protobuf:"bytes,11,opt,name=recommended,proto3" json:"recommended,omitempty"`
+	Command     string                 `protobuf:"bytes,12,opt,name=command,proto3" json:"command,omitempty"`
+	LastSwitch  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_switch,json=lastSwitch,proto3" json:"last_switch,omitempty"`
+	Switches    uint32                 `protobuf:"varint,14,opt,name=switches,proto3" json:"switches,omitempty"`
+	// failback is "manual" or "auto".
+	Failback string `protobuf:"bytes,15,opt,name=failback,proto3" json:"failback,omitempty"`
+	// primary_health and secondary_health are the last check's verdicts
+	// with their figures.
+	PrimaryHealth   string `protobuf:"bytes,16,opt,name=primary_health,json=primaryHealth,proto3" json:"primary_health,omitempty"`
+	SecondaryHealth string `protobuf:"bytes,17,opt,name=secondary_health,json=secondaryHealth,proto3" json:"secondary_health,omitempty"`
+	// last_action and last_reason are the last check's decision.
+	LastAction    string `protobuf:"bytes,18,opt,name=last_action,json=lastAction,proto3" json:"last_action,omitempty"`
+	LastReason    string `protobuf:"bytes,19,opt,name=last_reason,json=lastReason,proto3" json:"last_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsFailoverState) Reset() {
+	*x = DnsFailoverState{}
+	mi := &file_golive_v1_control_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsFailoverState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsFailoverState) ProtoMessage() {}
+
+func (x *DnsFailoverState) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsFailoverState.ProtoReflect.Descriptor instead.
+func (*DnsFailoverState) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *DnsFailoverState) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetSecondary() string {
+	if x != nil {
+		return x.Secondary
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetActive() string {
+	if x != nil {
+		return x.Active
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+func (x *DnsFailoverState) GetBlocked() string {
+	if x != nil {
+		return x.Blocked
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetBad() uint32 {
+	if x != nil {
+		return x.Bad
+	}
+	return 0
+}
+
+func (x *DnsFailoverState) GetGood() uint32 {
+	if x != nil {
+		return x.Good
+	}
+	return 0
+}
+
+func (x *DnsFailoverState) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *DnsFailoverState) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *DnsFailoverState) GetLastCheck() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastCheck
+	}
+	return nil
+}
+
+func (x *DnsFailoverState) GetRecommended() string {
+	if x != nil {
+		return x.Recommended
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetLastSwitch() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSwitch
+	}
+	return nil
+}
+
+func (x *DnsFailoverState) GetSwitches() uint32 {
+	if x != nil {
+		return x.Switches
+	}
+	return 0
+}
+
+func (x *DnsFailoverState) GetFailback() string {
+	if x != nil {
+		return x.Failback
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetPrimaryHealth() string {
+	if x != nil {
+		return x.PrimaryHealth
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetSecondaryHealth() string {
+	if x != nil {
+		return x.SecondaryHealth
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetLastAction() string {
+	if x != nil {
+		return x.LastAction
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetLastReason() string {
+	if x != nil {
+		return x.LastReason
+	}
+	return ""
+}
+
+// DnsHistoryEntry is one change of a record, or one decision not to.
+type DnsHistoryEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Name  string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Type  string                 `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	// kind: "set" (dns set), "failover" (an operator's dns failover),
+	// "automatic" (the leader's failover), "recommend", "hold", "adopt"
+	// (golive's first reading of the record).
+	Kind  string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	// outcome: "in_flight", "confirmed", "failed", "unknown",
+	// "recommended", "held", "adopted".
+	Outcome   string               `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	OldValues []string             `protobuf:"bytes,8,rep,name=old_values,json=oldValues,proto3" json:"old_values,omitempty"`
+	NewValues []string             `protobuf:"bytes,9,rep,name=new_values,json=newValues,proto3" json:"new_values,omitempty"`
+	Ttl       *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// reason is the operator's, or the figures that caused the decision.
+	Reason       string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	Error        string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	FencingToken int64  `protobuf:"varint,13,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	// latency is from the update to the primary answering it.
+	Latency  *durationpb.Duration `protobuf:"bytes,14,opt,name=latency,proto3" json:"latency,omitempty"`
+	FromPool string               `protobuf:"bytes,15,opt,name=from_pool,json=fromPool,proto3" json:"from_pool,omitempty"`
+	ToPool   string               `protobuf:"bytes,16,opt,name=to_pool,json=toPool,proto3" json:"to_pool,omitempty"`
+	// command is the operator command a recommendation asks for.
+	Command       string `protobuf:"bytes,17,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsHistoryEntry) Reset() {
+	*x = DnsHistoryEntry{}
+	mi := &file_golive_v1_control_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsHistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsHistoryEntry) ProtoMessage() {}
+
+func (x *DnsHistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsHistoryEntry.ProtoReflect.Descriptor instead.
+func (*DnsHistoryEntry) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DnsHistoryEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DnsHistoryEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DnsHistoryEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetOldValues() []string {
+	if x != nil {
+		return x.OldValues
+	}
+	return nil
+}
+
+func (x *DnsHistoryEntry) GetNewValues() []string {
+	if x != nil {
+		return x.NewValues
+	}
+	return nil
+}
+
+func (x *DnsHistoryEntry) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *DnsHistoryEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
+func (x *DnsHistoryEntry) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *DnsHistoryEntry) GetFromPool() string {
+	if x != nil {
+		return x.FromPool
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetToPool() string {
+	if x != nil {
+		return x.ToPool
+	}
+	return ""
+}
+
+func (x *DnsHistoryEntry) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+// DnsSetRequest replaces the values of a record.
+type DnsSetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type defaults to the failover's type, else "A".
+	Type   string   `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Values []string `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	// ttl defaults to the stored TTL, else 30s; at most the failover's max_ttl.
+	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Reason        string               `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsSetRequest) Reset() {
+	*x = DnsSetRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsSetRequest) ProtoMessage() {}
+
+func (x *DnsSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsSetRequest.ProtoReflect.Descriptor instead.
+func (*DnsSetRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DnsSetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsSetRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DnsSetRequest) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *DnsSetRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *DnsSetRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DnsSetResponse is the confirmed change and the record after it.
+type DnsSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *DnsHistoryEntry       `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Record        *DnsRecord             `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsSetResponse) Reset() {
+	*x = DnsSetResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsSetResponse) ProtoMessage() {}
+
+func (x *DnsSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsSetResponse.ProtoReflect.Descriptor instead.
+func (*DnsSetResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DnsSetResponse) GetResult() *DnsHistoryEntry {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *DnsSetResponse) GetRecord() *DnsRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// DnsFailoverRequest points a failover record at pool to.
+type DnsFailoverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsFailoverRequest) Reset() {
+	*x = DnsFailoverRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsFailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsFailoverRequest) ProtoMessage() {}
+
+func (x *DnsFailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsFailoverRequest.ProtoReflect.Descriptor instead.
+func (*DnsFailoverRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *DnsFailoverRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsFailoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *DnsFailoverRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DnsFailoverResponse is the confirmed change and the record after it.
+type DnsFailoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *DnsHistoryEntry       `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Record        *DnsRecord             `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsFailoverResponse) Reset() {
+	*x = DnsFailoverResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsFailoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsFailoverResponse) ProtoMessage() {}
+
+func (x *DnsFailoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsFailoverResponse.ProtoReflect.Descriptor instead.
+func (*DnsFailoverResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *DnsFailoverResponse) GetResult() *DnsHistoryEntry {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *DnsFailoverResponse) GetRecord() *DnsRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// DnsHistoryRequest names a record (empty: every record).
+type DnsHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// limit keeps the newest entries (default 50).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsHistoryRequest) Reset() {
+	*x = DnsHistoryRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsHistoryRequest) ProtoMessage() {}
+
+func (x *DnsHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsHistoryRequest.ProtoReflect.Descriptor instead.
+func (*DnsHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *DnsHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsHistoryRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DnsHistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// DnsHistoryResponse lists entries, newest first.
+type DnsHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*DnsHistoryEntry     `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsHistoryResponse) Reset() {
+	*x = DnsHistoryResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsHistoryResponse) ProtoMessage() {}
+
+func (x *DnsHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsHistoryResponse.ProtoReflect.Descriptor instead.
+func (*DnsHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *DnsHistoryResponse) GetEntries() []*DnsHistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 var File_golive_v1_control_proto protoreflect.FileDescriptor
 
 const file_golive_v1_control_proto_rawDesc = "" +
@@ -3748,8 +4740,99 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1a\n" +
 	"\bidentity\x18\x04 \x01(\tR\bidentity\x12\x14\n" +
 	"\x05roles\x18\x05 \x03(\tR\x05roles\x12G\n" +
-	"\x12session_expires_in\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10sessionExpiresIn2\xd8\n" +
+	"\x12session_expires_in\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10sessionExpiresIn\"8\n" +
+	"\x0eDnsShowRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\"A\n" +
+	"\x0fDnsShowResponse\x12.\n" +
+	"\arecords\x18\x01 \x03(\v2\x14.golive.v1.DnsRecordR\arecords\"\x98\x04\n" +
+	"\tDnsRecord\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12#\n" +
+	"\rserved_exists\x18\x05 \x01(\bR\fservedExists\x12#\n" +
+	"\rserved_values\x18\x06 \x03(\tR\fservedValues\x128\n" +
 	"\n" +
+	"served_ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\tservedTtl\x12\x1f\n" +
+	"\vquery_error\x18\b \x01(\tR\n" +
+	"queryError\x12#\n" +
+	"\rstored_values\x18\t \x03(\tR\fstoredValues\x128\n" +
+	"\n" +
+	"stored_ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\tstoredTtl\x12\x14\n" +
+	"\x05drift\x18\v \x01(\bR\x05drift\x127\n" +
+	"\bfailover\x18\f \x01(\v2\x1b.golive.v1.DnsFailoverStateR\bfailover\x12.\n" +
+	"\x04last\x18\r \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\x04last\x124\n" +
+	"\apending\x18\x0e \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\apending\"\x8f\x05\n" +
+	"\x10DnsFailoverState\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1c\n" +
+	"\tsecondary\x18\x02 \x01(\tR\tsecondary\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\tR\x06active\x12\x16\n" +
+	"\x06pinned\x18\x04 \x01(\bR\x06pinned\x12\x18\n" +
+	"\ablocked\x18\x05 \x01(\tR\ablocked\x12\x10\n" +
+	"\x03bad\x18\x06 \x01(\rR\x03bad\x12\x12\n" +
+	"\x04good\x18\a \x01(\rR\x04good\x12\x1c\n" +
+	"\tthreshold\x18\b \x01(\rR\tthreshold\x125\n" +
+	"\binterval\x18\t \x01(\v2\x19.google.protobuf.DurationR\binterval\x129\n" +
+	"\n" +
+	"last_check\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tlastCheck\x12 \n" +
+	"\vrecommended\x18\v \x01(\tR\vrecommended\x12\x18\n" +
+	"\acommand\x18\f \x01(\tR\acommand\x12;\n" +
+	"\vlast_switch\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSwitch\x12\x1a\n" +
+	"\bswitches\x18\x0e \x01(\rR\bswitches\x12\x1a\n" +
+	"\bfailback\x18\x0f \x01(\tR\bfailback\x12%\n" +
+	"\x0eprimary_health\x18\x10 \x01(\tR\rprimaryHealth\x12)\n" +
+	"\x10secondary_health\x18\x11 \x01(\tR\x0fsecondaryHealth\x12\x1f\n" +
+	"\vlast_action\x18\x12 \x01(\tR\n" +
+	"lastAction\x12\x1f\n" +
+	"\vlast_reason\x18\x13 \x01(\tR\n" +
+	"lastReason\"\xfe\x03\n" +
+	"\x0fDnsHistoryEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"old_values\x18\b \x03(\tR\toldValues\x12\x1d\n" +
+	"\n" +
+	"new_values\x18\t \x03(\tR\tnewValues\x12+\n" +
+	"\x03ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12#\n" +
+	"\rfencing_token\x18\r \x01(\x03R\ffencingToken\x123\n" +
+	"\alatency\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1b\n" +
+	"\tfrom_pool\x18\x0f \x01(\tR\bfromPool\x12\x17\n" +
+	"\ato_pool\x18\x10 \x01(\tR\x06toPool\x12\x18\n" +
+	"\acommand\x18\x11 \x01(\tR\acommand\"\x94\x01\n" +
+	"\rDnsSetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\tR\x06values\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"r\n" +
+	"\x0eDnsSetResponse\x122\n" +
+	"\x06result\x18\x01 \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\x06result\x12,\n" +
+	"\x06record\x18\x02 \x01(\v2\x14.golive.v1.DnsRecordR\x06record\"P\n" +
+	"\x12DnsFailoverRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"w\n" +
+	"\x13DnsFailoverResponse\x122\n" +
+	"\x06result\x18\x01 \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\x06result\x12,\n" +
+	"\x06record\x18\x02 \x01(\v2\x14.golive.v1.DnsRecordR\x06record\"Q\n" +
+	"\x11DnsHistoryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"J\n" +
+	"\x12DnsHistoryResponse\x124\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.golive.v1.DnsHistoryEntryR\aentries2\xf2\f\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
 	"\x06Revoke\x12\x18.golive.v1.RevokeRequest\x1a\x19.golive.v1.RevokeResponse\x12L\n" +
@@ -3770,7 +4853,12 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\tPreflight\x12\x1b.golive.v1.PreflightRequest\x1a\x1c.golive.v1.PreflightResponse\x12L\n" +
 	"\vListBackups\x12\x1d.golive.v1.ListBackupsRequest\x1a\x1e.golive.v1.ListBackupsResponse\x12L\n" +
 	"\vForgetAgent\x12\x1d.golive.v1.ForgetAgentRequest\x1a\x1e.golive.v1.ForgetAgentResponse\x12R\n" +
-	"\rDashboardLink\x12\x1f.golive.v1.DashboardLinkRequest\x1a .golive.v1.DashboardLinkResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"\rDashboardLink\x12\x1f.golive.v1.DashboardLinkRequest\x1a .golive.v1.DashboardLinkResponse\x12@\n" +
+	"\aDnsShow\x12\x19.golive.v1.DnsShowRequest\x1a\x1a.golive.v1.DnsShowResponse\x12=\n" +
+	"\x06DnsSet\x12\x18.golive.v1.DnsSetRequest\x1a\x19.golive.v1.DnsSetResponse\x12L\n" +
+	"\vDnsFailover\x12\x1d.golive.v1.DnsFailoverRequest\x1a\x1e.golive.v1.DnsFailoverResponse\x12I\n" +
+	"\n" +
+	"DnsHistory\x12\x1c.golive.v1.DnsHistoryRequest\x1a\x1d.golive.v1.DnsHistoryResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -3784,7 +4872,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -3835,51 +4923,62 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*ForgetAgentResponse)(nil),   // 46: golive.v1.ForgetAgentResponse
 	(*DashboardLinkRequest)(nil),  // 47: golive.v1.DashboardLinkRequest
 	(*DashboardLinkResponse)(nil), // 48: golive.v1.DashboardLinkResponse
-	nil,                           // 49: golive.v1.Agent.LabelsEntry
-	nil,                           // 50: golive.v1.DeployRequest.SelectorEntry
-	nil,                           // 51: golive.v1.PreflightRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
-	(*ServiceState)(nil),          // 54: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 55: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 56: golive.v1.HealthWindow
-	(*CheckResult)(nil),           // 57: golive.v1.CheckResult
+	(*DnsShowRequest)(nil),        // 49: golive.v1.DnsShowRequest
+	(*DnsShowResponse)(nil),       // 50: golive.v1.DnsShowResponse
+	(*DnsRecord)(nil),             // 51: golive.v1.DnsRecord
+	(*DnsFailoverState)(nil),      // 52: golive.v1.DnsFailoverState
+	(*DnsHistoryEntry)(nil),       // 53: golive.v1.DnsHistoryEntry
+	(*DnsSetRequest)(nil),         // 54: golive.v1.DnsSetRequest
+	(*DnsSetResponse)(nil),        // 55: golive.v1.DnsSetResponse
+	(*DnsFailoverRequest)(nil),    // 56: golive.v1.DnsFailoverRequest
+	(*DnsFailoverResponse)(nil),   // 57: golive.v1.DnsFailoverResponse
+	(*DnsHistoryRequest)(nil),     // 58: golive.v1.DnsHistoryRequest
+	(*DnsHistoryResponse)(nil),    // 59: golive.v1.DnsHistoryResponse
+	nil,                           // 60: golive.v1.Agent.LabelsEntry
+	nil,                           // 61: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 62: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
+	(*ServiceState)(nil),          // 65: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 66: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 67: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 68: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	52, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	52, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	53, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	63, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	63, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	19, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	49, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	52, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	52, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	54, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	55, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	60, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	63, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	63, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	65, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	66, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	52, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	52, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	52, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	63, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	63, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	63, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
 	12, // 16: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	50, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	53, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	53, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	53, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	61, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	64, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	64, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	64, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
 	16, // 21: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	56, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	52, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	52, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	67, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	63, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	63, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	17, // 25: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
 	18, // 26: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
 	15, // 27: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
 	35, // 28: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	52, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	63, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
 	39, // 30: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
 	20, // 31: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
 	21, // 32: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	52, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	63, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
 	19, // 34: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
 	19, // 35: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
 	19, // 36: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
@@ -3889,58 +4988,84 @@ var file_golive_v1_control_proto_depIdxs = []int32{
 	19, // 40: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
 	35, // 41: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
 	19, // 42: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	51, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	53, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	57, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	62, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	64, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
 	39, // 46: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
 	42, // 47: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	52, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	52, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	63, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	63, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
 	41, // 50: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	53, // 51: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
-	52, // 52: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
-	53, // 53: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
-	1,  // 54: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 55: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 56: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 57: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 58: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 59: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 60: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	23, // 61: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	25, // 62: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	27, // 63: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	29, // 64: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	31, // 65: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	33, // 66: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	36, // 67: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	38, // 68: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	43, // 69: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	45, // 70: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	47, // 71: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
-	2,  // 72: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 73: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 74: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 75: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 76: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 77: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	22, // 78: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	24, // 79: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	26, // 80: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	28, // 81: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	30, // 82: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	32, // 83: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	34, // 84: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	37, // 85: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	40, // 86: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	44, // 87: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	46, // 88: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	48, // 89: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
-	72, // [72:90] is the sub-list for method output_type
-	54, // [54:72] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	64, // 51: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	63, // 52: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 53: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	51, // 54: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
+	64, // 55: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
+	64, // 56: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
+	52, // 57: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
+	53, // 58: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
+	53, // 59: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
+	64, // 60: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
+	63, // 61: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
+	63, // 62: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
+	63, // 63: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	64, // 64: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
+	64, // 65: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
+	64, // 66: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
+	53, // 67: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51, // 68: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
+	53, // 69: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51, // 70: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
+	53, // 71: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
+	1,  // 72: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 73: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 74: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 75: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 76: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 77: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 78: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	23, // 79: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	25, // 80: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	27, // 81: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	29, // 82: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	31, // 83: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	33, // 84: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	36, // 85: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	38, // 86: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	43, // 87: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	45, // 88: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	47, // 89: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	49, // 90: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
+	54, // 91: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
+	56, // 92: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
+	58, // 93: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
+	2,  // 94: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 95: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 96: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 97: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 98: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 99: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	22, // 100: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	24, // 101: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	26, // 102: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	28, // 103: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	30, // 104: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	32, // 105: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	34, // 106: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	37, // 107: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	40, // 108: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	44, // 109: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	46, // 110: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	48, // 111: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	50, // 112: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
+	55, // 113: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
+	57, // 114: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
+	59, // 115: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
+	94, // [94:116] is the sub-list for method output_type
+	72, // [72:94] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -3955,7 +5080,7 @@ func file_golive_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,10 @@ const (
 	ControlService_ListBackups_FullMethodName   = "/golive.v1.ControlService/ListBackups"
 	ControlService_ForgetAgent_FullMethodName   = "/golive.v1.ControlService/ForgetAgent"
 	ControlService_DashboardLink_FullMethodName = "/golive.v1.ControlService/DashboardLink"
+	ControlService_DnsShow_FullMethodName       = "/golive.v1.ControlService/DnsShow"
+	ControlService_DnsSet_FullMethodName        = "/golive.v1.ControlService/DnsSet"
+	ControlService_DnsFailover_FullMethodName   = "/golive.v1.ControlService/DnsFailover"
+	ControlService_DnsHistory_FullMethodName    = "/golive.v1.ControlService/DnsHistory"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -86,6 +90,18 @@ type ControlServiceClient interface {
 	// DashboardLink signs a short-lived link to this replica's web dashboard
 	// for the caller's identity and roles (`golive-controller dashboard login`).
 	DashboardLink(ctx context.Context, in *DashboardLinkRequest, opts ...grpc.CallOption) (*DashboardLinkResponse, error)
+	// DnsShow shows what the zone's primary answers now for DNS records golive
+	// manages (--dns-config), beside what golive last confirmed and the
+	// record's failover state.
+	DnsShow(ctx context.Context, in *DnsShowRequest, opts ...grpc.CallOption) (*DnsShowResponse, error)
+	// DnsSet replaces a record's values: a production change, so it needs a
+	// live approval and is fenced on it; audited.
+	DnsSet(ctx context.Context, in *DnsSetRequest, opts ...grpc.CallOption) (*DnsSetResponse, error)
+	// DnsFailover points a failover record at one of its pools: the
+	// operator's safety path, allowed without approval; audited.
+	DnsFailover(ctx context.Context, in *DnsFailoverRequest, opts ...grpc.CallOption) (*DnsFailoverResponse, error)
+	// DnsHistory lists a record's changes, recommendations and alerts.
+	DnsHistory(ctx context.Context, in *DnsHistoryRequest, opts ...grpc.CallOption) (*DnsHistoryResponse, error)
 }
 
 type controlServiceClient struct {
@@ -285,6 +301,46 @@ func (c *controlServiceClient) DashboardLink(ctx context.Context, in *DashboardL
 	return out, nil
 }
 
+func (c *controlServiceClient) DnsShow(ctx context.Context, in *DnsShowRequest, opts ...grpc.CallOption) (*DnsShowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsShowResponse)
+	err := c.cc.Invoke(ctx, ControlService_DnsShow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DnsSet(ctx context.Context, in *DnsSetRequest, opts ...grpc.CallOption) (*DnsSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsSetResponse)
+	err := c.cc.Invoke(ctx, ControlService_DnsSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DnsFailover(ctx context.Context, in *DnsFailoverRequest, opts ...grpc.CallOption) (*DnsFailoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsFailoverResponse)
+	err := c.cc.Invoke(ctx, ControlService_DnsFailover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DnsHistory(ctx context.Context, in *DnsHistoryRequest, opts ...grpc.CallOption) (*DnsHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsHistoryResponse)
+	err := c.cc.Invoke(ctx, ControlService_DnsHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -332,6 +388,18 @@ type ControlServiceServer interface {
 	// DashboardLink signs a short-lived link to this replica's web dashboard
 	// for the caller's identity and roles (`golive-controller dashboard login`).
 	DashboardLink(context.Context, *DashboardLinkRequest) (*DashboardLinkResponse, error)
+	// DnsShow shows what the zone's primary answers now for DNS records golive
+	// manages (--dns-config), beside what golive last confirmed and the
+	// record's failover state.
+	DnsShow(context.Context, *DnsShowRequest) (*DnsShowResponse, error)
+	// DnsSet replaces a record's values: a production change, so it needs a
+	// live approval and is fenced on it; audited.
+	DnsSet(context.Context, *DnsSetRequest) (*DnsSetResponse, error)
+	// DnsFailover points a failover record at one of its pools: the
+	// operator's safety path, allowed without approval; audited.
+	DnsFailover(context.Context, *DnsFailoverRequest) (*DnsFailoverResponse, error)
+	// DnsHistory lists a record's changes, recommendations and alerts.
+	DnsHistory(context.Context, *DnsHistoryRequest) (*DnsHistoryResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -395,6 +463,18 @@ func (UnimplementedControlServiceServer) ForgetAgent(context.Context, *ForgetAge
 }
 func (UnimplementedControlServiceServer) DashboardLink(context.Context, *DashboardLinkRequest) (*DashboardLinkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DashboardLink not implemented")
+}
+func (UnimplementedControlServiceServer) DnsShow(context.Context, *DnsShowRequest) (*DnsShowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DnsShow not implemented")
+}
+func (UnimplementedControlServiceServer) DnsSet(context.Context, *DnsSetRequest) (*DnsSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DnsSet not implemented")
+}
+func (UnimplementedControlServiceServer) DnsFailover(context.Context, *DnsFailoverRequest) (*DnsFailoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DnsFailover not implemented")
+}
+func (UnimplementedControlServiceServer) DnsHistory(context.Context, *DnsHistoryRequest) (*DnsHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DnsHistory not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -734,6 +814,78 @@ func _ControlService_DashboardLink_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_DnsShow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsShowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DnsShow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DnsShow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DnsShow(ctx, req.(*DnsShowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DnsSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DnsSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DnsSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DnsSet(ctx, req.(*DnsSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DnsFailover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsFailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DnsFailover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DnsFailover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DnsFailover(ctx, req.(*DnsFailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DnsHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DnsHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DnsHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DnsHistory(ctx, req.(*DnsHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -808,6 +960,22 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DashboardLink",
 			Handler:    _ControlService_DashboardLink_Handler,
+		},
+		{
+			MethodName: "DnsShow",
+			Handler:    _ControlService_DnsShow_Handler,
+		},
+		{
+			MethodName: "DnsSet",
+			Handler:    _ControlService_DnsSet_Handler,
+		},
+		{
+			MethodName: "DnsFailover",
+			Handler:    _ControlService_DnsFailover_Handler,
+		},
+		{
+			MethodName: "DnsHistory",
+			Handler:    _ControlService_DnsHistory_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
