@@ -21,6 +21,12 @@
 //	                          part of the key because ids (<time>-<release>)
 //	                          are only unique per host
 //	audit/head, audit/<seq>   the hash-chained audit log
+//	dns/<name>/<type>         a DNS record golive manages (serve --dns-config):
+//	                          the values it last confirmed (the prerequisite of
+//	                          its next change), the change in flight, the
+//	                          failover state, the last decision
+//	dns_history/<name>/<type>/<seq>
+//	                          each change of it, recommendation and alert
 //
 // Only the controller talks to etcd; agents never import this package.
 package state
@@ -78,3 +84,20 @@ func (k Keys) Backup(service, host, id string) string {
 
 // HostFromKey returns the last path element after prefix p.
 func HostFromKey(p, key string) string { return strings.TrimPrefix(key, p) }
+
+// DNSRecords is the prefix of every DNS record golive manages.
+func (k Keys) DNSRecords() string { return k.Prefix + "dns/" }
+
+// DNSRecord is the key of the record name (canonical) of type typ.
+func (k Keys) DNSRecord(name, typ string) string { return k.DNSRecords() + name + "/" + typ }
+
+// DNSHistoryAll is the prefix of every DNS record's history.
+func (k Keys) DNSHistoryAll() string { return k.Prefix + "dns_history/" }
+
+// DNSHistory is the prefix of one record's history.
+func (k Keys) DNSHistory(name, typ string) string { return k.DNSHistoryAll() + name + "/" + typ + "/" }
+
+// DNSHistoryEntry is the key of entry seq of a record's history.
+func (k Keys) DNSHistoryEntry(name, typ string, seq uint64) string {
+	return fmt.Sprintf("%s%020d", k.DNSHistory(name, typ), seq)
+}
