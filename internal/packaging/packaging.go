@@ -188,15 +188,28 @@ func BuildBinaries(ctx context.Context, o Options, dir string) error {
 		}
 		o.BinaryVersion = out
 	}
+	// One go build for both: the package graph is loaded once and the
+	// links run in parallel.
+	tmp, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	args := []string{"build", "-trimpath", "-buildvcs=false",
+		"-ldflags", "-s -w -X github.com/golive/golive/internal/version.Version=" + o.BinaryVersion, "-o", tmp + "/"}
 	for _, p := range packages {
-		o.Log("go build %s (version %s)", p.name, o.BinaryVersion)
-		build := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false",
-			"-ldflags", "-s -w -X github.com/golive/golive/internal/version.Version="+o.BinaryVersion,
-			"-o", filepath.Join(dir, p.name), "./cmd/"+p.cmd)
-		build.Dir = o.Repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/%s: %w\n%s", p.cmd, err, out)
+		args = append(args, "./cmd/"+p.cmd)
+	}
+	o.Log("go %s", strings.Join(args, " "))
+	build := exec.CommandContext(ctx, o.Go, args...)
+	build.Dir = o.Repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	for _, p := range packages {
+		if err := os.Rename(filepath.Join(tmp, p.cmd), filepath.Join(dir, p.name)); err != nil {
+			return err
 		}
 	}
 	return nil
