@@ -143,6 +143,10 @@ func TestWatchPauseWaitHistory(t *testing.T) {
 	if out := mustCLI("rollout", id); !strings.Contains(out, "PAUSED") || strings.Contains(out, "HALTED") || !strings.Contains(out, "golive-controller resume "+id) {
 		t.Errorf("rollout %s:\n%s", id, out)
 	}
+	// Completion offers the running rollout's id.
+	if out := mustCLI("__complete", "watch", ""); !strings.Contains(out, id+"\tdeploy app@v1 halted") {
+		t.Errorf("completion of watch ROLLOUT_ID:\n%s", out)
+	}
 	// pause of a paused rollout says it is stopped already (exit 0).
 	if out := mustCLI("pause", id); !strings.Contains(out, "already stopped (PAUSED") || !strings.Contains(out, "resume "+id) {
 		t.Errorf("pause of a paused rollout: %s", out)
