@@ -266,8 +266,8 @@ run alice authorize "yes do it" || echo "(exit $? — refused)"
 
 step "alice authorizes automation for 10 minutes"
 run alice authorize "Start automation now" --ttl 10m --reason "demo"
-TOKEN=$($C approval -o json | sed -n 's/.*"fencing_token": "\([0-9]*\)".*/\1/p')
-wait_for 5 "token on every agent" bash -c "$C agents -o json | grep -c '\"fencing_token\": \"$TOKEN\"' | grep -q 3"
+TOKEN=$($C approval -o json | sed -n 's/.*"fencing_token": \([0-9]*\),.*/\1/p')
+wait_for 5 "token on every agent" bash -c "$C agents -o json | grep -c '\"fencing_token\": $TOKEN,' | grep -q 3"
 run $C agents
 echo "each agent's own view (its /status):"
 for i in 1 2 3; do printf '  web-%s: ' $i; http_get $((BASE+10+i)) /status | sed 's/.*"fencing_token":\([0-9]*\).*/fencing_token=\1/'; done
@@ -346,7 +346,7 @@ fi
 
 step "stop automation: every agent drops the token at once (bob may pull the brake too)"
 run bob stop --reason "demo over"
-wait_for 5 "token gone" bash -c "! $C agents -o json | grep -q '\"fencing_token\": \"$TOKEN\"'"
+wait_for 5 "token gone" bash -c "! $C agents -o json | grep -q '\"fencing_token\": $TOKEN,'"
 run $C agents
 run $C approval
 
