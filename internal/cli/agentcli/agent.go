@@ -21,7 +21,8 @@ import (
 
 // Main runs golive-agent with args and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := &cobra.Command{Use: "golive-agent", Short: "golive agent: `run` is the daemon on each production host; `check` validates its config"}
+	root := &cobra.Command{Use: "golive-agent", Short: "golive agent: `run` is the daemon on each production host; `check` validates its config",
+		Example: "  golive-agent check --config /etc/golive/agent.hcl\n  golive-agent run --config /etc/golive/agent.hcl --controller ctl-1:7400,ctl-2:7400"}
 	root.AddCommand(newAgentRunCmd(stderr), newAgentCheckCmd())
 	cli.AddVersion(root)
 	return cli.Execute(ctx, root, args, stdout, stderr)
@@ -61,7 +62,9 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "run the agent daemon (one per --state-dir: a second one exits 1, naming the holder's pid)",
-		Args:  cli.NoArgs,
+		Example: "  golive-agent run --config /etc/golive/agent.hcl\n" +
+			"  golive-agent run --controller 127.0.0.1:7400 --host-id web-1 --state-dir /tmp/web-1 --label role=web",
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadAgentConfig(configPath, hostID, stateDir, cmd.Flags().Changed("host-id"), cmd.Flags().Changed("state-dir"))
 			if err != nil {
@@ -129,9 +132,10 @@ func newAgentRunCmd(stderr io.Writer) *cobra.Command {
 func newAgentCheckCmd() *cobra.Command {
 	var configPath string
 	cmd := &cobra.Command{
-		Use:   "check",
-		Short: "validate an agent config file; errors name file:line",
-		Args:  cli.NoArgs,
+		Use:     "check",
+		Short:   "validate an agent config file; errors name file:line",
+		Example: "  golive-agent check --config /etc/golive/agent.hcl",
+		Args:    cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
 				return cli.Usagef("check needs --config FILE")
