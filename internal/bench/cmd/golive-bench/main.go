@@ -18,13 +18,16 @@
 //	              through nginx, then HAProxy (deploystep.Runner), restart mode for comparison, then blue-green through
 //	              nginx and HAProxy driven by the controller and agent binaries (Deploy/Rollback calls); 20 reverts each
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
+//	traffic-gate  the real-traffic gate at 1,000 rps through nginx (controller and agent binaries): first bad answer to rollback
+//	              for v4 (5% 500s) and v5 (+300 ms) with --min-healthy 30s, false rollbacks over 20 good rollouts with
+//	              --min-healthy 10s, the agent's CPU, and the access log follower's CPU at 1,000 and 10,000 lines/s
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
 // reconnect 200 agents;
 // 20 MB; 2,000 swaps; swapload 1s steady and 1s after; bluegreen 200 rps,
 // 4 switches, 4,000 requests and 5 reverts; rollout 10 hosts;
-// db 50 MB). The exit status is 1
+// db 50 MB; traffic-gate 200 rps and 4 good rollouts). The exit status is 1
 // if any benchmark failed to run; a missed target is reported in its table,
 // not in the exit status.
 package main
@@ -52,6 +55,7 @@ import (
 	"github.com/golive/golive/internal/bench/releasebench"
 	"github.com/golive/golive/internal/bench/rolloutbench"
 	"github.com/golive/golive/internal/bench/swapload"
+	"github.com/golive/golive/internal/bench/trafficgate"
 )
 
 type bench struct {
@@ -87,6 +91,7 @@ var benches = []bench{
 	{"swapload", runSwapload},
 	{"bluegreen", runBlueGreen},
 	{"rollout", runRollout},
+	{"traffic-gate", runTrafficGate},
 	{"db", runDB},
 }
 
@@ -112,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	agentBin := fs.String("agent", "bin/golive-agent", "agent binary for the bluegreen benchmark's agent-* modes")
 	bgModes := fs.String("modes", "", "bluegreen modes, comma-separated (default nginx,haproxy,restart,agent-nginx,agent-haproxy)")
 	agents := fs.String("agents", "", "fan-out and reconnect sizes, comma-separated (default fan-out 1000,5000, reconnect 5000; -quick 100,500 and 200)")
-	rounds := fs.Int("rounds", 0, "fan-out rounds (default 20; -quick 5)")
+	rounds := fs.Int("rounds", 0, "fan-out rounds (default 20; -quick 5); traffic-gate: good rollouts (default 20; -quick 4)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the simulated agents) to FILE")
 	var env envFlag
 	fs.Var(&env, "controller-env", "VAR=value added to the controller's environment (repeatable), e.g. GOGC=50")
@@ -466,4 +471,19 @@ func printRelease(w io.Writer, r releasebench.Result) error {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 	return nil
+}
+
+func runTrafficGate(ctx context.Context, w io.Writer, cfg config) error {
+	o := trafficgate.Options{ControllerBin: cfg.controller, AgentBin: cfg.agent, Log: cfg.progress}
+	if cfg.quick {
+		o.Rate, o.GoodRollouts, o.FollowFor = 200, 4, 3*time.Second
+	}
+	if cfg.rounds > 0 {
+		o.GoodRollouts = cfg.rounds
+	}
+	res, err := trafficgate.Run(ctx, o)
+	if perr := trafficgate.PrintTable(w, res); perr != nil && err == nil {
+		err = perr
+	}
+	return err
 }
