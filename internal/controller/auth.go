@@ -35,6 +35,8 @@ var methodRoles = map[string][]pki.Role{
 	golivev1.ControlService_ResumeRollout_FullMethodName: {pki.RoleDeployer},
 	golivev1.ControlService_AbortRollout_FullMethodName:  {pki.RoleDeployer},
 	golivev1.ControlService_ForgetAgent_FullMethodName:   {pki.RoleDeployer},
+	golivev1.ControlService_DnsSet_FullMethodName:        {pki.RoleDeployer},
+	golivev1.ControlService_DnsFailover_FullMethodName:   {pki.RoleDeployer},
 }
 
 // readRoles may call every method not in methodRoles (reads, preflight).
@@ -45,6 +47,7 @@ var brakeMethods = map[string]bool{
 	golivev1.ControlService_Revoke_FullMethodName:       true,
 	golivev1.ControlService_PauseRollout_FullMethodName: true,
 	golivev1.ControlService_AbortRollout_FullMethodName: true,
+	golivev1.ControlService_DnsFailover_FullMethodName:  true,
 }
 
 // twoPersonMethods start or continue automation under an approval: with the
@@ -52,6 +55,7 @@ var brakeMethods = map[string]bool{
 var twoPersonMethods = map[string]bool{
 	golivev1.ControlService_Deploy_FullMethodName:        true,
 	golivev1.ControlService_ResumeRollout_FullMethodName: true,
+	golivev1.ControlService_DnsSet_FullMethodName:        true,
 }
 
 // isLoopback reports whether a listen address only binds loopback.

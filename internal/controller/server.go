@@ -114,6 +114,9 @@ type Config struct {
 	// PprofAddr, when set, serves net/http/pprof there (its own listener,
 	// never the metrics port: profiles reveal internals).
 	PprofAddr string
+	// DNSConfig is the HCL file of the DNS zones, pools and failovers
+	// golive manages (empty: none). See dns.go and internal/dnsconfig.
+	DNSConfig string
 }
 
 // DefaultConfig returns the defaults.
@@ -195,6 +198,7 @@ type Server struct {
 	grpcAddr    net.Addr
 	metricsAddr net.Addr
 	dash        *dashboardRunner // nil when the dashboard is off
+	dns         *dnsService      // nil without --dns-config
 }
 
 // GRPCAddr is the address the gRPC listener is bound to.
@@ -220,6 +224,10 @@ func (s *Server) Keys() state.Keys { return s.keys }
 // Run runs the controller until ctx ends.
 func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dnsCfg, err := loadDNSConfig(cfg.DNSConfig)
+	if err != nil {
 		return err
 	}
 	endpoints := cfg.EtcdEndpoints
@@ -311,6 +319,9 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		return err
 	}
 	s.exec = executor.New(ecfg)
+	if s.dns, err = newDNS(s, dnsCfg, reg); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -499,6 +510,7 @@ func (s *Server) runElection(ctx context.Context) {
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); s.exec.Run(lctx, e.Key(), e.Rev()) }()
+		dnsDone := s.dns.startFailover(lctx, e.Key(), e.Rev())
 		select {
 		case <-ctx.Done():
 		case <-sess.Done():
@@ -506,6 +518,7 @@ func (s *Server) runElection(ctx context.Context) {
 		}
 		cancel()
 		<-done
+		<-dnsDone
 		s.isLeader.Store(false)
 		s.metrics.IsLeader.Set(0)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
