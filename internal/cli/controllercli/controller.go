@@ -49,6 +49,9 @@ type clientOpts struct {
 	timeout    time.Duration
 	tls        pki.Files
 	serverName string
+	// warn receives warnings about an answer (a stale one while etcd has
+	// no quorum).
+	warn io.Writer
 }
 
 func defaultActor() string {
@@ -63,7 +66,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "golive-controller",
 		Short: "golive controller: `serve` runs the daemon; the other commands operate it",
 	}
-	co := &clientOpts{}
+	co := &clientOpts{warn: stderr}
 	addr := os.Getenv("GOLIVE_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:7400"
@@ -185,7 +188,7 @@ func (co *clientOpts) dial() (*grpc.ClientConn, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(co.addr, grpc.WithTransportCredentials(creds), grpc.WithChainUnaryInterceptor(co.staleWarning))
 	if err != nil {
 		return nil, fmt.Errorf("controller address %q: %w", co.addr, err)
 	}
@@ -348,7 +351,9 @@ func newRevokeCmd(co *clientOpts, use string) *cobra.Command {
 			return run(cmd, co, func(ctx context.Context, c golivev1.ControlServiceClient) (*golivev1.RevokeResponse, error) {
 				return c.Revoke(ctx, &golivev1.RevokeRequest{Reason: reason})
 			}, func(resp *golivev1.RevokeResponse) any { return resp }, func(w io.Writer, resp *golivev1.RevokeResponse) error {
-				if resp.Revoked {
+				if resp.Deferred {
+					fmt.Fprintf(w, "automation REVOKED on this controller (fencing token %d): %s\n", resp.FencingToken, resp.Note)
+				} else if resp.Revoked {
 					fmt.Fprintf(w, "automation REVOKED (fencing token %d is void on every agent)\n", resp.FencingToken)
 				} else {
 					fmt.Fprintln(w, "automation was already off")
