@@ -169,8 +169,11 @@ type inflightCmd struct {
 	operator bool
 	stage    string
 	cancel   context.CancelFunc
-	// halted: cancelled because its approval ended.
-	halted bool
+	// halted: cancelled because the agent no longer holds its approval;
+	// haltedBy says why (the approval ended, or the agent lost its
+	// controller and dropped the approval with it).
+	halted   bool
+	haltedBy string
 }
 
 // MetricsAddr is the bound HTTP address (/metrics, /status).
@@ -353,7 +356,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		welcomed, err := a.session(ctx, addr)
 		a.connected.Store(false)
 		a.metrics.connected.Set(0)
-		a.setApproval(&golivev1.ApprovalUpdate{Reason: "disconnected"})
+		a.setApproval(&golivev1.ApprovalUpdate{Reason: reasonDisconnected})
 		if ctx.Err() != nil {
 			return
 		}
@@ -528,6 +531,11 @@ func (a *Agent) sender(ctx context.Context, stream golivev1.AgentService_Connect
 	}
 }
 
+// reasonDisconnected is the reason of the approval update the agent gives
+// itself when its stream ends (token 0: no live controller stands behind
+// the approval any more).
+const reasonDisconnected = "disconnected"
+
 func (a *Agent) setApproval(u *golivev1.ApprovalUpdate) {
 	old := a.token.Swap(u.GetFencingToken())
 	if u.GetActive() && u.ExpiresAt != nil {
@@ -538,12 +546,18 @@ func (a *Agent) setApproval(u *golivev1.ApprovalUpdate) {
 	}
 	a.metrics.token.Set(float64(u.GetFencingToken()))
 	// An approval that ended halts automated steps: their operation context
-	// is cancelled (a swap in progress still completes or is undone).
+	// is cancelled (a swap in progress still completes or is undone). So
+	// does losing the controller: the agent drops the approval with it,
+	// though the approval itself may still be live.
+	why := "the approval ended"
+	if u.GetReason() == reasonDisconnected {
+		why = "the agent lost its controller, and the approval with it"
+	}
 	a.mu.Lock()
 	for id, c := range a.inflight {
 		if !c.operator && c.token != u.GetFencingToken() && !c.halted {
-			a.log.Warn("approval ended: halting step", "command_id", id, "service", c.service)
-			c.halted = true
+			a.log.Warn("halting step: "+why, "command_id", id, "service", c.service)
+			c.halted, c.haltedBy = true, why
 			c.cancel()
 		}
 	}
@@ -654,6 +668,12 @@ func (a *Agent) start(cmd *golivev1.Command) {
 			if send != nil {
 				send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandProgress{CommandProgress: &golivev1.CommandProgress{
 					CommandId: cmd.Id, Service: svc, Stage: stage, At: timestamppb.Now()}}})
+				// The service's state with it: after a swap the controller
+				// shows the release current names now, not the one of the
+				// last beat (an agent frozen or cut off mid-step must not be
+				// listed with a release the host no longer serves).
+				send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
+					Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now()}}})
 			}
 		})
 		log.Info("step finished", "outcome", res.Outcome, "failed_stage", res.FailedStage, "error", res.Error)
@@ -676,10 +696,10 @@ func (a *Agent) start(cmd *golivev1.Command) {
 		rp := resultProto(svc, res)
 		a.mu.Lock()
 		if ic.halted && res.Outcome != deploystep.OutcomeSucceeded {
-			// Stopped because its approval ended, and the host is back where
-			// it was: a rollout may command it again under a new approval.
+			// Stopped because the agent no longer held its approval, and the
+			// host is back where it was: a rollout may command it again.
 			rp.Outcome = golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED
-			rp.Error = "halted: the approval ended (" + rp.Error + ")"
+			rp.Error = "halted: " + ic.haltedBy + " (" + rp.Error + ")"
 		}
 		delete(a.inflight, cmd.Id)
 		a.unacked[cmd.Id] = rp
