@@ -271,6 +271,14 @@ func TestDevModePageAndActions(t *testing.T) {
 	if got := b.actions(); len(got) != 2 || got[1] != "authorize dev@host ship v42" {
 		t.Fatalf("actions %q, want the second to authorize (the wrong phrase never reaches the controller)", got)
 	}
+	for _, act := range []string{"pause", "abort"} {
+		if got := post("/actions/"+act, base, url.Values{"csrf": {m[1]}, "id": {"r-1"}}); got != 303 {
+			t.Fatalf("%s: %d", act, got)
+		}
+	}
+	if got := b.actions(); len(got) != 4 || got[2] != "pause dev@host r-1" || got[3] != "abort dev@host r-1" {
+		t.Fatalf("actions %q, want a pause and an abort of r-1", got)
+	}
 	waitSnapshot(t, s, func(n *snapshot) bool { return n.approval().Active })
 	_, body = get(t, c, base+"/")
 	if !strings.Contains(body, `id="approval-state" data-token="9">ON`) {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -132,6 +133,22 @@ func TestBrowserShowsARealDeployLive(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-host="web-2"] span.svc[data-release="v1"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-host="web-3"] span.svc[data-release="v1"]`)))
 	assertNotReloaded(t, bctx)
+
+	// A deployer pauses a running rollout from the page.
+	dep2, err := ctl.Deploy(ctx, &golivev1.DeployRequest{Service: "app", Release: "v2", Canary: 1, Batch: "1",
+		ArtifactUrl: "http://" + c.MetricsAddr() + "/artifacts/sampleapp-v2.tar.gz", Sha256: sums["v2"], MinHealthy: durationpb.New(20 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, bctx, 60*time.Second, "pause the v2 rollout from the page",
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#rollout-%s button.pause`, dep2.Rollout.Id))),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#rollout-%s button.pause`, dep2.Rollout.Id))),
+		chromedp.WaitVisible(chromedp.ID("flash")),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#rollout-%s[data-paused="true"]`, dep2.Rollout.Id))))
+	au, err := ctl.ListAudit(ctx, &golivev1.ListAuditRequest{Action: "pause"})
+	if err != nil || len(au.Entries) != 1 || !strings.HasPrefix(au.Entries[0].Source, "dashboard ") {
+		t.Fatalf("the page's pause in the audit log: %v %v", au, err)
+	}
 
 	run(t, bctx, 15*time.Second, "STOP: every agent drops the token",
 		chromedp.Click(chromedp.ID("stop")),
