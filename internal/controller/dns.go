@@ -334,10 +334,27 @@ func (d *dnsService) change(ctx context.Context, ch dnsChange) (*dnsEntry, *dnsR
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := d.adopt(ctx, ch.name, ch.typ)
-	if err != nil {
-		return nil, nil, err
+	// The record moves under the leader's checks (their streaks): a change
+	// raced by one is tried again; one whose own fences fail is not.
+	for attempt := 0; ; attempt++ {
+		r, err := d.adopt(ctx, ch.name, ch.typ)
+		if err != nil {
+			return nil, nil, err
+		}
+		e, fin, err := d.changeOnce(ctx, c, r, ch)
+		if !errors.Is(err, errFenced) || attempt >= 4 {
+			return e, fin, err
+		}
+		now, lerr := d.load(ctx, ch.name, ch.typ)
+		if lerr != nil || now == nil || now.modRev == r.modRev {
+			return e, fin, err
+		}
 	}
+}
+
+// changeOnce is one attempt of change, on record r as read.
+func (d *dnsService) changeOnce(ctx context.Context, c *dnsupdate.Client, r *dnsRecord, ch dnsChange) (*dnsEntry, *dnsRecord, error) {
+	var err error
 	if r.Pending != nil {
 		if r, err = d.resolvePending(ctx, r, false); err != nil {
 			return nil, nil, err
