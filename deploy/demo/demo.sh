@@ -6,7 +6,9 @@
 # under the approval she granted. Automation refused, then authorized; pre-live
 # checks; v1 and v2 rolled out, broken v3 rolled back on its own; with nginx
 # installed, a blue-green service behind it (canary weight, switch, instant
-# switch-back to the warm slot); with
+# switch-back to the warm slot) and a release that passes its health checks
+# but fails on real traffic (5% of requests answer 500 in nginx's JSON access
+# log) rolled back on its own; with
 # PostgreSQL installed, a release with a migration (verified backup first)
 # and a database restore; an operator rollback without approval; revoke; the
 # audit chain verified. Everything started here is stopped on exit and on
@@ -158,6 +160,68 @@ NGX
   $NGINX
 fi
 
+# A second nginx, in front of the blue-green service "shop" on web-3, when
+# installed: it writes the golive JSON access log, from which the agent counts
+# each slot's real requests for the gate.
+NGINX2=""
+NG2PID=""
+if [[ -n $NGINX_BIN ]]; then
+  for p in $((BASE+28)) $((BASE+31)) $((BASE+32)); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+      echo "port $p is in use: set DEMO_PORT_BASE to another base port" >&2; exit 1
+    fi
+  done
+  step "start a second nginx on 127.0.0.1:$((BASE+28)) in front of the blue-green service shop (blue :$((BASE+31)), green :$((BASE+32))), with the golive JSON access log"
+  NG2=$DIR/nginx2; mkdir -p "$NG2/tmp"
+  NGUSER=""; [[ $(id -u) == 0 ]] && NGUSER="user root;"
+  cat >"$NG2/upstream.conf" <<NGX
+# golive-state: {"blue":100,"green":0,"generation":"initial"}
+# Written by the golive agent on every switch: do not edit.
+upstream golive_shop {
+    server 127.0.0.1:$((BASE+31)) weight=100; # blue
+    server 127.0.0.1:$((BASE+32)) backup; # green
+    keepalive 32;
+}
+map \$host \$golive_shop_generation {
+    default "initial";
+}
+NGX
+  cat >"$NG2/nginx.conf" <<NGX
+$NGUSER
+worker_processes 1;
+pid $NG2/nginx.pid;
+error_log $NG2/error.log notice;
+events { worker_connections 1024; }
+http {
+    # The documented format, from deploy/examples/nginx/golive-log.conf:
+$(sed -n '/^log_format golive/,/;$/p' deploy/examples/nginx/golive-log.conf)
+    access_log $NG2/golive.json.log golive;
+    client_body_temp_path $NG2/tmp/body;
+    proxy_temp_path $NG2/tmp/proxy;
+    fastcgi_temp_path $NG2/tmp/fastcgi;
+    uwsgi_temp_path $NG2/tmp/uwsgi;
+    scgi_temp_path $NG2/tmp/scgi;
+    include $NG2/upstream.conf;
+    server {
+        listen 127.0.0.1:$((BASE+28));
+        location / {
+            proxy_pass http://golive_shop;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout 2s;
+        }
+    }
+}
+NGX
+  NGINX2="$NGINX_BIN -p $NG2/ -c $NG2/nginx.conf -e $NG2/error.log"
+  : >"$NG2/golive.json.log"
+  $NGINX2 -g "daemon off;" &
+  NG2PID=$!
+  PIDS+=($NG2PID)
+  wait_for 10 "the second nginx" bash -c "exec 3<>/dev/tcp/127.0.0.1/$((BASE+28))"
+fi
+
 step "start three agents (web-1, web-2, web-3), each running the sample service on its own port"
 for i in 1 2 3; do
   cat >"$DIR/agent-$i.hcl" <<HCL
@@ -248,6 +312,37 @@ service "web" {
 }
 HCL
   fi
+  if [[ $i == 3 && -n $NGINX2 ]]; then
+    # No probe_url: the prober would go through nginx before any release
+    # runs, and those 502s would be counted against the first release.
+    cat >>"$DIR/agent-$i.hcl" <<HCL
+service "shop" {
+  swap_mode = "blue-green"
+  exec {
+    command      = ["bin/sampleapp", "--port", "{port}"]
+    stop_timeout = "5s"
+  }
+  health {
+    url       = "http://127.0.0.1:{port}/healthz"
+    interval  = "300ms"
+    successes = 2
+    deadline  = "5s"
+  }
+  blue_green {
+    blue_port     = $((BASE+31))
+    green_port    = $((BASE+32))
+    keep_warm     = "15m"
+    drain_timeout = "2s"
+    router {
+      kind          = "nginx"
+      upstream_file = "$DIR/nginx2/upstream.conf"
+      reload        = ["$NGINX_BIN", "-p", "$DIR/nginx2/", "-c", "$DIR/nginx2/nginx.conf", "-e", "$DIR/nginx2/error.log", "-s", "reload"]
+      access_log    = "$DIR/nginx2/golive.json.log"
+    }
+  }
+}
+HCL
+  fi
   PATH="$PGBIN:$PATH" $BIN/golive-agent run --config "$DIR/agent-$i.hcl" \
     --metrics-addr 127.0.0.1:$((BASE+10+i)) --grpc-addr "" >"$DIR/agent-$i.log" 2>&1 &
   PIDS+=($!)
@@ -320,6 +415,41 @@ if [[ -n $NGINX ]]; then
   echo "  rollback confirmed by the agent (nginx reloaded, old workers gone) $(( (t1 - t0) / 1000000 )) ms after the command started;"
   echo "  then 20 new connections in a row through nginx all reached v1"
   slots
+fi
+
+if [[ -n $NGINX2 ]]; then
+  through2() { http_get $((BASE+28)) /version 2>/dev/null || echo DOWN; }
+  LOAD=()
+  # shop_load SECONDS: real traffic, GET / through the second nginx from 6
+  # loops (new connections), until SECONDS pass or shop_stop.
+  shop_load() {
+    local end=$((SECONDS+$1))
+    for _ in 1 2 3 4 5 6; do
+      ( while (( SECONDS < end )); do http_get $((BASE+28)) / >/dev/null 2>&1 || true; done ) &
+      LOAD+=($!); PIDS+=($!)
+    done
+  }
+  shop_stop() { kill "${LOAD[@]}" 2>/dev/null || true; wait "${LOAD[@]}" 2>/dev/null || true; LOAD=(); }
+  # nginx_switched: the agent rewrote the upstream and the reloaded nginx's
+  # only worker is a new one.
+  nginx_switched() { ! grep -q '"generation":"initial"' "$NG2/upstream.conf" && [[ $(ps -o pid= --ppid "$NG2PID" | tr -d ' ') != "$1" && $(ps -o pid= --ppid "$NG2PID" | wc -l) == 1 ]]; }
+
+  step "real traffic judges releases: shop-v1 on web-3; once nginx serves it, a small load (6 bash loops, no curl, through nginx :$((BASE+28))) runs during its 8s bake"
+  W0=$(ps -o pid= --ppid "$NG2PID" | tr -d ' ')
+  ID=$(bob deploy --service shop --release shop-v1 --artifact $ART/sampleapp-v1.tar.gz --sha256 "$(sha sampleapp-v1)" --min-healthy 8s -o json | rollout_id)
+  wait_for 60 "nginx switched to shop-v1" nginx_switched "$W0"
+  shop_load 120
+  run $C watch "$ID"
+  echo "  nginx answers: $(through2); its JSON access log holds $(wc -l <"$NG2/golive.json.log") requests so far"
+
+  step "shop-v4: its health checks pass (/healthz 200), but 5% of / answer 500; the gate judges nginx's counts for the new slot, not the probe"
+  ID=$(bob deploy --service shop --release shop-v4 --artifact $ART/sampleapp-v4.tar.gz --sha256 "$(sha sampleapp-v4)" --min-healthy 20s -o json | rollout_id)
+  run $C watch "$ID" || echo "(exit $? — shop-v4 failed the real-traffic gate and rolled back on its own, well before its 20s bake ended)"
+  shop_stop
+  for p in $((BASE+31)) $((BASE+32)); do
+    printf '  slot :%s  /version: %s  /healthz: %s\n' $p "$(http_get $p /version 2>/dev/null || echo stopped)" "$(http_get $p /healthz 2>/dev/null || echo -)"
+  done
+  echo "  nginx answers: $(through2); 500s nginx logged for shop: $(grep -c '"status":"500"' "$NG2/golive.json.log" || true)"
 fi
 
 if [[ -n $PGBIN ]]; then
