@@ -440,7 +440,23 @@ func (s *stack) deployStable(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(s.actx, 2*time.Minute, "v1 serving", func() bool { return versionAt(s.nginx.URL("/version")) == "v1" }); err != nil {
+	// Asked of the controller, not through nginx: a request through nginx
+	// before v1 listens is logged as failed attempts to both slots, which
+	// the slot's window would count against v1.
+	if err := waitFor(s.actx, 2*time.Minute, "v1 serving", func() bool {
+		la, err := s.api.ListAgents(s.actx, &golivev1.ListAgentsRequest{})
+		if err != nil {
+			return false
+		}
+		for _, a := range la.Agents {
+			for _, sv := range a.Services {
+				if a.HostId == host && sv.Name == "app" && sv.CurrentRelease == "v1" && sv.State == "running" && sv.ActiveSlot != "" {
+					return true
+				}
+			}
+		}
+		return false
+	}); err != nil {
 		return err
 	}
 	l, err := s.startLoad(o)
