@@ -53,7 +53,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $${FUZZTIME:-30s} $${t%%:*} || exit 1; done
 
 .PHONY: releases
-releases: ## build dist/sampleapp-v{1,2,3}.tar.gz (v3 fails health) and dist/SHA256SUMS
+releases: ## build dist/sampleapp-v1..v5 (v3 fails health, v4 answers 500 on 5% of /, v5 adds 300 ms to /), ledger-v1/v2 and dist/SHA256SUMS
 	bash cmd/sampleapp/mkreleases.sh dist
 
 soak: ## kill -9 the agent at every deploy stage boundary ROUNDS times (default 48: about 1,000 kills); prints torn hosts

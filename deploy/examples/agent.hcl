@@ -127,6 +127,31 @@ service "app" {
     path          = "/version"
     body_contains = "app"
   }
+
+  # The service's own Prometheus metrics on its serving port: the controller
+  # lists it in its HTTP service discovery (/v1/prometheus/sd on
+  # --metrics-addr), labelled host, service, release (and slot), for PromQL
+  # analyses (deploy --analysis) to query.
+  metrics_path = "/metrics"
+
+  # Real traffic for the rollout gate: the load balancer's own counts of the
+  # requests it sent here (5xx and failed connections are errors), judged in
+  # place of the agent's probe. A blue-green service reads its router
+  # instead (blue_green.router below). Without a traffic source, the gate
+  # judges the probe.
+  traffic {
+    source     = "nginx" # or "haproxy"
+    # nginx: its access log in the golive JSON format
+    # (deploy/examples/nginx/golive-log.conf); the attempts counted are those
+    # to 127.0.0.1:<port>. Rotation (rename + reopen, or copytruncate) is
+    # followed.
+    access_log = "/var/log/nginx/golive.json.log"
+    # haproxy instead: the server's counters from `show stat`.
+    # source       = "haproxy"
+    # admin_socket = "/run/haproxy/admin.sock"
+    # backend      = "app"
+    # server       = "app1"
+  }
 }
 
 # A blue-green service under systemd behind nginx: slots run as the
@@ -158,7 +183,13 @@ service "api" {
       upstream_file = "/etc/nginx/golive/api.conf" # rewritten atomically
       reload        = ["nginx", "-s", "reload"]    # the default for nginx
       probe_url     = "http://127.0.0.1/version"   # checked through the router after a switch
-      # haproxy instead:
+      # Real traffic for the gate: each slot's requests in nginx's access log
+      # in the golive JSON format (deploy/examples/nginx/golive-log.conf),
+      # counted for the slot listening on the attempt's port. Without it the
+      # gate judges the agent's probe.
+      access_log    = "/var/log/nginx/golive.json.log"
+      # haproxy instead (its counters for servers blue and green are read on
+      # the admin socket, with no more configuration):
       # kind         = "haproxy"
       # admin_socket = "/run/haproxy/admin.sock"
       # backend      = "api" # servers "blue" and "green" in this backend
