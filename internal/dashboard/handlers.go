@@ -37,6 +37,9 @@ var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"dict":  dict,
 }).ParseFS(assets, "assets/*.html"))
 
+// agentsEvery is the shortest time between two updates of a page's agents.
+const agentsEvery = 500 * time.Millisecond
+
 // sections are the parts of the page that live updates replace, by id.
 var sections = []string{"approval", "rollouts", "agents", "history", "audit"}
 
@@ -204,6 +207,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, v viewer) {
 	defer ping.Stop()
 	last := map[string]string{}
 	var ev bytes.Buffer
+	// The agents' table changes with every heartbeat flush of a large
+	// fleet: it goes at most every agentsEvery, the rest at once.
+	var lastAgents time.Time
+	var later <-chan time.Time
 	for {
 		snap, updated := s.current()
 		pd := s.pageData(v, snap, page)
@@ -217,10 +224,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, v viewer) {
 		}
 		ev.Reset()
 		for _, n := range names {
-			if last[n] != secs[n] {
-				writeEvent(&ev, n, secs[n])
-				last[n] = secs[n]
+			if last[n] == secs[n] {
+				continue
 			}
+			if n == "agents" {
+				if wait := agentsEvery - time.Since(lastAgents); wait > 0 {
+					if later == nil {
+						later = time.After(wait)
+					}
+					continue
+				}
+				lastAgents = time.Now()
+			}
+			writeEvent(&ev, n, secs[n])
+			last[n] = secs[n]
 		}
 		if ev.Len() > 0 {
 			if _, err := w.Write(ev.Bytes()); err != nil {
@@ -243,6 +260,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, v viewer) {
 				return
 			}
 			goto wait
+		case <-later:
+			later = nil
 		case <-updated:
 		}
 	}
