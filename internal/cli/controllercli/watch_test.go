@@ -197,7 +197,7 @@ func TestWatchPauseWaitHistory(t *testing.T) {
 	if code2 != 0 {
 		t.Fatalf("deploy --wait v2: exit %d\n%s%s", code2, waitOut, waitErr)
 	}
-	if !strings.Contains(waitErr, "wave 0 canary") || !strings.Contains(waitErr, "wave 1") || !strings.Contains(waitOut, "SUCCEEDED") {
+	if !strings.Contains(waitErr, ", canary ") || !strings.Contains(waitErr, ", wave 1 ") || !strings.Contains(waitOut, "SUCCEEDED") {
 		t.Errorf("deploy --wait progress (stderr):\n%s\nresult:\n%s", waitErr, waitOut)
 	}
 
