@@ -73,7 +73,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&co.addr, "addr", addr, "controller gRPC address (env GOLIVE_ADDR)")
 	root.PersistentFlags().StringVarP(&co.output, "output", "o", "text", "output format: text or json")
-	root.PersistentFlags().StringVar(&co.actor, "as", defaultActor(), "who you are, for the audit log")
+	root.PersistentFlags().StringVar(&co.actor, "as", defaultActor(), "who you are, for the audit log (without TLS; with mutual TLS your certificate names you)")
 	root.PersistentFlags().DurationVar(&co.timeout, "timeout", 15*time.Second, "RPC timeout")
 	root.PersistentFlags().StringVar(&co.tls.CA, "tls-ca", os.Getenv("GOLIVE_TLS_CA"), "CA certificate for mutual TLS (env GOLIVE_TLS_CA)")
 	root.PersistentFlags().StringVar(&co.tls.Cert, "tls-cert", os.Getenv("GOLIVE_TLS_CERT"), "your operator certificate; its name is your audit identity (env GOLIVE_TLS_CERT)")
@@ -90,6 +90,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		newDeployCmd(co), newRollbackCmd(co), newRolloutCmd(co),
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
 		newDashboardCmd(co), newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
+	root.AddCommand(newDNSCmd(co))
 	root.AddCommand(newDNSCmd(co))
 	cli.AddVersion(root)
 	root.RegisterFlagCompletionFunc("output", completeOutput)
@@ -172,6 +173,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "burst of control calls per identity")
 	f.Float64Var(&cfg.AcceptRate, "accept-rate", cfg.AcceptRate, "new connections accepted per second, to absorb reconnect storms (0: no pacing)")
 	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:7402; keep it private)")
+	f.StringVar(&cfg.DNSConfig, "dns-config", "", "HCL `FILE` of the DNS zones (TSIG keys), pools and failovers the controller manages (see deploy/examples/dns.hcl)")
 	f.StringVar(&cfg.DNSConfig, "dns-config", "", "HCL `FILE` of the DNS zones (TSIG keys), pools and failovers the controller manages (see deploy/examples/dns.hcl)")
 	lf.Add(cmd)
 	hideClientFlags(cmd)
@@ -407,7 +409,10 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 				fmt.Fprintf(w, "leader: %s   (answered by replica %s, version %s; this client %s)\n", orDash(resp.Leader), resp.Replica, orDash(resp.ControllerVersion), version.Version)
 				fmt.Fprintf(w, "agents: %d connected, %d lost\n", resp.AgentsConnected, resp.AgentsLost)
 				for _, r := range resp.Rollouts {
-					fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts))
+					fmt.Fprintf(w, "rollout %s: %s %s@%s by %s, %d hosts: %s\n", r.Id, r.Kind, r.Service, orDash(r.Release), r.CreatedBy, len(r.Hosts), displayState(r))
+					if next := nextStep(r); next != "" {
+						fmt.Fprintf(w, "  %s\n", next)
+					}
 				}
 				return nil
 			})
@@ -534,7 +539,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringVar(&req.Service, "service", "", "service name")
 	f.StringVar(&req.Release, "release", "", "release id")
 	f.StringVar(&req.ArtifactUrl, "artifact", "", "artifact URL (http, https, file)")
-	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (hex)")
+	f.StringVar(&req.Sha256, "sha256", "", "artifact sha256 (64 hex digits, as sha256sum prints)")
 	f.StringVar(&sigFile, "signature-file", "", "`FILE` of the artifact's ed25519 signature (the FILE.sig golive-controller sign writes); agents with trusted_keys require one")
 	f.StringVar(&hosts, "hosts", "", "comma-separated host ids (default: every host that runs the service, or --selector)")
 	f.StringVar(&selector, "selector", "", "agent labels key=value,... (all must match)")
@@ -547,7 +552,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.DurationVar(&deadline, "progress-deadline", rollout.DefaultProgressDeadline, "longest a wave (or the fleet rollback) may take")
 	f.StringVar(&weight, "weight", "", "blue-green hosts: send this share of each host's traffic (e.g. 10%) to the new slot for the --min-healthy bake before the full switch")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print the waves and their hosts only (needs no approval)")
-	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, print the outcome (exit 1 unless it succeeded)")
+	f.BoolVar(&wait, "wait", false, "wait until the rollout ends, showing its progress on stderr, then print the outcome (exit 1 unless it succeeded)")
 	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "pre-live check to skip (repeat or comma-separate; audited): "+strings.Join(preflight.Names, ", "))
 	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	cmd.RegisterFlagCompletionFunc("hosts", co.completeHosts)
@@ -657,7 +662,11 @@ func waitProgress(r *golivev1.Rollout) string {
 	line := fmt.Sprintf("rollout %s %s: %d/%d hosts done", r.Id, strings.ToLower(displayState(r)), hostsDone(r), len(r.Hosts))
 	for _, wv := range r.Waves {
 		if int(wv.Index) == int(r.CurrentWave) {
-			line += fmt.Sprintf(", wave %d %s %s (%s)", wv.Index, wv.Name, orDash(wv.State), strings.Join(wv.Hosts, ","))
+			name := wv.Name
+			if name == "" {
+				name = fmt.Sprintf("wave %d", wv.Index)
+			}
+			line += fmt.Sprintf(", %s %s (%s)", name, orDash(wv.State), strings.Join(wv.Hosts, ","))
 		}
 	}
 	if next := nextStep(r); next != "" {
