@@ -91,7 +91,6 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
 		newDashboardCmd(co), newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
 	root.AddCommand(newDNSCmd(co))
-	root.AddCommand(newDNSCmd(co))
 	cli.AddVersion(root)
 	root.RegisterFlagCompletionFunc("output", completeOutput)
 	setExamples(root)
@@ -173,7 +172,6 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.IntVar(&cfg.RateBurst, "rate-burst", cfg.RateBurst, "burst of control calls per identity")
 	f.Float64Var(&cfg.AcceptRate, "accept-rate", cfg.AcceptRate, "new connections accepted per second, to absorb reconnect storms (0: no pacing)")
 	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:7402; keep it private)")
-	f.StringVar(&cfg.DNSConfig, "dns-config", "", "HCL `FILE` of the DNS zones (TSIG keys), pools and failovers the controller manages (see deploy/examples/dns.hcl)")
 	f.StringVar(&cfg.DNSConfig, "dns-config", "", "HCL `FILE` of the DNS zones (TSIG keys), pools and failovers the controller manages (see deploy/examples/dns.hcl)")
 	lf.Add(cmd)
 	hideClientFlags(cmd)
