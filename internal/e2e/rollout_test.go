@@ -328,6 +328,12 @@ func TestRolloutSurvivesLeaderKill9AndStaleLeaderIsFenced(t *testing.T) {
 	// The stale leader, woken up, committed nothing: no wave, no rollback,
 	// no state change of the rollout came from it.
 	after := reps[lead].out.String()[contAt:]
+	// On a loaded machine the woken replica may win a later election
+	// fairly (the other's session lapsing in turn): what it does once it
+	// leads again is not stale. Judge only what it logged before.
+	if i := strings.Index(after, "golive-controller: leading:"); i >= 0 {
+		after = after[:i]
+	}
 	for _, committed := range []string{"wave started", "rolling back", "rollout state"} {
 		if strings.Contains(after, committed) {
 			t.Fatalf("the stale leader %s logged %q after SIGCONT:\n%s", lead, committed, after)
