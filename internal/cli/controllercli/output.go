@@ -53,10 +53,10 @@ func (o object) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(f.name)
+		k, _ := marshal(f.name)
 		b.Write(k)
 		b.WriteByte(':')
-		v, err := json.Marshal(f.value)
+		v, err := marshal(f.value)
 		if err != nil {
 			return nil, err
 		}
@@ -178,10 +178,21 @@ func screamingSnake(s string) string {
 	return strings.ToUpper(b.String())
 }
 
+// marshal is json.Marshal without HTML escaping ("<" stays "<").
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 // writeJSON prints v indented (one document) or compact on one line (a
 // stream of documents: `watch -o json`).
 func writeJSON(w io.Writer, v any, compact bool) error {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return err
 	}

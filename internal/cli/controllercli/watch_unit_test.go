@@ -52,13 +52,13 @@ func TestWatchKeyIgnoresTheBakeClock(t *testing.T) {
 }
 
 func TestJSONValueWords(t *testing.T) {
-	a := &golivev1.Agent{HostId: "web-1", FencingToken: 9, RecentResults: []*golivev1.CommandResult{{CommandId: "c1", Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK}}}
+	a := &golivev1.Agent{HostId: "web-1", FencingToken: 9, Address: "<a&b>", RecentResults: []*golivev1.CommandResult{{CommandId: "c1", Outcome: golivev1.CommandOutcome_COMMAND_OUTCOME_ROLLED_BACK}}}
 	var b strings.Builder
 	if err := writeJSON(&b, jsonValue(a), true); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{`"fencing_token":9`, `"outcome":"rolled_back"`} {
+	for _, want := range []string{`"fencing_token":9`, `"outcome":"rolled_back"`, `"address":"<a&b>"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("JSON lacks %s: %s", want, out)
 		}
