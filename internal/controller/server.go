@@ -406,7 +406,6 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	start(s.watchApproval)
 	start(s.flushBrake)
 	start(s.runElection)
-	start(s.expiryGauge)
 	start(s.dispatchCommands)
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -545,24 +544,6 @@ func (s *Server) watchApproval(ctx context.Context) {
 		}
 		s.hub.Broadcast(hub.ApprovalUpdate(ev.Approval, ev.Revision, ev.Reason))
 	})
-}
-
-func (s *Server) expiryGauge(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			u := s.hub.CurrentApproval()
-			if u.Active && u.ExpiresAt != nil {
-				s.metrics.ApprovalExpiry.Set(max(0, time.Until(u.ExpiresAt.AsTime()).Seconds()))
-			} else {
-				s.metrics.ApprovalExpiry.Set(0)
-			}
-		}
-	}
 }
 
 // holdsLeadership reports whether e's key leads, under a live session.

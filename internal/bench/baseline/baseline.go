@@ -46,7 +46,7 @@ func Main(args []string, stderr io.Writer) int {
 	ca := fs.String("tls-ca", "", "CA of the agents' and operators' certificates")
 	cert := fs.String("tls-cert", "", "server certificate")
 	key := fs.String("tls-key", "", "server key")
-	for _, ignored := range []string{"metrics-addr", "data-dir", "embedded-etcd-client", "embedded-etcd-peer", "heartbeat-interval", "pprof-addr"} {
+	for _, ignored := range []string{"metrics-addr", "data-dir", "embedded-etcd-client", "embedded-etcd-peer", "heartbeat-interval", "pprof-addr", "dashboard-addr"} {
 		fs.String(ignored, "", "accepted for the controller's command line; ignored")
 	}
 	if err := fs.Parse(args); err != nil {

@@ -189,7 +189,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.Kill {
 		res.Signal, sig = "SIGKILL", syscall.SIGKILL
 	}
-	if err := benchkit.RaiseNoFile(uint64(opts.N)*2 + 512); err != nil {
+	// One socket per agent, a quarter more for connections closing while
+	// their agents redial, and the probes.
+	if err := benchkit.RaiseNoFile(uint64(opts.N)*5/4 + 512); err != nil {
 		return res, err
 	}
 	dir, err := os.MkdirTemp("", "golive-reconnect-")

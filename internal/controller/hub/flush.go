@@ -18,10 +18,10 @@ import (
 //
 //	event                                           written
 //	connect (claim), disconnect (release)           in the same txn as presence/<host>
-//	release, state, slot, healthy, token changed    at the next flush (at once)
+//	release, state, slot, healthy changed           at the next flush (at once)
 //	stage (progress), result, first health data     at the next flush (at once)
-//	figures only (health/traffic windows, time)     every FiguresEvery (5 min) per agent;
-//	                                                while hot, with every heartbeat that moved them
+//	figures only (health/traffic windows, the       every FiguresEvery (5 min) per agent;
+//	token held, the heartbeat's time)               while hot, with every heartbeat that moved them
 //
 // A host is hot for HotFor (10 min) after a command was sent to it or it
 // reported on one: the hosts of a running rollout, whose gates need fresh
@@ -33,8 +33,11 @@ import (
 // store.MaxOps puts.
 //
 // The trade-off: a replica's view of an idle agent held by another replica
-// (health figures, last_heartbeat) is up to FiguresEvery old; whether it is
-// connected is not (presence/<host> is exact). The leader's gates read
+// (health figures, the token it holds, last_heartbeat) is up to
+// FiguresEvery old; whether it is connected is not (presence/<host> is
+// exact), and the replica holding the stream shows all of it live. The token
+// is only shown, never relied on: commands are fenced in etcd and checked by
+// the agent, so an approval change to 10,000 agents is not 10,000 writes. The leader's gates read
 // hosts that are hot, or served by the leader's own replica, fresh. At
 // 10,000 idle agents the steady cost is about 10,000/300 s = 33 puts/s in
 // one or two transactions per flush tick, instead of one put per agent per

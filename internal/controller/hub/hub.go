@@ -147,7 +147,7 @@ type agentConn struct {
 	mu     sync.Mutex
 	record *golivev1.Agent
 	// dirty: a field readers act on changed (release, state, slot,
-	// healthy, token, stage, results): written at the next flush.
+	// healthy, stage, results): written at the next flush.
 	dirty bool
 	// figures: only figures moved (health and traffic windows, last
 	// heartbeat): written once nextFigures is due, or at the next flush
@@ -340,6 +340,11 @@ func (h *Hub) Broadcast(u *golivev1.ApprovalUpdate) {
 	h.apMu.Unlock()
 
 	h.metrics.ApprovalActive.Set(b2f(u.Active))
+	if u.Active && u.ExpiresAt != nil {
+		h.metrics.ApprovalExpiry.SetDeadline(u.ExpiresAt.AsTime())
+	} else {
+		h.metrics.ApprovalExpiry.SetDeadline(time.Time{})
+	}
 	h.metrics.ApprovalToken.Set(float64(u.FencingToken))
 	h.metrics.Broadcasts.WithLabelValues(u.Reason).Inc()
 	h.mu.RLock()
@@ -540,10 +545,13 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		// heartbeat's time) are written every FiguresEvery, or with every
 		// heartbeat while the host is hot (a rollout's gate reads them).
 		c.mu.Lock()
-		changed := servicesChanged(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
+		changed := servicesChanged(c.record.Services, p.Heartbeat.Services)
 		// A new release's first health figures: a gate waits for them.
 		firstData := healthFirstData(c.record.Services, p.Heartbeat.Services)
-		moved := figuresMoved(c.record.Services, p.Heartbeat.Services)
+		// The token an agent holds is shown, never acted on (every
+		// command is fenced in etcd and checked by the agent): a figure,
+		// or an approval change to 10,000 agents would be 10,000 writes.
+		moved := figuresMoved(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
 		c.lastBeat = time.Now()

@@ -4,6 +4,9 @@
 package metrics
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,7 +14,7 @@ import (
 type Metrics struct {
 	AgentsConnected prometheus.Gauge
 	ApprovalActive  prometheus.Gauge
-	ApprovalExpiry  prometheus.Gauge
+	ApprovalExpiry  *Countdown
 	ApprovalToken   prometheus.Gauge
 	IsLeader        prometheus.Gauge
 	RpcTotal        *prometheus.CounterVec
@@ -41,7 +44,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		AgentsConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_controller_agents_connected", Help: "Agents with a live stream to this replica."}),
 		ApprovalActive:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_controller_approval_active", Help: "1 while automation is authorized."}),
-		ApprovalExpiry:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_controller_approval_expiry_seconds", Help: "Seconds until the live approval expires (0 when none)."}),
+		ApprovalExpiry:  &Countdown{},
 		ApprovalToken:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_controller_approval_fencing_token", Help: "Fencing token of the live approval (0 when none)."}),
 		IsLeader:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "golive_controller_is_leader", Help: "1 on the replica that leads."}),
 		RpcTotal:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_rpc_total", Help: "Control RPCs by method and status code."}, []string{"method", "code"}),
@@ -70,7 +73,30 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help: "etcd transactions that claimed agent presence, by kind (batch, batch_retry, single)."}, []string{"kind"})
 	reg.MustRegister(m.AgentRecordWrites, m.ClaimTxns)
 	reg.MustRegister(m.Rollouts, m.RolloutDuration, m.GateFailures, m.WaveDuration, m.HostsPerStage)
-	reg.MustRegister(m.AgentsConnected, m.ApprovalActive, m.ApprovalExpiry, m.ApprovalToken, m.IsLeader, m.RpcTotal, m.RpcDuration,
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "golive_controller_approval_expiry_seconds",
+		Help: "Seconds until the live approval expires (0 when none)."}, m.ApprovalExpiry.seconds))
+	reg.MustRegister(m.AgentsConnected, m.ApprovalActive, m.ApprovalToken, m.IsLeader, m.RpcTotal, m.RpcDuration,
 		m.EtcdErrors, m.Broadcasts, m.SlowDisconnects, m.RefusedConnects, m.DeploysRefused)
 	return m
+}
+
+// Countdown is a gauge of the seconds left until a deadline, computed when
+// it is scraped: no goroutine ticks it down between scrapes.
+type Countdown struct{ at atomic.Int64 }
+
+// SetDeadline sets the deadline; the zero time means none (the gauge is 0).
+func (c *Countdown) SetDeadline(t time.Time) {
+	if t.IsZero() {
+		c.at.Store(0)
+		return
+	}
+	c.at.Store(t.UnixNano())
+}
+
+func (c *Countdown) seconds() float64 {
+	at := c.at.Load()
+	if at == 0 {
+		return 0
+	}
+	return max(0, time.Until(time.Unix(0, at)).Seconds())
 }
