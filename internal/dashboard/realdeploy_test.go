@@ -142,7 +142,9 @@ func TestBrowserShowsARealDeployLive(t *testing.T) {
 	}
 	run(t, bctx, 60*time.Second, "pause the v2 rollout from the page",
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#rollout-%s button.pause`, dep2.Rollout.Id))),
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#rollout-%s button.pause`, dep2.Rollout.Id))),
+		// Clicked by script: a live update may replace the button between
+		// finding it and a click through the protocol.
+		eval(fmt.Sprintf(`document.querySelector('#rollout-%s button.pause').click()`, dep2.Rollout.Id)),
 		chromedp.WaitVisible(chromedp.ID("flash")),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#rollout-%s[data-paused="true"]`, dep2.Rollout.Id))))
 	au, err := ctl.ListAudit(ctx, &golivev1.ListAuditRequest{Action: "pause"})
