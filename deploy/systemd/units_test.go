@@ -55,13 +55,13 @@ func TestUnitsVerify(t *testing.T) {
 			name:        "golive-controller.service",
 			as:          "golive-controller.service",
 			binaries:    []string{"usr/bin/golive-controller"},
-			mustContain: []string{"Type=notify", "Restart=on-failure", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "serve --data-dir %S/golive-controller", "--config /etc/golive/controller.hcl", "User=golive"},
+			mustContain: []string{"Type=notify", "Restart=on-failure", "WatchdogSec=30s", "ProtectSystem=strict", "StateDirectory=golive-controller", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes", "serve --data-dir %S/golive-controller", "--config /etc/golive/controller.hcl", "User=golive"},
 		},
 		{
 			name:        "golive-agent.service",
 			as:          "golive-agent.service",
 			binaries:    []string{"usr/bin/golive-agent"},
-			mustContain: []string{"Type=notify", "Restart=on-failure", "StateDirectory=golive-agent", "StateDirectoryMode=0711", "run --config /etc/golive/agent.hcl"},
+			mustContain: []string{"Type=notify", "Restart=on-failure", "WatchdogSec=30s", "StateDirectory=golive-agent", "StateDirectoryMode=0711", "run --config /etc/golive/agent.hcl"},
 		},
 		{
 			name:        "golive-app@.service",

@@ -53,6 +53,7 @@ import (
 
 	"github.com/golive/golive/internal/deploystep"
 	"github.com/golive/golive/internal/version"
+	"github.com/golive/golive/internal/watchdog"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -267,7 +268,12 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		cfg.Ready(a)
 	}
 	daemon.SdNotify(false, daemon.SdNotifyReady)
+	wdCtx, wdStop := context.WithCancel(ctx)
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); watchdog.Run(wdCtx, nil) }() // systemd restarts a frozen agent
 	a.connectLoop(ctx)
+	wdStop()
+	<-wdDone
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	hs.Shutdown()
 	log.Info("agent stopped")

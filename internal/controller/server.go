@@ -66,6 +66,7 @@ import (
 	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/promsd"
 	"github.com/golive/golive/internal/state"
+	"github.com/golive/golive/internal/watchdog"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -416,6 +417,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 		cfg.Ready(s)
 	}
 	daemon.SdNotify(false, daemon.SdNotifyReady)
+	start(func(ctx context.Context) { watchdog.Run(ctx, nil) }) // systemd restarts a frozen controller
 
 	<-gctx.Done()
 	daemon.SdNotify(false, daemon.SdNotifyStopping)

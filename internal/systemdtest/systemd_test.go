@@ -235,6 +235,42 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		b.waitActive("golive-web", 10*time.Second)
 	})
 
+	t.Run("watchdog restarts a frozen agent", func(t *testing.T) {
+		b := b.on(t)
+		b.ready()
+		// The packaged unit's WatchdogSec is 30s; a drop-in makes it 3s here.
+		b.must("mkdir -p /run/systemd/system/golive-agent.service.d && printf '[Service]\nWatchdogSec=3s\n' > /run/systemd/system/golive-agent.service.d/wd.conf && systemctl daemon-reload && systemctl restart golive-agent")
+		t.Cleanup(func() {
+			b.sh("rm -f /run/systemd/system/golive-agent.service.d/wd.conf; systemctl daemon-reload; systemctl restart golive-agent")
+		})
+		b.ready()
+		before := b.out("systemctl show -P NRestarts golive-agent")
+		pid := b.out("systemctl show -P MainPID golive-agent")
+		// Fed while it runs: still the same process after several intervals.
+		b.waitFor("the agent fed its watchdog for 9s", 30*time.Second, func() (bool, string) {
+			since := b.out("systemctl show -P ActiveEnterTimestampMonotonic golive-agent")
+			now := b.out("cat /proc/uptime | cut -d' ' -f1")
+			var s, u float64
+			fmt.Sscan(since, &s)
+			fmt.Sscan(now, &u)
+			return u-s/1e6 > 9, "up " + fmt.Sprint(u-s/1e6) + "s"
+		})
+		if got := b.out("systemctl show -P MainPID golive-agent"); got != pid {
+			t.Fatalf("the agent was restarted while it fed its watchdog: pid %s, was %s", got, pid)
+		}
+		t0 := time.Now()
+		b.must("kill -STOP " + pid)
+		b.waitFor("the watchdog to restart the frozen agent", 60*time.Second, func() (bool, string) {
+			n := b.out("systemctl show -P NRestarts golive-agent")
+			active := b.out("systemctl is-active golive-agent")
+			return n != before && active == "active", "NRestarts=" + n + " " + active
+		})
+		t.Logf("timing: watchdog restart of a SIGSTOPped agent: %s", time.Since(t0).Round(100*time.Millisecond))
+		if out, _ := b.sh("journalctl -u golive-agent --no-pager | grep -i watchdog"); !strings.Contains(strings.ToLower(out), "watchdog") {
+			t.Fatalf("journal does not say the watchdog fired:\n%s", out)
+		}
+	})
+
 	t.Run("blue-green behind nginx", func(t *testing.T) {
 		b := b.on(t)
 		b.ready()
