@@ -207,8 +207,8 @@ func (d *dnsService) check(ctx context.Context, fence clientv3.Cmp, f *dnsconfig
 	now := time.Now()
 	live := ap.Active(now)
 	maxAge := 3*d.s.cfg.HeartbeatInterval + f.Check.Interval
-	chk := dnsfailover.Check{At: now, Primary: judgePool(d.cfg, d.cfg.Pool(f.Primary), agents, now, maxAge),
-		Secondary: judgePool(d.cfg, d.cfg.Pool(f.Secondary), agents, now, maxAge)}
+	chk := dnsfailover.Check{At: now, Primary: judgePool(d.cfg.Pool(f.Primary), agents, now, maxAge),
+		Secondary: judgePool(d.cfg.Pool(f.Secondary), agents, now, maxAge)}
 	d.metrics.checks.WithLabelValues(f.Name, string(chk.Primary.Verdict)).Inc()
 	p := dnsfailover.PolicyFrom(f)
 	st := dnsfailover.State{}
@@ -354,7 +354,7 @@ func poolHosts(pool *dnsconfig.Pool, agents map[string]*golivev1.Agent) []string
 }
 
 // judgePool is the pool's verdict from its agents' records at now.
-func judgePool(_ *dnsconfig.Config, pool *dnsconfig.Pool, list []*golivev1.Agent, now time.Time, maxAge time.Duration) dnsfailover.Health {
+func judgePool(pool *dnsconfig.Pool, list []*golivev1.Agent, now time.Time, maxAge time.Duration) dnsfailover.Health {
 	agents := make(map[string]*golivev1.Agent, len(list))
 	for _, a := range list {
 		agents[a.HostId] = a
