@@ -413,8 +413,18 @@ func TestDNSAutomaticFailover(t *testing.T) {
 		t.Fatalf("without approval the leader changed the record: %v", got)
 	}
 
-	// Under an approval: switch.
+	if m := scrape(t, e.c); !strings.Contains(m, `golive_controller_dns_failover_alert{kind="recommend",name="www.example.test."} 1`) {
+		t.Fatalf("metrics during a recommendation:\n%s", m)
+	}
+
+	// Under an approval: the primary recovers, then fails again; the
+	// switch comes at the threshold's check, not before, not later.
+	agents["web-1"].healthy.Store(true)
+	agents["web-2"].healthy.Store(true)
+	testenv.WaitFor(t, 30*time.Second, "the primary healthy again", func() bool { return e.show(t).Failover.Good >= 1 })
 	token = e.authorize(t)
+	agents["web-1"].healthy.Store(false)
+	agents["web-2"].healthy.Store(false)
 	testenv.WaitFor(t, 60*time.Second, "the record switched to green", func() bool {
 		r := e.show(t)
 		return slices.Equal(r.ServedValues, dnsGreen) && r.Failover.Active == "green"
@@ -425,10 +435,14 @@ func TestDNSAutomaticFailover(t *testing.T) {
 	}
 	audits := e.audit(t, "dns_automatic")
 	if len(audits) != 2 || audits[1].Outcome != "confirmed" || !strings.Contains(audits[1].Reason, "0/2 hosts healthy") ||
-		!strings.Contains(audits[1].Reason, "consecutive checks") || !strings.Contains(audits[1].Detail, fmt.Sprintf("fencing_token=%d", token)) {
+		!strings.Contains(audits[1].Reason, "on 3 consecutive checks") || !strings.Contains(audits[1].Detail, fmt.Sprintf("fencing_token=%d", token)) {
 		t.Fatalf("audit of the automatic switch: %v", audits)
 	}
 	testenv.WaitFor(t, 30*time.Second, "the dns_switched webhook", func() bool { return len(e.hook.events("dns_switched")) > 0 })
+	if m := scrape(t, e.c); !strings.Contains(m, `golive_controller_dns_failover_state{name="www.example.test.",pool="green"} 1`) ||
+		!strings.Contains(m, `golive_controller_dns_failover_switches_total{name="www.example.test.",source="automatic"} 1`) {
+		t.Fatalf("metrics after the switch:\n%s", m)
+	}
 
 	// Failback is manual: a healthy primary is recommended, not switched to.
 	agents["web-1"].healthy.Store(true)
