@@ -156,8 +156,8 @@ func TestFrozenAgentMidDeploy(t *testing.T) {
 		r = g.Rollout
 		return r.State == "rolling_back" || r.State == "rolled_back" || r.State == "failed"
 	})
-	t.Logf("rollout %s %s %s after SIGSTOP: %s", id, r.State, (time.Since(frozen)).Round(time.Millisecond), r.Reason)
-	_ = gateAfter
+	t.Logf("rollout %s %s %s after SIGSTOP (%s after the host was shown lost): %s", id, r.State, time.Since(frozen).Round(time.Millisecond),
+		gateAfter.Round(time.Millisecond), r.Reason)
 	if !strings.Contains(r.Reason, host+" is lost") {
 		t.Errorf("rollout reason %q does not name the lost host", r.Reason)
 	}
@@ -173,7 +173,7 @@ func TestFrozenAgentMidDeploy(t *testing.T) {
 	// serves, and the controller shows exactly that.
 	var final *golivev1.Agent
 	served := ""
-	settle := testenv.WaitFor(t, 90*time.Second, host+" settled and shown as it is", func() bool {
+	testenv.WaitFor(t, 90*time.Second, host+" settled and shown as it is", func() bool {
 		final = agentOf()
 		served = h.answers()
 		if final == nil || final.State != "connected" || final.FencingToken == 0 || len(final.Services) != 1 {
@@ -183,7 +183,7 @@ func TestFrozenAgentMidDeploy(t *testing.T) {
 		return served != "" && s.State == "running" && s.CurrentRelease == served && len(final.RecentResults) > 0 &&
 			final.RecentResults[0].CommandId != "" && !strings.HasPrefix(final.RecentResults[0].CommandId, "pf-") && unackedGone(final, r)
 	})
-	t.Logf("settled %s after SIGCONT: host serves %s, agents shows %s %s", settle.Round(time.Millisecond), served,
+	t.Logf("rollout %s and the host settled %s after SIGCONT: host serves %s, agents shows %s %s", r.State, time.Since(thawedAt).Round(time.Millisecond), served,
 		final.Services[0].CurrentRelease, final.Services[0].State)
 	if served != "v1" {
 		t.Errorf("after the rollback the host serves %q, want v1", served)
