@@ -20,6 +20,9 @@ package controller
 //	             approval's token, audited with the figures; Apply; result,
 //	             dnsfailover.Applied; webhook, metrics
 //
+// Checks start 3 heartbeat intervals after the replica took the lead, so
+// that agents reconnecting after a restart are not judged as lost.
+//
 // A host of a pool is healthy when its agent is connected, its heartbeat
 // fresh, and every service on it passes its probe (fresh) with its real
 // traffic, when the load balancer is read, under dnsMaxErrorRate. A host
@@ -170,6 +173,16 @@ func (d *dnsService) startFailover(ctx context.Context, leaderKey string, leader
 func (d *dnsService) runFailover(ctx context.Context, fence clientv3.Cmp, f *dnsconfig.Failover) {
 	log := d.log.Named("failover").With("name", f.Name)
 	log.Info("dns failover watching", "primary", f.Primary, "secondary", f.Secondary, "interval", f.Check.Interval, "threshold", f.Check.Threshold, "failback", f.Failback)
+	// A new leader first lets the fleet reconnect (after a restart of
+	// every replica, agents come back over a few heartbeats): judged
+	// earlier, pools whose agents are still reconnecting would look bad.
+	warm := time.NewTimer(3 * d.s.cfg.HeartbeatInterval)
+	select {
+	case <-ctx.Done():
+		warm.Stop()
+		return
+	case <-warm.C:
+	}
 	t := time.NewTicker(f.Check.Interval)
 	defer t.Stop()
 	for {
