@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +55,11 @@ func start(t *testing.T, name string, bin string, args ...string) *proc {
 
 func startEnv(t *testing.T, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	if filepath.Base(bin) == "golive-controller" && len(args) > 0 && args[0] == "serve" && !slices.Contains(args, "--data-dir") {
+		// With external etcd the controller still keeps files of its own
+		// (the brake, the dashboard's key): never in the source tree.
+		args = append(args, "--data-dir", t.TempDir())
+	}
 	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}}
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
