@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -154,7 +155,11 @@ func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout
 	spec := specFrom(req)
 	spec.Gate.Analysis = len(metrics) > 0
 	sched, err := rollout.Plan(planHosts(agents), spec)
-	if err != nil {
+	switch {
+	case errors.Is(err, rollout.ErrUnavailable):
+		// A lost host is the fleet's state, not a bad request.
+		return rollout.Schedule{}, nil, fmt.Errorf("%w: %v", apierr.ErrConflict, err)
+	case err != nil:
 		return rollout.Schedule{}, nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
 	}
 	// A host whose rollback from an earlier rollout is still queued (it was
