@@ -723,7 +723,9 @@ func (h *Hub) release(c *agentConn) {
 	n := len(h.conns)
 	h.mu.Unlock()
 	h.metrics.AgentsConnected.Set(float64(n))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The hub's context: a shutdown ends the streams (and so runs this)
+	// before it closes the hub, and a closed hub does not wait on etcd.
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
 	c.mu.Lock()
 	rec, _ := protojson.Marshal(c.record)
