@@ -50,10 +50,10 @@ import (
 
 // Webhook kinds of the DNS failover.
 const (
-	kindDNSSwitched      notify.Kind = "dns_switched"
-	kindDNSRecommend     notify.Kind = "dns_failover_recommended"
-	kindDNSHold          notify.Kind = "dns_failover_held"
-	kindDNSSwitchFailure notify.Kind = "dns_switch_failed"
+	kindDNSSwitched      = notify.KindDNSSwitched
+	kindDNSRecommend     = notify.KindDNSFailoverRecommended
+	kindDNSHold          = notify.KindDNSFailoverHeld
+	kindDNSSwitchFailure = notify.KindDNSSwitchFailed
 )
 
 // dnsMaxErrorRate is the real-traffic error rate above which a host is

@@ -25,6 +25,11 @@ const (
 	KindRolledBack       Kind = "rolled_back"
 	KindRolloutSucceeded Kind = "rollout_succeeded"
 	KindRolloutHalted    Kind = "rollout_halted"
+	// DNS failover (internal/controller/dnsfailover.go).
+	KindDNSSwitched            Kind = "dns_switched"
+	KindDNSFailoverRecommended Kind = "dns_failover_recommended"
+	KindDNSFailoverHeld        Kind = "dns_failover_held"
+	KindDNSSwitchFailed        Kind = "dns_switch_failed"
 )
 
 // Kinds lists every Kind, in the order of a rollout's life.
@@ -32,6 +37,7 @@ var Kinds = []Kind{
 	KindApprovalGranted, KindApprovalRevoked, KindApprovalExpired,
 	KindRolloutStarted, KindWavePassed, KindGateFailed, KindRolledBack,
 	KindRolloutSucceeded, KindRolloutHalted,
+	KindDNSSwitched, KindDNSFailoverRecommended, KindDNSFailoverHeld, KindDNSSwitchFailed,
 }
 
 // Valid reports whether k is one of Kinds.
