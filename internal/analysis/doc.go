@@ -11,8 +11,8 @@
 // new leader resumes a run from the stored State exactly.
 //
 //	Start --> running --Step/Record--> passed  (every metric took Count
-//	             |                              conclusive measurements
-//	             |                              within its failure_limit)
+//	             |                              passing measurements, with at
+//	             |                              most failure_limit failures)
 //	             +--> failed (a metric's failures > failure_limit, its
 //	             |            consecutive errors > consecutive_error_limit,
 //	             |            or its query refused by Prometheus)

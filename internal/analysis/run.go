@@ -264,7 +264,10 @@ func (s *State) record(i int, at time.Time, res Result, err error) {
 			mr.fail(fmt.Sprintf("%d failed measurement(s) (failure_limit %d); last: %s", mr.Failures, m.FailureLimit, meas.Message))
 		}
 	}
-	if mr.Phase == PhaseRunning && mr.Conclusive >= m.Count {
+	// A pass needs Count passing measurements: failures (up to
+	// failure_limit) never count towards it, so no failure_limit, however
+	// large, lets a run of failures pass.
+	if mr.Phase == PhaseRunning && mr.Passes >= m.Count {
 		mr.Phase = PhasePassed
 		mr.Next = time.Time{}
 		mr.Reason = fmt.Sprintf("%d of %d measurements passed (failure_limit %d)", mr.Passes, mr.Conclusive, m.FailureLimit)

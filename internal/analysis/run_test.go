@@ -101,7 +101,7 @@ func TestRecordVerdicts(t *testing.T) {
 	}{
 		{"pass", testMetric(nil), []fakeAnswer{scalar(0), vector(0.001), scalar(0.01)}, PhasePassed, "3 of 3 measurements passed", VerdictPass},
 		{"fail_if breach", testMetric(nil), []fakeAnswer{scalar(0), vector(0.5)}, PhaseFailed, "value 0.5 breaches fail_if > 0.01", VerdictFail},
-		{"failure limit tolerates", testMetric(func(m *Metric) { m.FailureLimit = 1 }), []fakeAnswer{vector(0.5), vector(0), vector(0)}, PhasePassed, "2 of 3 measurements passed (failure_limit 1)", VerdictPass},
+		{"failure limit tolerates", testMetric(func(m *Metric) { m.FailureLimit = 1 }), []fakeAnswer{vector(0.5), vector(0), vector(0), vector(0)}, PhasePassed, "3 of 4 measurements passed (failure_limit 1)", VerdictPass},
 		{"failure limit exceeded", testMetric(func(m *Metric) { m.FailureLimit = 1 }), []fakeAnswer{vector(0.5), vector(0), vector(0.7)}, PhaseFailed, "2 failed measurement(s) (failure_limit 1)", VerdictFail},
 		{"success_if", testMetric(func(m *Metric) { m.FailIf, m.SuccessIf, m.Count = nil, &Condition{OpGE, 0.99}, 1 }), []fakeAnswer{vector(0.995)}, PhasePassed, "1 of 1", VerdictPass},
 		{"success_if miss", testMetric(func(m *Metric) { m.FailIf, m.SuccessIf = nil, &Condition{OpGE, 0.99} }), []fakeAnswer{vector(0.9)}, PhaseFailed, "value 0.9 breaches success_if >= 0.99", VerdictFail},
@@ -146,6 +146,20 @@ func TestRecordVerdicts(t *testing.T) {
 				t.Errorf("ended run: done %v ended %v next %v", s.Done(), s.EndedAt, s.NextAt())
 			}
 		})
+	}
+}
+
+// TestFailuresNeverCountTowardsAPass: with a failure_limit at or above
+// count, a run of failures and empty answers does not pass (a pass needs
+// count passing measurements); cut short, it fails.
+func TestFailuresNeverCountTowardsAPass(t *testing.T) {
+	m := testMetric(func(m *Metric) { m.FailureLimit = 6 })
+	s := drive(t, m, vector(), vector(0.5), vector(), vector(0.5), vector())
+	if s.Passed() || s.Phase != PhaseRunning {
+		t.Fatalf("after 5 failing answers (count %d, failure_limit 6): %s", m.Count, s.Summary())
+	}
+	if s = s.Cut(t0.Add(time.Hour), "bake window ended"); s.Passed() || s.Phase != PhaseFailed {
+		t.Fatalf("cut short: %s", s.Summary())
 	}
 }
 
