@@ -697,7 +697,11 @@ func (a *Agent) start(cmd *golivev1.Command) {
 			}()
 		}
 		if res.Outcome == deploystep.OutcomeSucceeded || res.Outcome == deploystep.OutcomeRolledBack {
-			s.traffic.resetRestart() // restart mode: the window is the new release's from now
+			slot := ""
+			if s.ActiveSlot != nil {
+				slot = s.ActiveSlot()
+			}
+			s.traffic.resetServing(slot) // the serving slot's window is the new release's from now
 		}
 		rp := resultProto(svc, res)
 		a.mu.Lock()

@@ -184,15 +184,18 @@ func (t *serviceTraffic) stop() {
 	t.wg.Wait()
 }
 
-// resetRestart starts a restart-mode service's window again: another
-// release is live on its only slot. A blue-green slot's window is kept: a
-// slot runs one release from its start to its stop.
-func (t *serviceTraffic) resetRestart() {
+// resetServing starts the window of the slot that serves now (slot; ""
+// for a restart-mode service) again, once a step put a release live there:
+// a gate judges that release's requests only. A blue-green slot is reused
+// — a later deploy starts its release in the slot an earlier one left —
+// so its window must not carry the previous release's requests (nor the
+// 502s a router logged before any release was live).
+func (t *serviceTraffic) resetServing(slot string) {
 	if t == nil {
 		return
 	}
 	for _, s := range t.slots {
-		if s.name == "" {
+		if s.name == "" || s.name == slot {
 			s.window.Reset()
 		}
 	}

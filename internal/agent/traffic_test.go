@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"github.com/golive/golive/internal/traffic"
 	"io"
 	"net/http"
 	"os"
@@ -129,7 +130,7 @@ func TestTrafficNginxRestart(t *testing.T) {
 	if got := gathered(t, reg, "golive_agent_traffic_errors_total", "api", ""); got != 1 {
 		t.Fatalf("golive_agent_traffic_errors_total = %v, want 1", got)
 	}
-	st.resetRestart()
+	st.resetServing("")
 	if p := st.proto(); p.Slots[0].Requests != 0 || p.Slots[0].WindowSeconds > 1 {
 		t.Fatalf("after a new release: %v", p)
 	}
@@ -162,7 +163,7 @@ func TestNoTraffic(t *testing.T) {
 			if err != nil || st != nil || st.proto() != nil {
 				t.Fatalf("got %v, %v; want none", st, err)
 			}
-			st.resetRestart() // a nil one is fine
+			st.resetServing("") // a nil one is fine
 		})
 	}
 }
@@ -195,4 +196,21 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, service, slot string
 	}
 	t.Fatalf("no %s{service=%q,slot=%q}", name, service, slot)
 	return 0
+}
+
+// TestResetServingSlotOnly: once a release is live in a blue-green slot,
+// that slot's window starts again (it may hold an earlier release's
+// requests: slots are reused) and the other slot's is kept.
+func TestResetServingSlotOnly(t *testing.T) {
+	blue, green := traffic.NewWindow(traffic.WindowOptions{}), traffic.NewWindow(traffic.WindowOptions{})
+	st := &serviceTraffic{source: "nginx", slots: []trafficSlot{{name: "blue", window: blue}, {name: "green", window: green}},
+		observed: func() (time.Time, string) { return time.Now(), "" }}
+	now := time.Now()
+	blue.Observe(now, time.Millisecond, true) // an earlier release's 500 in blue
+	green.Observe(now, time.Millisecond, false)
+	st.resetServing("blue")
+	p := st.proto()
+	if p.Slots[0].Slot != "blue" || p.Slots[0].Requests != 0 || p.Slots[1].Slot != "green" || p.Slots[1].Requests != 1 {
+		t.Fatalf("after blue went live: %v", p)
+	}
 }
