@@ -603,13 +603,9 @@ scrape_configs:
 
 // TestTrafficGateSlotReuse: a good release deployed right after a bad one
 // was rolled back lands in the bad one's slot, and must be judged on its
-// own requests. It fails today: a blue-green slot's traffic window (30s)
-// is not reset when a new release starts in it, so v2 is judged on v4's
-// 500s. Set GOLIVE_KNOWN_BUGS=1 to run it.
+// own requests (the agent starts the serving slot's window again once a
+// release is live in it).
 func TestTrafficGateSlotReuse(t *testing.T) {
-	if os.Getenv("GOLIVE_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a blue-green slot's traffic window is not reset when a release starts in it (set GOLIVE_KNOWN_BUGS=1 to run)")
-	}
 	e := startGateEnv(t, "")
 	h := e.startGateHost(t, "reuse-1", "nginx", true)
 	l := e.deployV1(t, h)

@@ -692,15 +692,24 @@ func gateStatus(st rollout.State, obs rollout.Observation, now time.Time) *goliv
 	n := 0
 	for _, id := range st.Touched() {
 		h := obs.Hosts[id]
-		if !h.Health.HasData || h.Lost {
+		// What the gate judges: the load balancer's counts when the host
+		// has them, else the probe.
+		reqs, bad, avg, ok := h.Health.Requests, h.Health.Errors, h.Health.AvgLatency, h.Health.HasData
+		if h.Traffic.HasData {
+			reqs, bad, avg, ok = h.Traffic.Requests, h.Traffic.Errors, h.Traffic.AvgLatency, h.Traffic.Err == ""
+		}
+		if !ok || h.Lost {
 			g.Passing = false
 			g.Detail = "host " + id + " has no health data"
 			continue
 		}
-		req += h.Health.Requests
-		errs += h.Health.Errors
-		lat += h.Health.AvgLatency
+		req += reqs
+		errs += bad
+		lat += avg
 		n++
+	}
+	if j := st.JudgedOn[st.Wave]; j != "" && g.Detail == "" {
+		g.Detail = "judged on " + j
 	}
 	if req > 0 {
 		g.ErrorRate = float64(errs) / float64(req)
