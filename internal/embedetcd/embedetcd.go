@@ -127,14 +127,6 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	// cluster and make leader loss visible within a few seconds.
 	cfg.TickMs = 100
 	cfg.ElectionMs = 1000
-	if c.InitialCluster == "" {
-		// One member has no peer to detect or to be detected by: a slow
-		// tick costs nothing but keeps the idle controller idle (raft
-		// ticks 2 times a second, not 10). Its first election is still
-		// one tick after start.
-		cfg.TickMs = 500
-		cfg.ElectionMs = 5000
-	}
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
