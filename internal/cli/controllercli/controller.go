@@ -688,6 +688,40 @@ func printRollout(w io.Writer, r *golivev1.Rollout) {
 	}
 	tw.Flush()
 	printRolloutPreflight(w, r)
+	printJudged(w, r)
+	printAnalysis(w, r, 0)
+}
+
+// printJudged says what each wave's gate judged (traffic, probe, promql).
+func printJudged(w io.Writer, r *golivev1.Rollout) {
+	for _, wv := range r.Waves {
+		if wv.JudgedOn != "" {
+			fmt.Fprintf(w, "wave %d (%s) judged on %s\n", wv.Index, wv.Name, wv.JudgedOn)
+		}
+	}
+}
+
+// printAnalysis lists the PromQL analysis's measurements (the last n; 0:
+// all): query as sent, time, value, verdict.
+func printAnalysis(w io.Writer, r *golivev1.Rollout, n int) {
+	a := r.Analysis
+	if a == nil {
+		return
+	}
+	fmt.Fprintf(w, "PromQL analysis of wave %d: %s: %s\n", a.Wave, a.Phase, a.Summary)
+	for _, note := range a.Notes {
+		fmt.Fprintln(w, "  note: "+note)
+	}
+	ms := a.Measurements
+	if n > 0 && len(ms) > n {
+		ms = ms[len(ms)-n:]
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  METRIC\tAT\tVALUE\tVERDICT\tQUERY / MESSAGE")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s: %s\n", m.Metric, m.At.AsTime().Local().Format("15:04:05"), orDash(m.Value), m.Verdict, m.Query, m.Message)
+	}
+	tw.Flush()
 }
 
 // printRolloutPreflight sums up the rollout's pre-live checks and lists the

@@ -183,7 +183,23 @@ func healthWord(s *golivev1.ServiceState) string {
 	if !h.Healthy {
 		word = "FAILING"
 	}
-	return fmt.Sprintf("%s %d/%d err %.0fms", word, h.Errors, h.Requests, h.AvgLatencyMs)
+	out := fmt.Sprintf("%s %d/%d err %.0fms", word, h.Errors, h.Requests, h.AvgLatencyMs)
+	if t := servingTraffic(s); t != nil {
+		// What users see, by the load balancer's count (what gates judge).
+		out += fmt.Sprintf("; real %d/%d err %.0fms", t.Errors, t.Requests, t.AvgLatencyMs)
+	}
+	return out
+}
+
+// servingTraffic is the real-traffic window of the slot that serves s
+// (nil without a load balancer the agent reads).
+func servingTraffic(s *golivev1.ServiceState) *golivev1.SlotTraffic {
+	for _, t := range s.GetTraffic().GetSlots() {
+		if t.Slot == s.ActiveSlot {
+			return t
+		}
+	}
+	return nil
 }
 
 func hostStage(h *golivev1.HostProgress, live map[string]hostLive) string {
@@ -292,6 +308,10 @@ func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse, live map[strin
 	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
 		fmt.Fprintln(w, truncate(fmt.Sprintf("\ngate (wave %d): baked %.0fs/%.0fs  error rate %.3f%%  avg latency %.1f ms  %s",
 			g.Wave, g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs, g.Detail), width))
+	}
+	if r.Analysis != nil {
+		fmt.Fprintln(w)
+		printAnalysis(w, r, 5)
 	}
 	fmt.Fprintln(w)
 	rows := [][]string{{"HOST", "STATE", "STAGE", "HEALTH", "ERROR"}}
