@@ -95,6 +95,10 @@ func (c *control) Revoke(ctx context.Context, req *golivev1.RevokeRequest) (*gol
 		resp, err := c.s.revokeDuringOutage(actor, src, req.Reason)
 		return resp, apierr.ToStatus(err)
 	}
+	// Agents drop the token before etcd commits the revoke: the safe
+	// direction, and the stop no longer waits for the commit. The etcd
+	// write below makes it final (or the brake records it).
+	c.s.hub.Broadcast(&golivev1.ApprovalUpdate{Revision: c.s.hub.CurrentApproval().Revision, Reason: "revoked"})
 	// The brake must answer within 2 s: if etcd does not take the revoke
 	// by then, it is recorded on this replica and written later.
 	rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
