@@ -188,7 +188,7 @@ func (m *Manager) Flush(ctx context.Context) (revoked []int64, err error) {
 			} else if err == nil {
 				ended = cur.Token
 				revoked = append(revoked, cur.Token)
-				m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
+				m.dropLease(ctx, clientv3.LeaseID(cur.LeaseID))
 			}
 		}
 		if err := m.brake.done(p, ended); err != nil {

@@ -65,13 +65,13 @@ func (m *Manager) Extend(ctx context.Context, actor, source, phrase string, ttl 
 	ops := []clientv3.Op{clientv3.OpPut(m.keys.Approval(), string(b), clientv3.WithLease(lease.ID))}
 	_, resp, err := m.audit.Append(ctx, entry, cmps, ops)
 	if err != nil {
-		m.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		m.dropLease(ctx, lease.ID)
 		if errors.Is(err, audit.ErrPrecondition) {
 			return Approval{}, 0, fmt.Errorf("%w: the approval (token %d) was revoked or replaced meanwhile; run `golive-controller approval`", ErrNotActive, cur.Token)
 		}
 		return Approval{}, 0, err
 	}
 	// The key no longer uses the old lease: drop it.
-	m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
+	m.dropLease(ctx, clientv3.LeaseID(cur.LeaseID))
 	return Approval{Record: rec, Token: cur.Token}, resp.Header.Revision, nil
 }

@@ -120,7 +120,7 @@ func (m *Manager) Grant(ctx context.Context, actor, source, phrase string, ttl t
 	}
 	_, resp, err := m.audit.Append(ctx, entry, cmps, ops)
 	if err != nil {
-		m.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		m.dropLease(ctx, lease.ID)
 		if errors.Is(err, audit.ErrPrecondition) {
 			return Approval{}, fmt.Errorf("%w: another operator authorized at the same moment; run `golive-controller approval`", ErrAlreadyActive)
 		}
@@ -128,7 +128,7 @@ func (m *Manager) Grant(ctx context.Context, actor, source, phrase string, ttl t
 	}
 	if cur.Token != 0 {
 		m.markEnded(ctx, cur, "expired", "system", "")
-		m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
+		m.dropLease(ctx, clientv3.LeaseID(cur.LeaseID))
 	}
 	return Approval{Record: rec, Token: resp.Header.Revision}, nil
 }
@@ -169,7 +169,7 @@ func (m *Manager) RevokeRev(ctx context.Context, actor, source, reason string) (
 		}
 		// The key is gone; dropping the lease is housekeeping, done in the
 		// background so the caller can push the revoke to agents at once.
-		go m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(cur.LeaseID))
+		m.dropLease(ctx, clientv3.LeaseID(cur.LeaseID))
 		return cur.Token, resp.Header.Revision, nil
 	}
 }
@@ -234,7 +234,7 @@ func (m *Manager) EndExpired(ctx context.Context, a Approval) error {
 		return err
 	}
 	if ended && a.LeaseID != 0 {
-		m.cli.Revoke(context.WithoutCancel(ctx), clientv3.LeaseID(a.LeaseID))
+		m.dropLease(ctx, clientv3.LeaseID(a.LeaseID))
 	}
 	return nil
 }
@@ -408,4 +408,13 @@ func (m *Manager) watchOnce(ctx context.Context, fn func(Event)) error {
 			}
 		}
 	}
+}
+
+// dropLease revokes a lease the approval no longer needs (housekeeping:
+// the lease would expire anyway). It is bounded, survives the caller's
+// cancellation for that bound, and starts no goroutine of its own.
+func (m *Manager) dropLease(ctx context.Context, id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	m.cli.Revoke(ctx, id)
 }
