@@ -27,7 +27,7 @@ func TestRolloutShowsWhatItWasJudgedOn(t *testing.T) {
 		}
 	}
 	s := &golivev1.ServiceState{Name: "app", CurrentRelease: "v4", ActiveSlot: "green",
-		Health: &golivev1.HealthWindow{Requests: 10, Healthy: true, AvgLatencyMs: 2},
+		Health:  &golivev1.HealthWindow{Requests: 10, Healthy: true, AvgLatencyMs: 2},
 		Traffic: &golivev1.TrafficWindow{Source: "nginx", Slots: []*golivev1.SlotTraffic{{Slot: "blue", Requests: 9}, {Slot: "green", Requests: 200, Errors: 10, AvgLatencyMs: 5}}}}
 	if got := healthWord(s); !strings.Contains(got, "real 10/200 err 5ms") {
 		t.Fatalf("health = %q, want the serving slot's real traffic", got)
