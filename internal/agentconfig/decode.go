@@ -41,11 +41,11 @@ func Load(path string) (*Config, error) {
 func Parse(src []byte, filename string) (*Config, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, fromDiags("", diags).err()
+		return nil, fromDiags("", diags).Err()
 	}
 	if body, ok := file.Body.(*hclsyntax.Body); ok {
 		if diags := hugeLiterals(body); diags.HasErrors() {
-			return nil, fromDiags("", diags).err()
+			return nil, fromDiags("", diags).Err()
 		}
 	}
 	// Decode what the schema accepts even when some of it is wrong, so that
@@ -53,7 +53,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	var raw fileHCL
 	d := &decoder{errs: fromDiags("", gohcl.DecodeBody(file.Body, nil, &raw))}
 	cfg := d.config(&raw)
-	if err := d.errs.err(); err != nil {
+	if err := d.errs.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil

@@ -37,7 +37,7 @@ func ValidName(s string) bool { return nameRe.MatchString(s) }
 func (c *Config) Validate() error {
 	v := &validator{}
 	v.config(c)
-	return v.errs.err()
+	return v.errs.Err()
 }
 
 type validator struct {

@@ -54,7 +54,7 @@ func Load(path string) (*Config, error) {
 func Parse(src []byte, filename string) (*Config, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, fromDiags("", diags).err()
+		return nil, fromDiags("", diags).Err()
 	}
 	var raw fileHCL
 	d := &decoder{errs: fromDiags("", gohcl.DecodeBody(file.Body, nil, &raw)), dir: filepath.Dir(filename)}
@@ -68,7 +68,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	for _, f := range raw.Failovers {
 		c.Failovers = append(c.Failovers, d.failover(f))
 	}
-	if err := d.errs.err(); err != nil {
+	if err := d.errs.Err(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -86,7 +86,7 @@ func (c *Config) LoadSecrets() error {
 		}
 		z.Key.Secret = s
 	}
-	return es.err()
+	return es.Err()
 }
 
 // The *HCL types are the file's schema for gohcl. Attributes are kept as

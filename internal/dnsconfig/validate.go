@@ -150,7 +150,7 @@ func (c *Config) Validate() error {
 			fail(f.pos, "ttl", ff("ttl"), "%s is more than max_ttl %s: resolvers would keep a failed-over record too long", f.TTL, f.MaxTTL)
 		}
 	}
-	return es.err()
+	return es.Err()
 }
 
 func joinAlgorithms() string {
