@@ -299,10 +299,11 @@ func (a *Agent) Status() Status {
 // services reports each configured service's state.
 func (a *Agent) services() []*golivev1.ServiceState {
 	a.mu.Lock()
-	busy := map[string]*inflightCmd{}
-	ids := map[string]string{}
+	// Copied under the lock: a step's stage changes while it runs.
+	busy := map[string]bool{}
+	ids, stages := map[string]string{}, map[string]string{}
 	for id, c := range a.inflight {
-		busy[c.service], ids[c.service] = c, id
+		busy[c.service], ids[c.service], stages[c.service] = true, id, c.stage
 	}
 	a.mu.Unlock()
 	var out []*golivev1.ServiceState
@@ -320,8 +321,8 @@ func (a *Agent) services() []*golivev1.ServiceState {
 			}
 		}
 		switch {
-		case busy[sv.Name] != nil:
-			st.State, st.CommandId, st.Stage = "deploying", ids[sv.Name], busy[sv.Name].stage
+		case busy[sv.Name]:
+			st.State, st.CommandId, st.Stage = "deploying", ids[sv.Name], stages[sv.Name]
 		case sv.Manager != nil && sv.Manager.Running():
 			st.State = "running"
 		case sv.Manager != nil:
