@@ -19,6 +19,9 @@
 metric "traffic-error-ratio" {
   query    = "sum(rate(golive_agent_traffic_errors_total{host=~\"{{hosts_regex}}\",service=\"{{service}}\",slot=\"{{slot}}\"}[1m])) / sum(rate(golive_agent_traffic_requests_total{host=~\"{{hosts_regex}}\",service=\"{{service}}\",slot=\"{{slot}}\"}[1m])) and sum(rate(golive_agent_traffic_requests_total{host=~\"{{hosts_regex}}\",service=\"{{service}}\",slot=\"{{slot}}\"}[1m])) > 1"
   interval = "15s"
+  # Prometheus sees the new slot a scrape or two after the switch; an
+  # empty answer before that would count as a failure.
+  initial_delay = "20s"
   count    = 4
   fail_if  = "> 0.01"
 }

@@ -24,6 +24,7 @@
 //	metric "error-rate" {
 //	  query    = "sum(rate(http_requests_total{code=~\"5..\",host=~\"{{hosts_regex}}\"}[1m])) / sum(rate(http_requests_total{host=~\"{{hosts_regex}}\"}[1m]))"
 //	  interval = "10s"         # between two measurements, 1s to 1h
+//	  initial_delay = "15s"    # before the first (Prometheus must see the new slot)
 //	  count    = 3             # conclusive measurements a pass needs
 //	  fail_if  = "> 0.001"     # or success_if; > < >= <= == != and a number
 //	  failure_limit           = 0     # breaching measurements tolerated

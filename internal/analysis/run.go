@@ -128,7 +128,11 @@ func Start(metrics []Metric, v Values, now time.Time) (State, error) {
 		if err != nil {
 			return State{}, fmt.Errorf("analysis: metric %q: %w", m.Name, err)
 		}
-		s.Metrics = append(s.Metrics, MetricRun{Metric: m, Query: q, Phase: PhaseRunning})
+		mr := MetricRun{Metric: m, Query: q, Phase: PhaseRunning}
+		if m.InitialDelay > 0 {
+			mr.Next = now.Add(m.InitialDelay)
+		}
+		s.Metrics = append(s.Metrics, mr)
 	}
 	return s, nil
 }

@@ -137,6 +137,10 @@ type Metric struct {
 	Query string `json:"query"`
 	// Interval is the time between two measurements.
 	Interval time.Duration `json:"interval"`
+	// InitialDelay is how long after the bake starts the first measurement
+	// is taken (Prometheus sees a new slot a scrape or two after the
+	// switch; an empty answer before that would count as a failure).
+	InitialDelay time.Duration `json:"initial_delay,omitempty"`
 	// Count is how many conclusive measurements (not errors) a pass needs.
 	Count int `json:"count"`
 	// Exactly one of FailIf and SuccessIf is set.
@@ -191,6 +195,9 @@ func (m *Metric) Validate() error {
 	}
 	if m.Interval < MinInterval || m.Interval > MaxInterval {
 		fail("interval", "%s is out of range [%s, %s]", m.Interval, MinInterval, MaxInterval)
+	}
+	if m.InitialDelay < 0 || m.InitialDelay > MaxInterval {
+		fail("initial_delay", "%s is out of range [0s, %s]", m.InitialDelay, MaxInterval)
 	}
 	if m.Count < 1 || m.Count > MaxCount {
 		fail("count", "%d is out of range [1, %d]", m.Count, MaxCount)
@@ -299,6 +306,7 @@ type metricHCL struct {
 	DefRange              hcl.Range      `hcl:",def_range"`
 	Query                 hcl.Expression `hcl:"query,optional"`
 	Interval              hcl.Expression `hcl:"interval,optional"`
+	InitialDelay          hcl.Expression `hcl:"initial_delay,optional"`
 	Count                 hcl.Expression `hcl:"count,optional"`
 	FailIf                hcl.Expression `hcl:"fail_if,optional"`
 	SuccessIf             hcl.Expression `hcl:"success_if,optional"`
@@ -346,6 +354,17 @@ func (d *decoder) metric(raw *metricHCL) Metric {
 		}
 	} else if isAbsent(raw.Interval) {
 		d.fail(raw.DefRange, raw.Name, "interval", "required (e.g. \"30s\")")
+	}
+	if s := ""; f.str(raw.InitialDelay, "initial_delay", &s) {
+		dur, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			d.fail(raw.InitialDelay.Range(), raw.Name, "initial_delay", "invalid duration %q (want e.g. \"15s\")", s)
+		case dur < 0 || dur > MaxInterval:
+			d.fail(raw.InitialDelay.Range(), raw.Name, "initial_delay", "%s is out of range [0s, %s]", s, MaxInterval)
+		default:
+			m.InitialDelay = dur
+		}
 	}
 	if f.int(raw.Count, "count", &m.Count) {
 		if m.Count < 1 || m.Count > MaxCount {
