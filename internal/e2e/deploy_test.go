@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,14 +20,23 @@ import (
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
+// freePort is a port for a sample service to bind later. It comes from
+// below Linux's ephemeral range (32768-60999): a port the kernel handed out
+// for ":0" is also what outgoing connections draw from, and one of them
+// could take it before the service binds it (the service then exits
+// "address in use").
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // sampleHost is an agent process running the sample service.
