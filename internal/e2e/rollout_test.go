@@ -71,18 +71,32 @@ func (f *fleet) authorize() {
 	}
 	f.token = resp.Approval.FencingToken
 	// Every host's agent: a failed or short listing is no proof.
+	// The token an agent holds is shown live by the replica that holds its
+	// stream (other replicas see it as of the record's last write): ask
+	// every replica.
+	type client struct {
+		ctl golivev1.ControlServiceClient
+		ctx context.Context
+	}
+	var ctls []client
+	for _, addr := range f.addrs {
+		ctl, ctx := testenv.Control(f.t, addr, "alice")
+		ctls = append(ctls, client{ctl, ctx})
+	}
 	testenv.WaitFor(f.t, 30*time.Second, "agents hold the token", func() bool {
-		la, err := f.ctl.ListAgents(f.ctx, &golivev1.ListAgentsRequest{})
-		if err != nil {
-			return false
-		}
-		holding := 0
-		for _, a := range la.Agents {
-			if a.State == "connected" && a.FencingToken == f.token {
-				holding++
+		holding := map[string]bool{}
+		for _, c := range ctls {
+			la, err := c.ctl.ListAgents(c.ctx, &golivev1.ListAgentsRequest{})
+			if err != nil {
+				return false
+			}
+			for _, a := range la.Agents {
+				if a.State == "connected" && a.FencingToken == f.token {
+					holding[a.HostId] = true
+				}
 			}
 		}
-		return holding == len(f.hosts)
+		return len(holding) == len(f.hosts)
 	})
 }
 

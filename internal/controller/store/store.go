@@ -536,28 +536,19 @@ func (s *Store) ApprovalEnded(ctx context.Context, token int64) (string, error) 
 	return string(resp.Kvs[0].Value), nil
 }
 
-// Leader is the replica named by the election key that holds leadership
-// now ("" when none): the oldest candidate whose session lease is still
-// alive (a dead session's key lingers until its lease expires, and must
-// not be shown as the leader).
+// Leader is the replica named by the election key that leads: the first
+// created key under leader/. (A key whose session just died stays first
+// until its lease expires: asking each lease's TTL instead reported a new
+// leader while the old one still held its lease.)
 func (s *Store) Leader(ctx context.Context) (string, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := s.cli.Get(ctx, s.keys.Leader(), clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", unavailable("read leader", err)
 	}
-	for _, kv := range resp.Kvs {
-		if kv.Lease == 0 {
-			return string(kv.Value), nil
-		}
-		ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
-		if err != nil {
-			return "", unavailable("read the leader's lease", err)
-		}
-		if ttl.TTL > 0 {
-			return string(kv.Value), nil
-		}
+	if len(resp.Kvs) == 0 {
+		return "", nil
 	}
-	return "", nil
+	return string(resp.Kvs[0].Value), nil
 }
 
 func unavailable(what string, err error) error {
