@@ -606,10 +606,21 @@ type ServiceState struct {
 	// metrics_port and metrics_path are where the serving instance exposes
 	// its own Prometheus metrics (the service's metrics_path; 0/"": none), on
 	// the agent's host.
-	MetricsPort   uint32 `protobuf:"varint,11,opt,name=metrics_port,json=metricsPort,proto3" json:"metrics_port,omitempty"`
-	MetricsPath   string `protobuf:"bytes,12,opt,name=metrics_path,json=metricsPath,proto3" json:"metrics_path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MetricsPort uint32 `protobuf:"varint,11,opt,name=metrics_port,json=metricsPort,proto3" json:"metrics_port,omitempty"`
+	MetricsPath string `protobuf:"bytes,12,opt,name=metrics_path,json=metricsPath,proto3" json:"metrics_path,omitempty"`
+	// scale is the service's scale block from the agent's config (absent: the
+	// service runs one instance and is not scalable).
+	Scale *ScalePolicy `protobuf:"bytes,13,opt,name=scale,proto3" json:"scale,omitempty"`
+	// instances are the service's instances in the serving slot (for a
+	// blue-green service, the active slot), by index. Absent for a service
+	// without a scale block (it has the one instance the fields above
+	// describe).
+	Instances []*InstanceState `protobuf:"bytes,14,rep,name=instances,proto3" json:"instances,omitempty"`
+	// desired_instances is the count the agent is converging to (the last
+	// ScaleAction it applied, or the scale block's min after a fresh start).
+	DesiredInstances uint32 `protobuf:"varint,15,opt,name=desired_instances,json=desiredInstances,proto3" json:"desired_instances,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ServiceState) Reset() {
@@ -726,6 +737,283 @@ func (x *ServiceState) GetMetricsPath() string {
 	return ""
 }
 
+func (x *ServiceState) GetScale() *ScalePolicy {
+	if x != nil {
+		return x.Scale
+	}
+	return nil
+}
+
+func (x *ServiceState) GetInstances() []*InstanceState {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *ServiceState) GetDesiredInstances() uint32 {
+	if x != nil {
+		return x.DesiredInstances
+	}
+	return 0
+}
+
+// ScalePolicy is a service's scale block: how many instances of the service
+// may run on one host and what demand each instance is sized for. The
+// controller computes desired = ceil(current x value / target), clamped to
+// [min, max] and to max_step per action.
+type ScalePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Min   uint32                 `protobuf:"varint,1,opt,name=min,proto3" json:"min,omitempty"`
+	Max   uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// target_rps is the real-traffic requests per second one instance is
+	// sized for (0: not used).
+	TargetRps float64 `protobuf:"fixed64,3,opt,name=target_rps,json=targetRps,proto3" json:"target_rps,omitempty"`
+	// target_cpu is the CPU one instance is sized for, in cores (0.5 = half a
+	// core; 0: not used).
+	TargetCpu float64 `protobuf:"fixed64,4,opt,name=target_cpu,json=targetCpu,proto3" json:"target_cpu,omitempty"`
+	// query is a PromQL expression the controller evaluates for the service on
+	// this host ("": not used); target_value is its target per instance.
+	Query       string  `protobuf:"bytes,5,opt,name=query,proto3" json:"query,omitempty"`
+	TargetValue float64 `protobuf:"fixed64,6,opt,name=target_value,json=targetValue,proto3" json:"target_value,omitempty"`
+	// tolerance: no action while |value/target - 1| <= tolerance (default 0.1).
+	Tolerance       float64              `protobuf:"fixed64,7,opt,name=tolerance,proto3" json:"tolerance,omitempty"`
+	Interval        *durationpb.Duration `protobuf:"bytes,8,opt,name=interval,proto3" json:"interval,omitempty"`
+	ScaleUpCooldown *durationpb.Duration `protobuf:"bytes,9,opt,name=scale_up_cooldown,json=scaleUpCooldown,proto3" json:"scale_up_cooldown,omitempty"`
+	// scale_down_window: the highest recommendation within it wins (300s).
+	ScaleDownWindow *durationpb.Duration `protobuf:"bytes,10,opt,name=scale_down_window,json=scaleDownWindow,proto3" json:"scale_down_window,omitempty"`
+	// max_step: at most this many instances added or removed per action (0: no
+	// limit).
+	MaxStep       uint32 `protobuf:"varint,11,opt,name=max_step,json=maxStep,proto3" json:"max_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScalePolicy) Reset() {
+	*x = ScalePolicy{}
+	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScalePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScalePolicy) ProtoMessage() {}
+
+func (x *ScalePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScalePolicy.ProtoReflect.Descriptor instead.
+func (*ScalePolicy) Descriptor() ([]byte, []int) {
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ScalePolicy) GetMin() uint32 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetTargetRps() float64 {
+	if x != nil {
+		return x.TargetRps
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetTargetCpu() float64 {
+	if x != nil {
+		return x.TargetCpu
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *ScalePolicy) GetTargetValue() float64 {
+	if x != nil {
+		return x.TargetValue
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetTolerance() float64 {
+	if x != nil {
+		return x.Tolerance
+	}
+	return 0
+}
+
+func (x *ScalePolicy) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *ScalePolicy) GetScaleUpCooldown() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleUpCooldown
+	}
+	return nil
+}
+
+func (x *ScalePolicy) GetScaleDownWindow() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleDownWindow
+	}
+	return nil
+}
+
+func (x *ScalePolicy) GetMaxStep() uint32 {
+	if x != nil {
+		return x.MaxStep
+	}
+	return 0
+}
+
+// InstanceState is one instance of a scaled service on the host.
+type InstanceState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index 0 is the service's first instance (its unit, name and port are
+	// those of an unscaled service); index i >= 1 listens on the slot's port +
+	// i (or the i-th port of a declared range) and its unit is suffixed "-i".
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Port  uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// slot is "blue"/"green" for a blue-green service, "" otherwise.
+	Slot string `protobuf:"bytes,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	// state: "starting", "serving" (healthy and in the router), "draining",
+	// "stopping", "failed".
+	State    string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Healthy  bool   `protobuf:"varint,5,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	InRouter bool   `protobuf:"varint,6,opt,name=in_router,json=inRouter,proto3" json:"in_router,omitempty"`
+	// cpu_cores is the instance's CPU use over the last heartbeat interval,
+	// in cores (0 when unknown).
+	CpuCores float64 `protobuf:"fixed64,7,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
+	// unit is the systemd unit or the agent's name for the exec'd process.
+	Unit          string `protobuf:"bytes,8,opt,name=unit,proto3" json:"unit,omitempty"`
+	Release       string `protobuf:"bytes,9,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceState) Reset() {
+	*x = InstanceState{}
+	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceState) ProtoMessage() {}
+
+func (x *InstanceState) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceState.ProtoReflect.Descriptor instead.
+func (*InstanceState) Descriptor() ([]byte, []int) {
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *InstanceState) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *InstanceState) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *InstanceState) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *InstanceState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *InstanceState) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *InstanceState) GetInRouter() bool {
+	if x != nil {
+		return x.InRouter
+	}
+	return false
+}
+
+func (x *InstanceState) GetCpuCores() float64 {
+	if x != nil {
+		return x.CpuCores
+	}
+	return 0
+}
+
+func (x *InstanceState) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *InstanceState) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
 // TrafficWindow is the load balancer's own count of the requests it sent to
 // a service's slots over a sliding window: HAProxy's "show stat" counters,
 // or the lines of an nginx JSON access log, read by the agent.
@@ -748,7 +1036,7 @@ type TrafficWindow struct {
 
 func (x *TrafficWindow) Reset() {
 	*x = TrafficWindow{}
-	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	mi := &file_golive_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1048,7 @@ func (x *TrafficWindow) String() string {
 func (*TrafficWindow) ProtoMessage() {}
 
 func (x *TrafficWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[6]
+	mi := &file_golive_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1061,7 @@ func (x *TrafficWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficWindow.ProtoReflect.Descriptor instead.
 func (*TrafficWindow) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TrafficWindow) GetSource() string {
@@ -833,7 +1121,7 @@ type SlotTraffic struct {
 
 func (x *SlotTraffic) Reset() {
 	*x = SlotTraffic{}
-	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	mi := &file_golive_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1133,7 @@ func (x *SlotTraffic) String() string {
 func (*SlotTraffic) ProtoMessage() {}
 
 func (x *SlotTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[7]
+	mi := &file_golive_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1146,7 @@ func (x *SlotTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotTraffic.ProtoReflect.Descriptor instead.
 func (*SlotTraffic) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SlotTraffic) GetSlot() string {
@@ -934,7 +1222,7 @@ type HealthWindow struct {
 
 func (x *HealthWindow) Reset() {
 	*x = HealthWindow{}
-	mi := &file_golive_v1_agent_proto_msgTypes[8]
+	mi := &file_golive_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1234,7 @@ func (x *HealthWindow) String() string {
 func (*HealthWindow) ProtoMessage() {}
 
 func (x *HealthWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[8]
+	mi := &file_golive_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1247,7 @@ func (x *HealthWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthWindow.ProtoReflect.Descriptor instead.
 func (*HealthWindow) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HealthWindow) GetRequests() uint64 {
@@ -1035,7 +1323,7 @@ type ApprovalUpdate struct {
 
 func (x *ApprovalUpdate) Reset() {
 	*x = ApprovalUpdate{}
-	mi := &file_golive_v1_agent_proto_msgTypes[9]
+	mi := &file_golive_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1335,7 @@ func (x *ApprovalUpdate) String() string {
 func (*ApprovalUpdate) ProtoMessage() {}
 
 func (x *ApprovalUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[9]
+	mi := &file_golive_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1348,7 @@ func (x *ApprovalUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalUpdate.ProtoReflect.Descriptor instead.
 func (*ApprovalUpdate) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApprovalUpdate) GetFencingToken() int64 {
@@ -1109,7 +1397,7 @@ type ApprovalAck struct {
 
 func (x *ApprovalAck) Reset() {
 	*x = ApprovalAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[10]
+	mi := &file_golive_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1409,7 @@ func (x *ApprovalAck) String() string {
 func (*ApprovalAck) ProtoMessage() {}
 
 func (x *ApprovalAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[10]
+	mi := &file_golive_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1422,7 @@ func (x *ApprovalAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalAck.ProtoReflect.Descriptor instead.
 func (*ApprovalAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApprovalAck) GetFencingToken() int64 {
@@ -1166,6 +1454,7 @@ type Command struct {
 	//	*Command_Rollback
 	//	*Command_Preflight
 	//	*Command_Cancel
+	//	*Command_Scale
 	Action        isCommand_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1173,7 +1462,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_golive_v1_agent_proto_msgTypes[11]
+	mi := &file_golive_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1474,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[11]
+	mi := &file_golive_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1487,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Command) GetId() string {
@@ -1272,6 +1561,15 @@ func (x *Command) GetCancel() *CancelAction {
 	return nil
 }
 
+func (x *Command) GetScale() *ScaleAction {
+	if x != nil {
+		if x, ok := x.Action.(*Command_Scale); ok {
+			return x.Scale
+		}
+	}
+	return nil
+}
+
 type isCommand_Action interface {
 	isCommand_Action()
 }
@@ -1292,6 +1590,10 @@ type Command_Cancel struct {
 	Cancel *CancelAction `protobuf:"bytes,13,opt,name=cancel,proto3,oneof"`
 }
 
+type Command_Scale struct {
+	Scale *ScaleAction `protobuf:"bytes,14,opt,name=scale,proto3,oneof"`
+}
+
 func (*Command_Deploy) isCommand_Action() {}
 
 func (*Command_Rollback) isCommand_Action() {}
@@ -1299,6 +1601,87 @@ func (*Command_Rollback) isCommand_Action() {}
 func (*Command_Preflight) isCommand_Action() {}
 
 func (*Command_Cancel) isCommand_Action() {}
+
+func (*Command_Scale) isCommand_Action() {}
+
+// ScaleAction sets how many instances of a service run on the host. The agent
+// refuses a count outside its scale block's [min, max], a service without a
+// scale block, and (unless operator) a service with a deploy or rollback in
+// flight. Scaling up starts the new instances, health-checks each on its own
+// port and adds it to the router only when healthy; scaling down takes
+// instances out of the router, drains them, then stops them. Idempotent by
+// id; the result's release is the serving release.
+type ScaleAction struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Instances uint32                 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	// operator is true for an operator's `scale set` (allowed without an
+	// approval: fencing_token 0).
+	Operator bool `protobuf:"varint,3,opt,name=operator,proto3" json:"operator,omitempty"`
+	// reason is why: the figures that caused an automatic action, or the
+	// operator's identity.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleAction) Reset() {
+	*x = ScaleAction{}
+	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleAction) ProtoMessage() {}
+
+func (x *ScaleAction) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleAction.ProtoReflect.Descriptor instead.
+func (*ScaleAction) Descriptor() ([]byte, []int) {
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ScaleAction) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ScaleAction) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ScaleAction) GetOperator() bool {
+	if x != nil {
+		return x.Operator
+	}
+	return false
+}
+
+func (x *ScaleAction) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // DeployAction installs and activates a release of a service.
 type DeployAction struct {
@@ -1322,7 +1705,7 @@ type DeployAction struct {
 
 func (x *DeployAction) Reset() {
 	*x = DeployAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[12]
+	mi := &file_golive_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1717,7 @@ func (x *DeployAction) String() string {
 func (*DeployAction) ProtoMessage() {}
 
 func (x *DeployAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[12]
+	mi := &file_golive_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1730,7 @@ func (x *DeployAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployAction.ProtoReflect.Descriptor instead.
 func (*DeployAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeployAction) GetService() string {
@@ -1421,7 +1804,7 @@ type RollbackAction struct {
 
 func (x *RollbackAction) Reset() {
 	*x = RollbackAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[13]
+	mi := &file_golive_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1816,7 @@ func (x *RollbackAction) String() string {
 func (*RollbackAction) ProtoMessage() {}
 
 func (x *RollbackAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[13]
+	mi := &file_golive_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1829,7 @@ func (x *RollbackAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAction.ProtoReflect.Descriptor instead.
 func (*RollbackAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RollbackAction) GetService() string {
@@ -1491,7 +1874,7 @@ type PreflightAction struct {
 
 func (x *PreflightAction) Reset() {
 	*x = PreflightAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	mi := &file_golive_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1886,7 @@ func (x *PreflightAction) String() string {
 func (*PreflightAction) ProtoMessage() {}
 
 func (x *PreflightAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[14]
+	mi := &file_golive_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1899,7 @@ func (x *PreflightAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightAction.ProtoReflect.Descriptor instead.
 func (*PreflightAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PreflightAction) GetService() string {
@@ -1557,7 +1940,7 @@ type CancelAction struct {
 
 func (x *CancelAction) Reset() {
 	*x = CancelAction{}
-	mi := &file_golive_v1_agent_proto_msgTypes[15]
+	mi := &file_golive_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1952,7 @@ func (x *CancelAction) String() string {
 func (*CancelAction) ProtoMessage() {}
 
 func (x *CancelAction) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[15]
+	mi := &file_golive_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1965,7 @@ func (x *CancelAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAction.ProtoReflect.Descriptor instead.
 func (*CancelAction) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelAction) GetCommandId() string {
@@ -1604,7 +1987,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[16]
+	mi := &file_golive_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1999,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[16]
+	mi := &file_golive_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +2012,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommandAck) GetCommandId() string {
@@ -1667,7 +2050,7 @@ type CommandProgress struct {
 
 func (x *CommandProgress) Reset() {
 	*x = CommandProgress{}
-	mi := &file_golive_v1_agent_proto_msgTypes[17]
+	mi := &file_golive_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +2062,7 @@ func (x *CommandProgress) String() string {
 func (*CommandProgress) ProtoMessage() {}
 
 func (x *CommandProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[17]
+	mi := &file_golive_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +2075,7 @@ func (x *CommandProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandProgress.ProtoReflect.Descriptor instead.
 func (*CommandProgress) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommandProgress) GetCommandId() string {
@@ -1744,7 +2127,7 @@ type StageReport struct {
 
 func (x *StageReport) Reset() {
 	*x = StageReport{}
-	mi := &file_golive_v1_agent_proto_msgTypes[18]
+	mi := &file_golive_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2139,7 @@ func (x *StageReport) String() string {
 func (*StageReport) ProtoMessage() {}
 
 func (x *StageReport) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[18]
+	mi := &file_golive_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2152,7 @@ func (x *StageReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageReport.ProtoReflect.Descriptor instead.
 func (*StageReport) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StageReport) GetStage() string {
@@ -1820,7 +2203,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_golive_v1_agent_proto_msgTypes[19]
+	mi := &file_golive_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2215,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[19]
+	mi := &file_golive_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2228,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckResult) GetName() string {
@@ -1893,7 +2276,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_golive_v1_agent_proto_msgTypes[20]
+	mi := &file_golive_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2288,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[20]
+	mi := &file_golive_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2301,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -2008,7 +2391,7 @@ type ResultAck struct {
 
 func (x *ResultAck) Reset() {
 	*x = ResultAck{}
-	mi := &file_golive_v1_agent_proto_msgTypes[21]
+	mi := &file_golive_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2403,7 @@ func (x *ResultAck) String() string {
 func (*ResultAck) ProtoMessage() {}
 
 func (x *ResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_agent_proto_msgTypes[21]
+	mi := &file_golive_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2416,7 @@ func (x *ResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultAck.ProtoReflect.Descriptor instead.
 func (*ResultAck) Descriptor() ([]byte, []int) {
-	return file_golive_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_golive_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResultAck) GetCommandId() string {
@@ -2085,7 +2468,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\bservices\x18\x01 \x03(\v2\x17.golive.v1.ServiceStateR\bservices\x12#\n" +
 	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xaa\x03\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xbd\x04\n" +
 	"\fServiceState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fcurrent_release\x18\x02 \x01(\tR\x0ecurrentRelease\x12)\n" +
@@ -2101,7 +2484,35 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\atraffic\x18\n" +
 	" \x01(\v2\x18.golive.v1.TrafficWindowR\atraffic\x12!\n" +
 	"\fmetrics_port\x18\v \x01(\rR\vmetricsPort\x12!\n" +
-	"\fmetrics_path\x18\f \x01(\tR\vmetricsPath\"\xa8\x01\n" +
+	"\fmetrics_path\x18\f \x01(\tR\vmetricsPath\x12,\n" +
+	"\x05scale\x18\r \x01(\v2\x16.golive.v1.ScalePolicyR\x05scale\x126\n" +
+	"\tinstances\x18\x0e \x03(\v2\x18.golive.v1.InstanceStateR\tinstances\x12+\n" +
+	"\x11desired_instances\x18\x0f \x01(\rR\x10desiredInstances\"\xa6\x03\n" +
+	"\vScalePolicy\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\rR\x03min\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\x12\x1d\n" +
+	"\n" +
+	"target_rps\x18\x03 \x01(\x01R\ttargetRps\x12\x1d\n" +
+	"\n" +
+	"target_cpu\x18\x04 \x01(\x01R\ttargetCpu\x12\x14\n" +
+	"\x05query\x18\x05 \x01(\tR\x05query\x12!\n" +
+	"\ftarget_value\x18\x06 \x01(\x01R\vtargetValue\x12\x1c\n" +
+	"\ttolerance\x18\a \x01(\x01R\ttolerance\x125\n" +
+	"\binterval\x18\b \x01(\v2\x19.google.protobuf.DurationR\binterval\x12E\n" +
+	"\x11scale_up_cooldown\x18\t \x01(\v2\x19.google.protobuf.DurationR\x0fscaleUpCooldown\x12E\n" +
+	"\x11scale_down_window\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0fscaleDownWindow\x12\x19\n" +
+	"\bmax_step\x18\v \x01(\rR\amaxStep\"\xe5\x01\n" +
+	"\rInstanceState\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
+	"\x04slot\x18\x03 \x01(\tR\x04slot\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x18\n" +
+	"\ahealthy\x18\x05 \x01(\bR\ahealthy\x12\x1b\n" +
+	"\tin_router\x18\x06 \x01(\bR\binRouter\x12\x1b\n" +
+	"\tcpu_cores\x18\a \x01(\x01R\bcpuCores\x12\x12\n" +
+	"\x04unit\x18\b \x01(\tR\x04unit\x12\x18\n" +
+	"\arelease\x18\t \x01(\tR\arelease\"\xa8\x01\n" +
 	"\rTrafficWindow\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12,\n" +
 	"\x05slots\x18\x02 \x03(\v2\x16.golive.v1.SlotTrafficR\x05slots\x12;\n" +
@@ -2139,7 +2550,7 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"N\n" +
 	"\vApprovalAck\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\xfb\x02\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\xab\x03\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x127\n" +
@@ -2150,8 +2561,14 @@ const file_golive_v1_agent_proto_rawDesc = "" +
 	" \x01(\v2\x17.golive.v1.DeployActionH\x00R\x06deploy\x127\n" +
 	"\brollback\x18\v \x01(\v2\x19.golive.v1.RollbackActionH\x00R\brollback\x12:\n" +
 	"\tpreflight\x18\f \x01(\v2\x1a.golive.v1.PreflightActionH\x00R\tpreflight\x121\n" +
-	"\x06cancel\x18\r \x01(\v2\x17.golive.v1.CancelActionH\x00R\x06cancelB\b\n" +
-	"\x06action\"\xa3\x02\n" +
+	"\x06cancel\x18\r \x01(\v2\x17.golive.v1.CancelActionH\x00R\x06cancel\x12.\n" +
+	"\x05scale\x18\x0e \x01(\v2\x16.golive.v1.ScaleActionH\x00R\x05scaleB\b\n" +
+	"\x06action\"y\n" +
+	"\vScaleAction\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x1a\n" +
+	"\boperator\x18\x03 \x01(\bR\boperator\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa3\x02\n" +
 	"\fDeployAction\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
@@ -2242,7 +2659,7 @@ func file_golive_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_golive_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_golive_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_golive_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_golive_v1_agent_proto_goTypes = []any{
 	(CommandOutcome)(0),           // 0: golive.v1.CommandOutcome
 	(*ConnectRequest)(nil),        // 1: golive.v1.ConnectRequest
@@ -2251,69 +2668,78 @@ var file_golive_v1_agent_proto_goTypes = []any{
 	(*Welcome)(nil),               // 4: golive.v1.Welcome
 	(*Heartbeat)(nil),             // 5: golive.v1.Heartbeat
 	(*ServiceState)(nil),          // 6: golive.v1.ServiceState
-	(*TrafficWindow)(nil),         // 7: golive.v1.TrafficWindow
-	(*SlotTraffic)(nil),           // 8: golive.v1.SlotTraffic
-	(*HealthWindow)(nil),          // 9: golive.v1.HealthWindow
-	(*ApprovalUpdate)(nil),        // 10: golive.v1.ApprovalUpdate
-	(*ApprovalAck)(nil),           // 11: golive.v1.ApprovalAck
-	(*Command)(nil),               // 12: golive.v1.Command
-	(*DeployAction)(nil),          // 13: golive.v1.DeployAction
-	(*RollbackAction)(nil),        // 14: golive.v1.RollbackAction
-	(*PreflightAction)(nil),       // 15: golive.v1.PreflightAction
-	(*CancelAction)(nil),          // 16: golive.v1.CancelAction
-	(*CommandAck)(nil),            // 17: golive.v1.CommandAck
-	(*CommandProgress)(nil),       // 18: golive.v1.CommandProgress
-	(*StageReport)(nil),           // 19: golive.v1.StageReport
-	(*CheckResult)(nil),           // 20: golive.v1.CheckResult
-	(*CommandResult)(nil),         // 21: golive.v1.CommandResult
-	(*ResultAck)(nil),             // 22: golive.v1.ResultAck
-	nil,                           // 23: golive.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*ScalePolicy)(nil),           // 7: golive.v1.ScalePolicy
+	(*InstanceState)(nil),         // 8: golive.v1.InstanceState
+	(*TrafficWindow)(nil),         // 9: golive.v1.TrafficWindow
+	(*SlotTraffic)(nil),           // 10: golive.v1.SlotTraffic
+	(*HealthWindow)(nil),          // 11: golive.v1.HealthWindow
+	(*ApprovalUpdate)(nil),        // 12: golive.v1.ApprovalUpdate
+	(*ApprovalAck)(nil),           // 13: golive.v1.ApprovalAck
+	(*Command)(nil),               // 14: golive.v1.Command
+	(*ScaleAction)(nil),           // 15: golive.v1.ScaleAction
+	(*DeployAction)(nil),          // 16: golive.v1.DeployAction
+	(*RollbackAction)(nil),        // 17: golive.v1.RollbackAction
+	(*PreflightAction)(nil),       // 18: golive.v1.PreflightAction
+	(*CancelAction)(nil),          // 19: golive.v1.CancelAction
+	(*CommandAck)(nil),            // 20: golive.v1.CommandAck
+	(*CommandProgress)(nil),       // 21: golive.v1.CommandProgress
+	(*StageReport)(nil),           // 22: golive.v1.StageReport
+	(*CheckResult)(nil),           // 23: golive.v1.CheckResult
+	(*CommandResult)(nil),         // 24: golive.v1.CommandResult
+	(*ResultAck)(nil),             // 25: golive.v1.ResultAck
+	nil,                           // 26: golive.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_golive_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: golive.v1.ConnectRequest.hello:type_name -> golive.v1.Hello
 	5,  // 1: golive.v1.ConnectRequest.heartbeat:type_name -> golive.v1.Heartbeat
-	11, // 2: golive.v1.ConnectRequest.approval_ack:type_name -> golive.v1.ApprovalAck
-	17, // 3: golive.v1.ConnectRequest.command_ack:type_name -> golive.v1.CommandAck
-	18, // 4: golive.v1.ConnectRequest.command_progress:type_name -> golive.v1.CommandProgress
-	21, // 5: golive.v1.ConnectRequest.command_result:type_name -> golive.v1.CommandResult
+	13, // 2: golive.v1.ConnectRequest.approval_ack:type_name -> golive.v1.ApprovalAck
+	20, // 3: golive.v1.ConnectRequest.command_ack:type_name -> golive.v1.CommandAck
+	21, // 4: golive.v1.ConnectRequest.command_progress:type_name -> golive.v1.CommandProgress
+	24, // 5: golive.v1.ConnectRequest.command_result:type_name -> golive.v1.CommandResult
 	4,  // 6: golive.v1.ConnectResponse.welcome:type_name -> golive.v1.Welcome
-	10, // 7: golive.v1.ConnectResponse.approval:type_name -> golive.v1.ApprovalUpdate
-	12, // 8: golive.v1.ConnectResponse.command:type_name -> golive.v1.Command
-	22, // 9: golive.v1.ConnectResponse.result_ack:type_name -> golive.v1.ResultAck
-	23, // 10: golive.v1.Hello.labels:type_name -> golive.v1.Hello.LabelsEntry
+	12, // 7: golive.v1.ConnectResponse.approval:type_name -> golive.v1.ApprovalUpdate
+	14, // 8: golive.v1.ConnectResponse.command:type_name -> golive.v1.Command
+	25, // 9: golive.v1.ConnectResponse.result_ack:type_name -> golive.v1.ResultAck
+	26, // 10: golive.v1.Hello.labels:type_name -> golive.v1.Hello.LabelsEntry
 	6,  // 11: golive.v1.Hello.services:type_name -> golive.v1.ServiceState
-	21, // 12: golive.v1.Hello.unacked_results:type_name -> golive.v1.CommandResult
-	24, // 13: golive.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	10, // 14: golive.v1.Welcome.approval:type_name -> golive.v1.ApprovalUpdate
+	24, // 12: golive.v1.Hello.unacked_results:type_name -> golive.v1.CommandResult
+	27, // 13: golive.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	12, // 14: golive.v1.Welcome.approval:type_name -> golive.v1.ApprovalUpdate
 	6,  // 15: golive.v1.Heartbeat.services:type_name -> golive.v1.ServiceState
-	25, // 16: golive.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	9,  // 17: golive.v1.ServiceState.health:type_name -> golive.v1.HealthWindow
-	7,  // 18: golive.v1.ServiceState.traffic:type_name -> golive.v1.TrafficWindow
-	8,  // 19: golive.v1.TrafficWindow.slots:type_name -> golive.v1.SlotTraffic
-	25, // 20: golive.v1.TrafficWindow.observed_at:type_name -> google.protobuf.Timestamp
-	25, // 21: golive.v1.SlotTraffic.observed_at:type_name -> google.protobuf.Timestamp
-	25, // 22: golive.v1.HealthWindow.last_probe:type_name -> google.protobuf.Timestamp
-	25, // 23: golive.v1.ApprovalUpdate.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 24: golive.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	13, // 25: golive.v1.Command.deploy:type_name -> golive.v1.DeployAction
-	14, // 26: golive.v1.Command.rollback:type_name -> golive.v1.RollbackAction
-	15, // 27: golive.v1.Command.preflight:type_name -> golive.v1.PreflightAction
-	16, // 28: golive.v1.Command.cancel:type_name -> golive.v1.CancelAction
-	24, // 29: golive.v1.DeployAction.weight_bake:type_name -> google.protobuf.Duration
-	25, // 30: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
-	0,  // 31: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
-	19, // 32: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
-	20, // 33: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
-	25, // 34: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 35: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
-	2,  // 36: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
-	36, // [36:37] is the sub-list for method output_type
-	35, // [35:36] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	28, // 16: golive.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	11, // 17: golive.v1.ServiceState.health:type_name -> golive.v1.HealthWindow
+	9,  // 18: golive.v1.ServiceState.traffic:type_name -> golive.v1.TrafficWindow
+	7,  // 19: golive.v1.ServiceState.scale:type_name -> golive.v1.ScalePolicy
+	8,  // 20: golive.v1.ServiceState.instances:type_name -> golive.v1.InstanceState
+	27, // 21: golive.v1.ScalePolicy.interval:type_name -> google.protobuf.Duration
+	27, // 22: golive.v1.ScalePolicy.scale_up_cooldown:type_name -> google.protobuf.Duration
+	27, // 23: golive.v1.ScalePolicy.scale_down_window:type_name -> google.protobuf.Duration
+	10, // 24: golive.v1.TrafficWindow.slots:type_name -> golive.v1.SlotTraffic
+	28, // 25: golive.v1.TrafficWindow.observed_at:type_name -> google.protobuf.Timestamp
+	28, // 26: golive.v1.SlotTraffic.observed_at:type_name -> google.protobuf.Timestamp
+	28, // 27: golive.v1.HealthWindow.last_probe:type_name -> google.protobuf.Timestamp
+	28, // 28: golive.v1.ApprovalUpdate.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 29: golive.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	16, // 30: golive.v1.Command.deploy:type_name -> golive.v1.DeployAction
+	17, // 31: golive.v1.Command.rollback:type_name -> golive.v1.RollbackAction
+	18, // 32: golive.v1.Command.preflight:type_name -> golive.v1.PreflightAction
+	19, // 33: golive.v1.Command.cancel:type_name -> golive.v1.CancelAction
+	15, // 34: golive.v1.Command.scale:type_name -> golive.v1.ScaleAction
+	27, // 35: golive.v1.DeployAction.weight_bake:type_name -> google.protobuf.Duration
+	28, // 36: golive.v1.CommandProgress.at:type_name -> google.protobuf.Timestamp
+	0,  // 37: golive.v1.CommandResult.outcome:type_name -> golive.v1.CommandOutcome
+	22, // 38: golive.v1.CommandResult.stages:type_name -> golive.v1.StageReport
+	23, // 39: golive.v1.CommandResult.checks:type_name -> golive.v1.CheckResult
+	28, // 40: golive.v1.CommandResult.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 41: golive.v1.AgentService.Connect:input_type -> golive.v1.ConnectRequest
+	2,  // 42: golive.v1.AgentService.Connect:output_type -> golive.v1.ConnectResponse
+	42, // [42:43] is the sub-list for method output_type
+	41, // [41:42] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_agent_proto_init() }
@@ -2335,12 +2761,13 @@ func file_golive_v1_agent_proto_init() {
 		(*ConnectResponse_Command)(nil),
 		(*ConnectResponse_ResultAck)(nil),
 	}
-	file_golive_v1_agent_proto_msgTypes[7].OneofWrappers = []any{}
-	file_golive_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
+	file_golive_v1_agent_proto_msgTypes[9].OneofWrappers = []any{}
+	file_golive_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*Command_Deploy)(nil),
 		(*Command_Rollback)(nil),
 		(*Command_Preflight)(nil),
 		(*Command_Cancel)(nil),
+		(*Command_Scale)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2348,7 +2775,7 @@ func file_golive_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_agent_proto_rawDesc), len(file_golive_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
