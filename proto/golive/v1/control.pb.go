@@ -480,8 +480,12 @@ type StatusResponse struct {
 	Rollouts        []*Rollout             `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
 	// controller_version is the answering replica's build version.
 	ControllerVersion string `protobuf:"bytes,7,opt,name=controller_version,json=controllerVersion,proto3" json:"controller_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// dns lists the failover records of --dns-config as golive stored them
+	// (the serving pool, the last check, the last switch); the zone's primary
+	// is not asked (see `dns show`), so status stays fast when DNS is down.
+	Dns           []*DnsRecord `protobuf:"bytes,8,rep,name=dns,proto3" json:"dns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -561,6 +565,13 @@ func (x *StatusResponse) GetControllerVersion() string {
 		return x.ControllerVersion
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetDns() []*DnsRecord {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
 }
 
 // Agent is an agent as the controller knows it.
@@ -3751,10 +3762,14 @@ type DnsFailoverState struct {
 	PrimaryHealth   string `protobuf:"bytes,16,opt,name=primary_health,json=primaryHealth,proto3" json:"primary_health,omitempty"`
 	SecondaryHealth string `protobuf:"bytes,17,opt,name=secondary_health,json=secondaryHealth,proto3" json:"secondary_health,omitempty"`
 	// last_action and last_reason are the last check's decision.
-	LastAction    string `protobuf:"bytes,18,opt,name=last_action,json=lastAction,proto3" json:"last_action,omitempty"`
-	LastReason    string `protobuf:"bytes,19,opt,name=last_reason,json=lastReason,proto3" json:"last_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastAction string `protobuf:"bytes,18,opt,name=last_action,json=lastAction,proto3" json:"last_action,omitempty"`
+	LastReason string `protobuf:"bytes,19,opt,name=last_reason,json=lastReason,proto3" json:"last_reason,omitempty"`
+	// last_switch_by is who made the last switch ("automatic" for the
+	// leader under an approval, else the operator), last_switch_reason why.
+	LastSwitchBy     string `protobuf:"bytes,20,opt,name=last_switch_by,json=lastSwitchBy,proto3" json:"last_switch_by,omitempty"`
+	LastSwitchReason string `protobuf:"bytes,21,opt,name=last_switch_reason,json=lastSwitchReason,proto3" json:"last_switch_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DnsFailoverState) Reset() {
@@ -3916,6 +3931,20 @@ func (x *DnsFailoverState) GetLastAction() string {
 func (x *DnsFailoverState) GetLastReason() string {
 	if x != nil {
 		return x.LastReason
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetLastSwitchBy() string {
+	if x != nil {
+		return x.LastSwitchBy
+	}
+	return ""
+}
+
+func (x *DnsFailoverState) GetLastSwitchReason() string {
+	if x != nil {
+		return x.LastSwitchReason
 	}
 	return ""
 }
@@ -4487,7 +4516,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x12GetApprovalRequest\"F\n" +
 	"\x13GetApprovalResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"\x0f\n" +
-	"\rStatusRequest\"\x9e\x02\n" +
+	"\rStatusRequest\"\xc6\x02\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x18\n" +
@@ -4496,7 +4525,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\vagents_lost\x18\x05 \x01(\rR\n" +
 	"agentsLost\x12.\n" +
 	"\brollouts\x18\x06 \x03(\v2\x12.golive.v1.RolloutR\brollouts\x12-\n" +
-	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\"\xc6\x04\n" +
+	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\x12&\n" +
+	"\x03dns\x18\b \x03(\v2\x14.golive.v1.DnsRecordR\x03dns\"\xc6\x04\n" +
 	"\x05Agent\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.golive.v1.Agent.LabelsEntryR\x06labels\x12\x14\n" +
@@ -4764,7 +4794,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05drift\x18\v \x01(\bR\x05drift\x127\n" +
 	"\bfailover\x18\f \x01(\v2\x1b.golive.v1.DnsFailoverStateR\bfailover\x12.\n" +
 	"\x04last\x18\r \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\x04last\x124\n" +
-	"\apending\x18\x0e \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\apending\"\x8f\x05\n" +
+	"\apending\x18\x0e \x01(\v2\x1a.golive.v1.DnsHistoryEntryR\apending\"\xe3\x05\n" +
 	"\x10DnsFailoverState\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1c\n" +
 	"\tsecondary\x18\x02 \x01(\tR\tsecondary\x12\x16\n" +
@@ -4789,7 +4819,9 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\vlast_action\x18\x12 \x01(\tR\n" +
 	"lastAction\x12\x1f\n" +
 	"\vlast_reason\x18\x13 \x01(\tR\n" +
-	"lastReason\"\xfe\x03\n" +
+	"lastReason\x12$\n" +
+	"\x0elast_switch_by\x18\x14 \x01(\tR\flastSwitchBy\x12,\n" +
+	"\x12last_switch_reason\x18\x15 \x01(\tR\x10lastSwitchReason\"\xfe\x03\n" +
 	"\x0fDnsHistoryEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
@@ -4952,120 +4984,121 @@ var file_golive_v1_control_proto_depIdxs = []int32{
 	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	19, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	60, // 7: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	63, // 8: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	63, // 9: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	65, // 10: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	66, // 11: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
-	9,  // 12: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	63, // 13: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	63, // 14: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	63, // 15: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
-	12, // 16: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	61, // 17: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	64, // 18: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	64, // 19: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	64, // 20: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	16, // 21: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	67, // 22: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	63, // 23: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	63, // 24: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 25: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
-	18, // 26: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	15, // 27: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	35, // 28: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	63, // 29: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	39, // 30: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	20, // 31: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
-	21, // 32: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	63, // 33: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
-	19, // 34: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 35: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 36: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 37: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 38: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 39: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 40: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	35, // 41: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	19, // 42: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	62, // 43: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	64, // 44: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	68, // 45: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	39, // 46: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	42, // 47: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	63, // 48: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	63, // 49: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	41, // 50: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	64, // 51: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
-	63, // 52: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
-	64, // 53: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
-	51, // 54: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
-	64, // 55: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
-	64, // 56: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
-	52, // 57: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
-	53, // 58: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
-	53, // 59: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
-	64, // 60: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
-	63, // 61: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
-	63, // 62: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
-	63, // 63: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
-	64, // 64: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
-	64, // 65: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
-	64, // 66: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
-	53, // 67: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51, // 68: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
-	53, // 69: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51, // 70: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
-	53, // 71: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
-	1,  // 72: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 73: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 74: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 75: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 76: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 77: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 78: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	23, // 79: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	25, // 80: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	27, // 81: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	29, // 82: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	31, // 83: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	33, // 84: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	36, // 85: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	38, // 86: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	43, // 87: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	45, // 88: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	47, // 89: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
-	49, // 90: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
-	54, // 91: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
-	56, // 92: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
-	58, // 93: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
-	2,  // 94: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 95: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 96: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 97: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 98: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 99: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	22, // 100: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	24, // 101: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	26, // 102: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	28, // 103: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	30, // 104: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	32, // 105: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	34, // 106: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	37, // 107: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	40, // 108: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	44, // 109: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	46, // 110: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	48, // 111: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
-	50, // 112: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
-	55, // 113: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
-	57, // 114: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
-	59, // 115: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
-	94, // [94:116] is the sub-list for method output_type
-	72, // [72:94] is the sub-list for method input_type
-	72, // [72:72] is the sub-list for extension type_name
-	72, // [72:72] is the sub-list for extension extendee
-	0,  // [0:72] is the sub-list for field type_name
+	51, // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
+	60, // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	63, // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	63, // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	65, // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	66, // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	9,  // 13: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
+	63, // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	63, // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	63, // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	12, // 17: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
+	61, // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	64, // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	64, // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	64, // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	16, // 22: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
+	67, // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	63, // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	63, // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 26: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
+	18, // 27: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
+	15, // 28: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	35, // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	63, // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	20, // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
+	21, // 33: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
+	63, // 34: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	19, // 35: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 36: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 37: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 38: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 39: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 40: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19, // 41: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	35, // 42: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	19, // 43: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	62, // 44: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	64, // 45: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 46: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	39, // 47: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	42, // 48: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	63, // 49: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	63, // 50: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	41, // 51: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	64, // 52: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	63, // 53: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 54: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	51, // 55: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
+	64, // 56: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
+	64, // 57: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
+	52, // 58: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
+	53, // 59: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
+	53, // 60: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
+	64, // 61: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
+	63, // 62: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
+	63, // 63: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
+	63, // 64: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	64, // 65: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
+	64, // 66: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
+	64, // 67: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
+	53, // 68: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51, // 69: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
+	53, // 70: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51, // 71: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
+	53, // 72: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
+	1,  // 73: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,  // 74: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,  // 75: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,  // 76: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10, // 77: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13, // 78: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15, // 79: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	23, // 80: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	25, // 81: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	27, // 82: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	29, // 83: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	31, // 84: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	33, // 85: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	36, // 86: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	38, // 87: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	43, // 88: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	45, // 89: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	47, // 90: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	49, // 91: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
+	54, // 92: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
+	56, // 93: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
+	58, // 94: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
+	2,  // 95: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,  // 96: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,  // 97: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,  // 98: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11, // 99: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14, // 100: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	22, // 101: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	24, // 102: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	26, // 103: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	28, // 104: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	30, // 105: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	32, // 106: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	34, // 107: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	37, // 108: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	40, // 109: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	44, // 110: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	46, // 111: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	48, // 112: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	50, // 113: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
+	55, // 114: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
+	57, // 115: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
+	59, // 116: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
+	95, // [95:117] is the sub-list for method output_type
+	73, // [73:95] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
