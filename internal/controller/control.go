@@ -151,6 +151,9 @@ func (c *control) Status(ctx context.Context, _ *golivev1.StatusRequest) (*goliv
 	if resp.Rollouts, err = c.s.rollouts(ctx, "", true, 0); err != nil {
 		return nil, apierr.ToStatus(err)
 	}
+	if resp.Dns, err = c.s.dns.statusRecords(ctx); err != nil {
+		return nil, apierr.ToStatus(err)
+	}
 	return resp, nil
 }
 

@@ -637,6 +637,7 @@ func (d *dnsService) show(ctx context.Context, name, typ string) (*golivev1.DnsR
 	}
 	if f := d.cfg.Failover(name); f != nil && string(f.Type) == typ {
 		out.Failover = failoverProto(f, r)
+		d.fillLastSwitch(ctx, r, out.Failover)
 	}
 	return out, nil
 }

@@ -63,40 +63,31 @@ const (
 	dnsMinRequests  = 10
 )
 
-// dnsMetrics are the failover's series.
+// dnsMetrics are the failover's series. The counters count on the replica
+// that did the work; the state series (dnsStateCollector) are computed at
+// scrape time from the last state this replica observed, and only while
+// that observation is fresh, so a replica that lost the lead stops
+// reporting a state it no longer watches.
 type dnsMetrics struct {
-	state     *prometheus.GaugeVec
-	since     *prometheus.GaugeVec
-	alert     *prometheus.GaugeVec
-	checks    *prometheus.CounterVec
-	switches  *prometheus.CounterVec
-	lastSwtch sync.Map // name -> time.Time
+	checks   *prometheus.CounterVec
+	switches *prometheus.CounterVec
+	states   *dnsStateCollector
 }
 
 func newDNSMetrics(reg prometheus.Registerer, cfg *dnsconfig.Config) (*dnsMetrics, error) {
 	m := &dnsMetrics{
-		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_dns_failover_state",
-			Help: "1 for the pool a failover record publishes, 0 for its other pool, by name and pool."}, []string{"name", "pool"}),
-		since: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_dns_failover_since_switch_seconds",
-			Help: "Seconds since the failover record last switched pools (absent before its first switch)."}, []string{"name"}),
-		alert: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "golive_controller_dns_failover_alert",
-			Help: "1 while the leader would switch the record but may not (kind recommend: no approval, manual failback, pinned, blocked) or cannot (kind hold: the secondary is not healthy either)."}, []string{"name", "kind"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_dns_failover_checks_total",
 			Help: "Health checks of failover records' primary pools, by name and verdict."}, []string{"name", "verdict"}),
 		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "golive_controller_dns_failover_switches_total",
 			Help: "Confirmed switches of failover records, by name and source (automatic, operator)."}, []string{"name", "source"}),
+		states: newDNSStateCollector(cfg),
 	}
-	for _, c := range []prometheus.Collector{m.state, m.since, m.alert, m.checks, m.switches} {
+	for _, c := range []prometheus.Collector{m.checks, m.switches, m.states} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register dns failover metrics: %w", err)
 		}
 	}
 	for _, f := range cfg.Failovers {
-		m.state.WithLabelValues(f.Name, f.Primary).Set(1)
-		m.state.WithLabelValues(f.Name, f.Secondary).Set(0)
-		for _, k := range []string{"recommend", "hold"} {
-			m.alert.WithLabelValues(f.Name, k).Set(0)
-		}
 		for _, v := range []dnsfailover.Verdict{dnsfailover.Healthy, dnsfailover.Unhealthy, dnsfailover.Unknown} {
 			m.checks.WithLabelValues(f.Name, string(v))
 		}
@@ -107,23 +98,21 @@ func newDNSMetrics(reg prometheus.Registerer, cfg *dnsconfig.Config) (*dnsMetric
 	return m, nil
 }
 
-// observe sets the gauges from a record's stored state.
+// observe records a record's stored state (after a switch).
 func (m *dnsMetrics) observe(f *dnsconfig.Failover, r *dnsRecord) {
 	if m == nil || r == nil || r.Failover == nil {
 		return
 	}
-	st := *r.Failover
-	active := dnsfailover.Active(dnsfailover.PolicyFrom(f), st)
-	for _, pool := range []string{f.Primary, f.Secondary} {
-		v := 0.0
-		if pool == active {
-			v = 1
-		}
-		m.state.WithLabelValues(f.Name, pool).Set(v)
+	m.states.observe(f, *r.Failover, nil, false)
+}
+
+// observeCheck records the state and decision of one of the leader's
+// checks; live says whether an approval was live.
+func (m *dnsMetrics) observeCheck(f *dnsconfig.Failover, st dnsfailover.State, dec dnsfailover.Decision, live bool) {
+	if m == nil {
+		return
 	}
-	if !st.LastSwitch.IsZero() {
-		m.since.WithLabelValues(f.Name).Set(time.Since(st.LastSwitch).Seconds())
-	}
+	m.states.observe(f, st, &dec, live)
 }
 
 func (m *dnsMetrics) switched(f *dnsconfig.Failover, r *dnsRecord, src dnsfailover.Source) {
@@ -235,9 +224,7 @@ func (d *dnsService) check(ctx context.Context, fence clientv3.Cmp, f *dnsconfig
 	prev := r.Decision
 	decision := &dnsDecision{At: now, Action: string(dec.Action), Reason: dec.Reason, To: dec.To, Command: dec.Command,
 		Primary: describeHealth(chk.Primary), Secondary: describeHealth(chk.Secondary)}
-	d.metrics.alert.WithLabelValues(f.Name, "recommend").Set(b2f(dec.Action == dnsfailover.Recommend))
-	d.metrics.alert.WithLabelValues(f.Name, "hold").Set(b2f(dec.Action == dnsfailover.Hold))
-	d.metrics.observe(f, r)
+	d.metrics.observeCheck(f, next, dec, live)
 
 	if dec.Action == dnsfailover.Switch {
 		return d.switchPool(ctx, fence, f, p, r, next, dec, decision, ap.Token)
