@@ -81,7 +81,7 @@ func (c *control) Preflight(ctx context.Context, req *golivev1.PreflightRequest)
 		return nil, apierr.ToStatus(err)
 	}
 	checked, err := executor.FanOutPreflight(ctx, c.s.store, c.s.log, executor.PreflightSpec{Service: req.Service, Release: req.Release, ArtifactURL: req.ArtifactUrl,
-		Hosts: ask, Skip: req.SkipChecks, Timeout: timeout}, c.s.sweepLate)
+		Hosts: ask, Skip: req.SkipChecks, Timeout: timeout, Controller: c.s.preflightChecks()}, c.s.sweepLate)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
@@ -125,3 +125,11 @@ func (s *Server) sweepLate(late []string, rev int64) {
 
 // DefaultPreflightTimeout bounds a preflight run when the request names none.
 const DefaultPreflightTimeout = executor.DefaultPreflightTimeout
+
+// preflightChecks are the checks the controller runs itself (nil: none).
+func (s *Server) preflightChecks() executor.ControllerChecks {
+	if s.dns == nil {
+		return nil
+	}
+	return s.dns
+}

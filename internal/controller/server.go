@@ -319,10 +319,13 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	if s.defaultAnalysis, err = loadDefaultAnalysis(cfg.DefaultAnalysis); err != nil {
 		return err
 	}
-	s.exec = executor.New(ecfg)
 	if s.dns, err = newDNS(s, dnsCfg, reg); err != nil {
 		return err
 	}
+	if s.dns != nil {
+		ecfg.PreflightChecks = s.dns
+	}
+	s.exec = executor.New(ecfg)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}

@@ -63,6 +63,9 @@ type Config struct {
 	// Prometheus answers the gates' PromQL analysis (nil: none configured;
 	// a rollout with an analysis is refused before it starts).
 	Prometheus analysis.Querier
+	// PreflightChecks adds the controller's own checks to a rollout's
+	// preflight (nil: none; the DNS failover TTL check when configured).
+	PreflightChecks ControllerChecks
 }
 
 // Executor drives rollouts while its replica leads.

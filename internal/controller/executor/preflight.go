@@ -46,6 +46,19 @@ type PreflightSpec struct {
 	Hosts                         []string // connected hosts to ask
 	Skip                          []string
 	Timeout                       time.Duration
+	// Controller, when set, adds the checks the controller runs itself
+	// to the hosts' answers (run while the agents answer).
+	Controller ControllerChecks
+}
+
+// ControllerChecks are pre-live checks the controller runs itself on
+// behalf of hosts: the TTL of a DNS failover name whose pool holds the
+// host (only the controller knows the failover config and can ask the
+// zone's primary).
+type ControllerChecks interface {
+	// PreflightChecks returns extra check results by host id (only for
+	// hosts it concerns); skip are the --skip-check names.
+	PreflightChecks(ctx context.Context, service string, hosts, skip []string) map[string][]*golivev1.CheckResult
 }
 
 // FanOutPreflight asks every host of spec for its checks and waits (by
@@ -61,6 +74,18 @@ func FanOutPreflight(ctx context.Context, st *store.Store, log hclog.Logger, spe
 	}
 	batch := "pf-" + hub.NewID()[:10]
 	out := make([]*golivev1.HostChecks, len(spec.Hosts))
+	var extra map[string][]*golivev1.CheckResult
+	extraDone := make(chan struct{})
+	if spec.Controller != nil && len(spec.Hosts) > 0 {
+		go func() {
+			defer close(extraDone)
+			extra = spec.Controller.PreflightChecks(ctx, spec.Service, spec.Hosts, spec.Skip)
+		}()
+	} else {
+		close(extraDone)
+	}
+	// Whatever happens, the controller's checks end before this returns.
+	defer func() { <-extraDone }()
 	want := map[string]int{} // result key -> index in out
 	answered := map[int]bool{}
 	var cmdKeys []string
@@ -167,6 +192,10 @@ func FanOutPreflight(ctx context.Context, st *store.Store, log hclog.Logger, spe
 		if hc.Checks == nil && hc.Error == "" {
 			hc.Error = fmt.Sprintf("no answer within %s: is the agent connected and running a golive that knows preflight?", timeout)
 		}
+	}
+	<-extraDone
+	for _, hc := range out {
+		hc.Checks = append(hc.Checks, extra[hc.HostId]...)
 	}
 	return out, nil
 }
@@ -302,7 +331,7 @@ func (e *Executor) startRolloutPreflight(ctx context.Context, st rollout.State, 
 		timeout = d / 2
 	}
 	spec := PreflightSpec{Service: st.Plan.Service, Release: st.Plan.Release, ArtifactURL: req.GetArtifactUrl(),
-		Hosts: slices.Clone(st.Plan.Hosts), Skip: req.GetSkipChecks(), Timeout: timeout}
+		Hosts: slices.Clone(st.Plan.Hosts), Skip: req.GetSkipChecks(), Timeout: timeout, Controller: e.cfg.PreflightChecks}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
