@@ -412,6 +412,7 @@ func newStatusCmd(co *clientOpts) *cobra.Command {
 						fmt.Fprintf(w, "  %s\n", next)
 					}
 				}
+				printDNSStatus(w, resp.Dns, 0)
 				return nil
 			})
 		},

@@ -79,6 +79,7 @@ func (co *clientOpts) watch(cmd *cobra.Command, req *golivev1.WatchRolloutReques
 	var lastKey, lastReason string
 	var lastPrint time.Time
 	var live map[string]hostLive
+	var dns []*golivev1.DnsRecord
 	var liveAt time.Time
 	for {
 		resp, err := stream.Recv()
@@ -96,6 +97,7 @@ func (co *clientOpts) watch(cmd *cobra.Command, req *golivev1.WatchRolloutReques
 			// The agents' records carry the stage and health of each
 			// host (the rollout record does not): join them here.
 			live, liveAt = co.hostsLive(ctx, client, last.Service), time.Now()
+			dns = dnsStatus(ctx, client)
 		}
 		switch {
 		case co.output == "json":
@@ -105,10 +107,14 @@ func (co *clientOpts) watch(cmd *cobra.Command, req *golivev1.WatchRolloutReques
 		case tty:
 			fmt.Fprint(w, "\033[H\033[2J")
 			printWatch(w, resp, live, termWidth(w))
+			if len(dns) > 0 {
+				fmt.Fprintln(w)
+				printDNSStatus(w, dns, termWidth(w))
+			}
 		default:
-			key := watchKey(resp, live)
+			key := watchKey(resp, live) + dnsWatchKey(dns)
 			if key != lastKey || time.Since(lastPrint) >= statusEvery {
-				line := watchLine(resp, live)
+				line := watchLine(resp, live) + dnsWatchLine(dns)
 				if r := last.Reason; r != "" && r != lastReason {
 					line += fmt.Sprintf(" reason=%q", r)
 					lastReason = r
