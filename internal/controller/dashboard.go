@@ -210,7 +210,11 @@ func (b *dashboardBackend) Status(ctx context.Context) (*golivev1.StatusResponse
 	if err != nil {
 		return nil, err
 	}
-	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs}, nil
+	dns, err := b.s.dns.statusRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs, Dns: dns}, nil
 }
 
 // Agents is the fleet from the cache the watch keeps (each record is
@@ -458,6 +462,8 @@ func (b *dashboardBackend) Watch(ctx context.Context, changed func(dashboard.Cha
 				c |= dashboard.ChangeRollouts
 			case key == k.AuditHead():
 				c |= dashboard.ChangeAudit
+			case strings.HasPrefix(key, k.DNSRecords()):
+				c |= dashboard.ChangeDNS
 			}
 		}
 		if c != 0 {

@@ -98,7 +98,8 @@ const (
 	ChangeAgents
 	ChangeRollouts
 	ChangeAudit
-	ChangeAll = ChangeApproval | ChangeAgents | ChangeRollouts | ChangeAudit
+	ChangeDNS // DNS failover records
+	ChangeAll = ChangeApproval | ChangeAgents | ChangeRollouts | ChangeAudit | ChangeDNS
 )
 
 // Feed reports changes.
