@@ -22,6 +22,8 @@
 //	              for v4 (5% 500s) and v5 (+300 ms) with --min-healthy 30s, false rollbacks over 20 good rollouts with
 //	              --min-healthy 10s, the agent's CPU, and the access log follower's CPU at 1,000 and 10,000 lines/s
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
+//	dns           DNS failover on real BIND (controller binary, checks every 1s, threshold 3, under an approval): primary pool bad to
+//	              the authoritative server answering the secondary, 5 runs; then 200 confirmed updates each against BIND and Knot
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
 // reconnect 200 agents;
@@ -93,6 +95,7 @@ var benches = []bench{
 	{"rollout", runRollout},
 	{"traffic-gate", runTrafficGate},
 	{"db", runDB},
+	{"dns", runDNS},
 }
 
 func main() {
