@@ -340,19 +340,28 @@ func runFailovers(ctx context.Context, o Options, dir string, res *Result) error
 			return fmt.Errorf("run %d: %w\n%s", i+1, err, ctl.LogTail(20))
 		}
 		f := Failover{Total: t1.Sub(t0)}
-		h, err := api.DnsHistory(cctx, &golivev1.DnsHistoryRequest{Name: recordName, Limit: 10})
-		if err != nil {
-			return err
-		}
-		for _, e := range h.Entries {
-			if e.Kind == "automatic" && e.Outcome == "confirmed" && e.At.AsTime().After(t0) {
-				f.Update = e.Latency.AsDuration()
-				f.Decision = e.At.AsTime().Add(-f.Update).Sub(t0)
-				if _, rest, ok := strings.Cut(e.Reason, "not healthy on "); ok {
-					f.Checks, _, _ = strings.Cut(rest, " since")
-				}
-				break
+		// The server answers green a moment before the controller records
+		// the confirmed change: wait for its history entry.
+		var sw *golivev1.DnsHistoryEntry
+		if err := waitFor(ctx, 30*time.Second, "the switch's history entry", func() bool {
+			h, err := api.DnsHistory(cctx, &golivev1.DnsHistoryRequest{Name: recordName, Limit: 10})
+			if err != nil {
+				return false
 			}
+			for _, e := range h.Entries {
+				if e.Kind == "automatic" && e.Outcome == "confirmed" && e.At.AsTime().After(t0) {
+					sw = e
+					return true
+				}
+			}
+			return false
+		}); err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		f.Update = sw.Latency.AsDuration()
+		f.Decision = sw.At.AsTime().Add(-f.Update).Sub(t0)
+		if _, rest, ok := strings.Cut(sw.Reason, "not healthy on "); ok {
+			f.Checks, _, _ = strings.Cut(rest, " since")
 		}
 		res.Failovers = append(res.Failovers, f)
 		fmt.Fprintf(o.Log, "dnsbench: failover %d: %s (decision %s, update %s, %s)\n", i+1, f.Total, f.Decision, f.Update, f.Checks)
