@@ -36,8 +36,8 @@ test-repeat: ## go test -race ./... N times (default 3): stop at the first faili
 	  fi; \
 	done; rm -f $$log; echo "all $$n runs passed"
 
-bench: build ## run the benchmark programs and print their tables
-	$(GO) run ./internal/bench/cmd/golive-bench
+bench: build ## run the benchmark programs and print their tables (one: make bench BENCH="-only dns")
+	$(GO) run ./internal/bench/cmd/golive-bench $(BENCH)
 
 proto: ## regenerate proto/golive/v1/*.pb.go with pinned buf and plugins
 	$(BUF) lint
