@@ -8,8 +8,8 @@
 //     scrapes a running controller and two agents (in this process, on
 //     loopback ports) that have done what the panels show: a refused deploy,
 //     an approval, a rollout that ended, real traffic in an nginx access
-//     log; and every golive metric a query names is on the /metrics pages
-//     scraped. Without prometheus this skips, except under CI=true, where it
+//     log, an operator's DNS failover (real BIND); and every golive metric
+//     a query names is on the /metrics pages scraped. Without prometheus this skips, except under CI=true, where it
 //     fails.
 package grafana_test
 
@@ -37,6 +37,8 @@ import (
 
 	"github.com/golive/golive/internal/agent"
 	"github.com/golive/golive/internal/agentconfig"
+	"github.com/golive/golive/internal/controller"
+	"github.com/golive/golive/internal/dnsupdate/dnstest"
 	"github.com/golive/golive/internal/etcdtest"
 	"github.com/golive/golive/internal/preflight"
 	"github.com/golive/golive/internal/testenv"
@@ -170,9 +172,16 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin := prometheusBinary(t)
 	d := load(t)
 
-	// A controller and two agents whose service "app" is behind an nginx
-	// that logs in golive's JSON format.
-	c := testenv.StartController(t, testenv.ControllerConfig(t))
+	// A controller (managing a real BIND zone with a failover of www
+	// between web-1/web-2 and dr-1, when named is installed) and two agents
+	// whose service "app" is behind an nginx that logs in golive's JSON
+	// format.
+	cfg := testenv.ControllerConfig(t)
+	withDNS := dnsConfig(t, &cfg)
+	if !withDNS {
+		d = withoutDNSPanels(d)
+	}
+	c := testenv.StartController(t, cfg)
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -216,6 +225,13 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		r, err := ctl.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: resp.Rollout.Id})
 		return err == nil && r.Rollout.FinishedAt != nil
 	})
+
+	// An operator's DNS failover: the failover series and since_switch.
+	if withDNS {
+		if _, err := ctl.DnsFailover(ctx, &golivev1.DnsFailoverRequest{Name: "www.example.test", To: "green", Reason: "dashboard test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Prometheus scrapes them every second.
 	targets := append([]string{c.MetricsAddr()}, agentMetrics...)
@@ -277,6 +293,67 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	for _, q := range pending {
 		t.Errorf("panel %q: no data from %s within 90s of scrapes", q.panel, q.expr)
 	}
+}
+
+// dnsConfig gives cfg a --dns-config for a real BIND (dnstest) with a
+// failover of www.example.test between pools blue (web-1, web-2) and green
+// (dr-1), checked every second. Without named it says so and returns false,
+// except under CI=true, where it fails.
+func dnsConfig(t *testing.T, cfg *controller.Config) bool {
+	t.Helper()
+	if _, err := exec.LookPath("named"); err != nil && os.Getenv("CI") != "true" {
+		t.Logf("named not found (%v): the DNS panels are not checked (apt-get install bind9)", err)
+		return false
+	}
+	s := dnstest.Start(t, dnstest.BIND)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "golive.key"), []byte(s.Secrets[dnstest.KeyGolive]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`zone "example.test" {
+  server   = %q
+  key_name = "golive"
+  key_file = "golive.key"
+}
+pool "blue" {
+  hosts     = ["web-1", "web-2"]
+  addresses = ["192.0.2.10", "192.0.2.11"]
+}
+pool "green" {
+  hosts     = ["dr-1"]
+  addresses = ["198.51.100.10"]
+}
+failover "www.example.test" {
+  zone      = "example.test"
+  primary   = blue
+  secondary = green
+  check {
+    interval  = "1s"
+    threshold = 3
+  }
+}
+`, s.Addr)
+	if err := os.WriteFile(filepath.Join(dir, "dns.hcl"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DNSConfig = filepath.Join(dir, "dns.hcl")
+	return true
+}
+
+// withoutDNSPanels is d less the panels that query DNS series.
+func withoutDNSPanels(d dashboard) dashboard {
+	var keep []panel
+	for _, p := range d.Panels {
+		dns := false
+		for _, tg := range p.Targets {
+			dns = dns || strings.Contains(tg.Expr, "golive_controller_dns_")
+		}
+		if !dns {
+			keep = append(keep, p)
+		}
+	}
+	d.Panels = keep
+	return d
 }
 
 // startAgent runs an agent for host with service "app" on port, its real
