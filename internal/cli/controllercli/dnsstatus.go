@@ -7,6 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/golive/golive/internal/cli"
+	"github.com/golive/golive/internal/controller"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
@@ -113,4 +118,62 @@ func dnsWatchLine(recs []*golivev1.DnsRecord) string {
 		return ""
 	}
 	return " dns=" + strings.Join(parts, ";")
+}
+
+// dnsWatchEvery is how often watch --dns asks for the state.
+const dnsWatchEvery = time.Second
+
+// watchDNS follows the DNS failover records until Ctrl-C: on a terminal a
+// screen redrawn every second, on a pipe a line per change (and every
+// statusEvery), with -o json one compact object per change.
+func (co *clientOpts) watchDNS(cmd *cobra.Command) error {
+	conn, err := co.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(cmd.Context(), controller.ActorMetadataKey, co.actor)
+	client := golivev1.NewControlServiceClient(conn)
+	w := cmd.OutOrStdout()
+	tty := co.output != "json" && isTerminal(w)
+	var lastKey string
+	var lastPrint time.Time
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-cmd.Context().Done():
+				return cli.Interrupted{Note: "stopped watching DNS"}
+			case <-time.After(dnsWatchEvery):
+			}
+		}
+		st, err := client.Status(ctx, &golivev1.StatusRequest{})
+		if err != nil {
+			if cmd.Context().Err() != nil {
+				return cli.Interrupted{Note: "stopped watching DNS"}
+			}
+			return co.connError(err)
+		}
+		if first && len(st.Dns) == 0 {
+			return fmt.Errorf("the controller manages no DNS failover: start `golive-controller serve` with --dns-config FILE (see deploy/examples/dns.hcl)")
+		}
+		key := dnsWatchKey(st.Dns)
+		switch {
+		case co.output == "json":
+			if key != lastKey {
+				if err := writeJSON(w, jsonValue(&golivev1.DnsShowResponse{Records: st.Dns}), true); err != nil {
+					return err
+				}
+			}
+		case tty:
+			fmt.Fprint(w, "\033[H\033[2J")
+			fmt.Fprintf(w, "DNS failover as of %s (leader %s)\n\n", time.Now().Format("15:04:05"), orDash(st.Leader))
+			printDNSStatus(w, st.Dns, termWidth(w))
+		default:
+			if key != lastKey || time.Since(lastPrint) >= statusEvery {
+				fmt.Fprintf(w, "%s%s\n", time.Now().Format("15:04:05"), dnsWatchLine(st.Dns))
+				lastPrint = time.Now()
+			}
+		}
+		lastKey = key
+	}
 }

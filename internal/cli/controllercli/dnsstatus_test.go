@@ -1,6 +1,7 @@
 package controllercli_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golive/golive/internal/cli/controllercli"
 	"github.com/golive/golive/internal/dnsupdate/dnstest"
 	"github.com/golive/golive/internal/testenv"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
@@ -17,7 +19,7 @@ import (
 // TestStatusAndWatchShowDNS: with a failover record moved by an operator,
 // status (text and JSON) and watch (on a pipe) show the serving pool, the
 // primary's health, the bad checks, the pin and the last switch (when, by
-// whom, why); the rollout's own preflight carries the failover TTL check
+// whom, why), as does watch --dns without a rollout; the rollout's own preflight carries the failover TTL check
 // for its host in the primary pool.
 func TestStatusAndWatchShowDNS(t *testing.T) {
 	s := dnstest.Start(t, dnstest.BIND)
@@ -100,6 +102,19 @@ failover "www.example.test" {
 	if err := json.Unmarshal([]byte(mustCLI("status", "-o", "json")), &st); err != nil || len(st.DNS) != 1 ||
 		st.DNS[0].Failover.Active != "green" || !st.DNS[0].Failover.Pinned || st.DNS[0].Failover.LastSwitchBy != "carol" || st.DNS[0].Failover.LastSwitch == "" {
 		t.Fatalf("status -o json: %+v (%v)", st, err)
+	}
+
+	// watch --dns follows the records without a rollout, until Ctrl-C.
+	var stdout, stderr syncBuffer
+	wctx, cancel := context.WithCancel(t.Context())
+	code := make(chan int, 1)
+	go func() { code <- controllercli.Main(wctx, []string{"--addr", addr, "watch", "--dns"}, &stdout, &stderr) }()
+	testenv.WaitFor(t, 20*time.Second, "watch --dns shows the record on green", func() bool {
+		return strings.Contains(stdout.String(), " dns=www.example.test:green(secondary),bad=") && strings.Contains(stdout.String(), ",pinned")
+	})
+	cancel()
+	if got := <-code; got != 130 {
+		t.Errorf("watch --dns after Ctrl-C: exit %d, want 130 (%s)", got, stderr.String())
 	}
 
 	// A rollout; watch on a pipe shows DNS beside it.

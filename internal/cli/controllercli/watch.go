@@ -32,6 +32,7 @@ type hostLive struct {
 
 func newWatchCmd(co *clientOpts) *cobra.Command {
 	var service string
+	var dnsOnly bool
 	cmd := &cobra.Command{
 		Use:   "watch [ROLLOUT_ID]",
 		Short: "follow a rollout live (streamed from the controller): waves, hosts, stages, the gate as it bakes",
@@ -40,7 +41,8 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 			"Ctrl-C stops watching (exit 130); the rollout goes on.",
 		Example: "  golive-controller watch r-20261202-0001\n" +
 			"  golive-controller watch --service app\n" +
-			"  golive-controller watch r-20261202-0001 -o json | jq -c .rollout.state",
+			"  golive-controller watch r-20261202-0001 -o json | jq -c .rollout.state\n" +
+			"  golive-controller watch --dns",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return cli.Usagef("watch takes at most one ROLLOUT_ID")
@@ -49,6 +51,12 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 		},
 		ValidArgsFunction: co.completeRolloutIDs(true),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if dnsOnly {
+				if len(args) > 0 || service != "" {
+					return cli.Usagef("watch --dns takes no ROLLOUT_ID or --service")
+				}
+				return co.watchDNS(cmd)
+			}
 			req := &golivev1.WatchRolloutRequest{Service: service}
 			if len(args) == 1 {
 				req.Id = args[0]
@@ -57,6 +65,7 @@ func newWatchCmd(co *clientOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&service, "service", "", "watch this service's running rollout")
+	cmd.Flags().BoolVar(&dnsOnly, "dns", false, "follow the DNS failover records instead of a rollout (until Ctrl-C)")
 	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	return cmd
 }
