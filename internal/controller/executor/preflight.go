@@ -77,9 +77,11 @@ func FanOutPreflight(ctx context.Context, st *store.Store, log hclog.Logger, spe
 	var extra map[string][]*golivev1.CheckResult
 	extraDone := make(chan struct{})
 	if spec.Controller != nil && len(spec.Hosts) > 0 {
+		ectx, ecancel := context.WithTimeout(ctx, timeout)
 		go func() {
 			defer close(extraDone)
-			extra = spec.Controller.PreflightChecks(ctx, spec.Service, spec.Hosts, spec.Skip)
+			defer ecancel()
+			extra = spec.Controller.PreflightChecks(ectx, spec.Service, spec.Hosts, spec.Skip)
 		}()
 	} else {
 		close(extraDone)
