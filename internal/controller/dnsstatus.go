@@ -56,6 +56,10 @@ func (d *dnsService) statusRecords(ctx context.Context) ([]*golivev1.DnsRecord, 
 	return out, nil
 }
 
+// dnsSwitchLookBack bounds how many history entries status reads to find
+// the last switch when the record's last change is not it.
+const dnsSwitchLookBack = 200
+
 // fillLastSwitch sets who made the record's last switch and why, from the
 // history entry that made it (the record's last change, else its history).
 func (d *dnsService) fillLastSwitch(ctx context.Context, r *dnsRecord, out *golivev1.DnsFailoverState) {
@@ -66,13 +70,15 @@ func (d *dnsService) fillLastSwitch(ctx context.Context, r *dnsRecord, out *goli
 	e := r.Last
 	if e == nil || !e.At.Equal(at) {
 		e = nil
-		resp, err := d.s.cli.Get(ctx, d.s.keys.DNSHistory(r.Name, r.Type), clientv3.WithPrefix())
+		// Newest first, a bounded look back (entries are keyed by sequence).
+		resp, err := d.s.cli.Get(ctx, d.s.keys.DNSHistory(r.Name, r.Type), clientv3.WithPrefix(),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(dnsSwitchLookBack))
 		if err != nil {
 			return
 		}
-		for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		for _, kv := range resp.Kvs {
 			var h dnsEntry
-			if json.Unmarshal(resp.Kvs[i].Value, &h) == nil && h.At.Equal(at) {
+			if json.Unmarshal(kv.Value, &h) == nil && h.At.Equal(at) {
 				e = &h
 				break
 			}

@@ -100,6 +100,15 @@ func TestDNSStatusAndMetrics(t *testing.T) {
 	if shown := e.show(t); shown.Failover.LastSwitchBy != "automatic" || shown.Failover.LastSwitchReason != r.Failover.LastSwitchReason {
 		t.Fatalf("dns show after the switch: %v", shown.Failover)
 	}
+	// A later change that is not a switch (same pool, a new TTL): the last
+	// switch is still the automatic one, found in the history.
+	if _, err := e.ctl.DnsSet(e.ctx, &golivev1.DnsSetRequest{Name: dnsWWW, Values: dnsGreen, Ttl: durationpb.New(20 * time.Second), Reason: "shorter ttl"}); err != nil {
+		t.Fatal(err)
+	}
+	if r2 := e.status(t); r2.Last.Kind != "set" || r2.Failover.LastSwitchBy != "automatic" || r2.Failover.LastSwitchReason != r.Failover.LastSwitchReason ||
+		!r2.Failover.LastSwitch.AsTime().Equal(r.Failover.LastSwitch.AsTime()) {
+		t.Fatalf("status after a dns set that switched nothing: %v", r2)
+	}
 	var first float64
 	testenv.WaitFor(t, 30*time.Second, "metrics after the switch", func() bool {
 		m := scrape(t, e.c)
