@@ -109,6 +109,9 @@ func printDNSRecord(w io.Writer, r *golivev1.DnsRecord) {
 		}
 		if f.LastSwitch != nil {
 			fmt.Fprintf(w, "  switched:  %d times, last %s\n", f.Switches, f.LastSwitch.AsTime().UTC().Format(time.RFC3339))
+			if f.LastSwitchBy != "" {
+				fmt.Fprintf(w, "             by %s: %s\n", f.LastSwitchBy, orDash(f.LastSwitchReason))
+			}
 		}
 	}
 	if p := r.Pending; p != nil {

@@ -88,6 +88,9 @@ failover "www.example.test" {
 			t.Errorf("status after dns failover lacks %q:\n%s", want, out)
 		}
 	}
+	if out := mustCLI("dns", "show", "www.example.test"); !strings.Contains(out, "by carol: blue datacenter on fire") {
+		t.Errorf("dns show after dns failover lacks who and why:\n%s", out)
+	}
 	var st struct {
 		DNS []struct {
 			Name     string `json:"name"`
