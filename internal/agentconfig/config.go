@@ -138,6 +138,9 @@ type Service struct {
 	// MetricsPath is the path of the service's own Prometheus metrics
 	// endpoint on its port ("/metrics"); "" when it has none.
 	MetricsPath string
+	// Scale, when set, lets the service run several instances on this host
+	// (see Scale); nil: one instance.
+	Scale *Scale
 
 	pos positions
 }

@@ -107,6 +107,7 @@ type serviceHCL struct {
 	Traffic      *trafficHCL    `hcl:"traffic,block"`
 	Preflight    *preflightHCL  `hcl:"preflight,block"`
 	Smoke        []*smokeHCL    `hcl:"smoke,block"`
+	Scale        *scaleHCL      `hcl:"scale,block"`
 }
 
 type trafficHCL struct {
@@ -309,20 +310,11 @@ func (d *decoder) service(raw *serviceHCL) *Service {
 		f.duration(b.KeepWarm, "blue_green.keep_warm", &bg.KeepWarm)
 		f.duration(b.DrainTimeout, "blue_green.drain_timeout", &bg.DrainTimeout)
 		if r := b.Router; r != nil {
-			s.pos["blue_green.router"] = r.DefRange
-			var kind string
-			f.str(r.Kind, "blue_green.router.kind", &kind)
-			bg.Router.Kind = RouterKind(kind)
-			f.str(r.UpstreamFile, "blue_green.router.upstream_file", &bg.Router.UpstreamFile)
-			f.strList(r.Reload, "blue_green.router.reload", &bg.Router.Reload)
-			f.str(r.ProbeURL, "blue_green.router.probe_url", &bg.Router.ProbeURL)
-			f.str(r.AdminSocket, "blue_green.router.admin_socket", &bg.Router.AdminSocket)
-			f.str(r.Backend, "blue_green.router.backend", &bg.Router.Backend)
-			f.str(r.AccessLog, "blue_green.router.access_log", &bg.Router.AccessLog)
-			if bg.Router.Kind == RouterNginx && !s.pos.has("blue_green.router.reload") {
-				bg.Router.Reload = defaultNginxReload()
-			}
+			f.router(r, "blue_green.router", &bg.Router)
 		}
+	}
+	if b := raw.Scale; b != nil {
+		f.scale(b, s)
 	}
 	if b := raw.Traffic; b != nil {
 		s.pos["traffic"] = b.DefRange

@@ -44,6 +44,10 @@ func FuzzParse(f *testing.F) {
 		"service \"app\" { port = 1\n traffic { source = \"nginx\"\n access_log = \"/l\" } }\n",
 		"service \"app\" { traffic { source = \"haproxy\"\n backend = \"\" } }\n",
 		"service \"app\" { blue_green { router { kind = \"nginx\"\n access_log = 1 } } }\n",
+		"service \"app\" { port = 8080\n scale { min = 1\n max = 4\n target_rps = 50 } }\n",
+		"service \"app\" { port = 8080\n scale { max = 4\n ports = \"8080-8083\"\n target_cpu = 0.5\n router { kind = \"haproxy\" } } }\n",
+		"service \"app\" { scale { max = 1e30\n ports = \"9-\"\n query = 1 } }\n",
+		"service \"app\" { port = 65535\n scale { min = -1\n max = 9999999\n tolerance = 2 } }\n",
 		"\x00\xff{{{",
 	}
 	for _, s := range seeds {

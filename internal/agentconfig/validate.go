@@ -136,6 +136,7 @@ func (v *validator) config(c *Config) {
 		seen[s.Name] = s
 		v.service(s)
 	}
+	v.portOverlaps(c.Services)
 }
 
 func (v *validator) controller(o owner, ctl *Controller) {
@@ -204,6 +205,7 @@ func (v *validator) service(s *Service) {
 		v.blueGreen(o, s.BlueGreen)
 	}
 	v.traffic(o, s)
+	v.scale(o, s)
 	if s.MetricsPath != "" || s.pos.has("metrics_path") {
 		if !strings.HasPrefix(s.MetricsPath, "/") || strings.ContainsFunc(s.MetricsPath, func(r rune) bool { return isControl(r) || r == ' ' }) {
 			o.failAt("metrics_path", `must be a URL path starting with "/" (e.g. "/metrics"), got %q`, s.MetricsPath)
@@ -359,8 +361,12 @@ func (v *validator) blueGreen(o owner, bg *BlueGreen) {
 	o.positive("blue_green.keep_warm", bg.KeepWarm)
 	o.positive("blue_green.drain_timeout", bg.DrainTimeout)
 
-	r := bg.Router
-	const p = "blue_green.router."
+	v.router(o, "blue_green.router.", bg.Router)
+}
+
+// router checks a router block; p is its key prefix ("blue_green.router.").
+func (v *validator) router(o owner, p string, r Router) {
+	block := strings.TrimSuffix(p, ".")
 	unused := func(key, val string, list []string) {
 		if val != "" || len(list) > 0 {
 			o.failAt(p+key, "is not used with router kind %q", r.Kind)
@@ -369,12 +375,12 @@ func (v *validator) blueGreen(o owner, bg *BlueGreen) {
 	switch r.Kind {
 	case RouterNginx:
 		if r.UpstreamFile == "" {
-			o.fail(p+"upstream_file", []string{"blue_green.router"}, `is required with kind = "nginx"`)
+			o.fail(p+"upstream_file", []string{block}, `is required with kind = "nginx"`)
 		} else {
 			o.absPath(p+"upstream_file", r.UpstreamFile, false)
 		}
 		if len(r.Reload) == 0 {
-			o.fail(p+"reload", []string{"blue_green.router"}, `is required with kind = "nginx"`)
+			o.fail(p+"reload", []string{block}, `is required with kind = "nginx"`)
 		} else {
 			o.command(p+"reload", r.Reload, false)
 		}
@@ -383,12 +389,12 @@ func (v *validator) blueGreen(o owner, bg *BlueGreen) {
 		o.absPath(p+"access_log", r.AccessLog, false)
 	case RouterHAProxy:
 		if r.AdminSocket == "" {
-			o.fail(p+"admin_socket", []string{"blue_green.router"}, `is required with kind = "haproxy"`)
+			o.fail(p+"admin_socket", []string{block}, `is required with kind = "haproxy"`)
 		} else {
 			o.absPath(p+"admin_socket", r.AdminSocket, false)
 		}
 		if r.Backend == "" {
-			o.fail(p+"backend", []string{"blue_green.router"}, `is required with kind = "haproxy"`)
+			o.fail(p+"backend", []string{block}, `is required with kind = "haproxy"`)
 		} else if !nameRe.MatchString(r.Backend) {
 			o.failAt(p+"backend", "%q %s", r.Backend, nameRule)
 		}
