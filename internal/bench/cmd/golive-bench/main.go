@@ -18,6 +18,9 @@
 //	              through nginx, then HAProxy (deploystep.Runner), restart mode for comparison, then blue-green through
 //	              nginx and HAProxy driven by the controller and agent binaries (Deploy/Rollback calls); 20 reverts each
 //	rollout       canary 1 + 25% waves on 100 real agents (bin/golive-agent), then the fleet rollback when one host fails health
+//	rollout1000   1,000 simulated agents (real streams, fake executor) through a preflight, a canary + 10% waves deploy with gates,
+//	              a deploy whose third wave fails and is rolled back, and an abort: time, controller CPU per host, etcd writes per host,
+//	              the most writes in one etcd transaction
 //	traffic-gate  the real-traffic gate at 1,000 rps through nginx (controller and agent binaries): first bad answer to rollback
 //	              for v4 (5% 500s) and v5 (+300 ms) with --min-healthy 30s, false rollbacks over 20 good rollouts with
 //	              --min-healthy 10s, the agent's CPU, and the access log follower's CPU at 1,000 and 10,000 lines/s
@@ -93,6 +96,7 @@ var benches = []bench{
 	{"swapload", runSwapload},
 	{"bluegreen", runBlueGreen},
 	{"rollout", runRollout},
+	{"rollout1000", runRollout1000},
 	{"traffic-gate", runTrafficGate},
 	{"db", runDB},
 	{"dns", runDNS},
@@ -126,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&env, "controller-env", "VAR=value added to the controller's environment (repeatable), e.g. GOGC=50")
 	verbose := fs.Bool("v", false, "print progress to stderr")
 	before := fs.String("before-controller", "", "etcd-budget and idle: also run this controller binary (e.g. built from an older commit), side by side")
-	pprofAddr := fs.String("pprof-addr", "", "fanout: start the controller (not the baseline) with --pprof-addr ADDR, to profile it while the rounds run")
+	pprofAddr := fs.String("pprof-addr", "", "fanout and rollout1000: start the controller (not the baseline) with --pprof-addr ADDR, to profile it while it runs")
 	withBaseline := fs.Bool("baseline", true, "fanout: run the naive grpc-go baseline server (internal/bench/baseline) beside the controller, same sizes, same run")
 	window := fs.Duration("window", 0, "etcd-budget and idle: how long to measure (default 60s and 30s; -quick 20s and 10s)")
 	if err := fs.Parse(args); err != nil {
