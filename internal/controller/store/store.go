@@ -106,12 +106,8 @@ func (r Record) Encode() (string, error) {
 	if j.Gate, err = marshalOpt(r.Gate); err != nil {
 		return "", err
 	}
-	for _, h := range r.Preflight {
-		b, err := Marshal.Marshal(h)
-		if err != nil {
-			return "", err
-		}
-		j.Preflight = append(j.Preflight, b)
+	if j.Preflight, err = encodePreflight(r.State.ID, r.Preflight); err != nil {
+		return "", err
 	}
 	b, err := json.Marshal(j)
 	return string(b), err
@@ -153,12 +149,8 @@ func DecodeRecord(b []byte) (Record, error) {
 			return Record{}, fmt.Errorf("%w: gate: %v", ErrCorrupt, err)
 		}
 	}
-	for _, p := range j.Preflight {
-		h := &golivev1.HostChecks{}
-		if err := protojson.Unmarshal(p, h); err != nil {
-			return Record{}, fmt.Errorf("%w: preflight: %v", ErrCorrupt, err)
-		}
-		r.Preflight = append(r.Preflight, h)
+	if r.Preflight, err = decodePreflight(st.ID, j.Preflight); err != nil {
+		return Record{}, err
 	}
 	return r, nil
 }
