@@ -68,6 +68,10 @@ type Config struct {
 	Services    []Service
 	// MaxBackoff caps the reconnect delay.
 	MaxBackoff time.Duration
+	// DisconnectGrace: how long the approval token (and a step in
+	// flight) outlives a stream that ended cleanly, waiting for the next
+	// (0: DefaultDisconnectGrace; negative: none). See grace.go.
+	DisconnectGrace time.Duration
 	// TLS, when set, is the agent's mutual TLS configuration (its
 	// certificate names its host id); nil: plaintext, loopback dev mode.
 	TLS *tls.Config
@@ -148,6 +152,7 @@ type Agent struct {
 	controller atomic.Pointer[string]
 	replica    atomic.Pointer[string]
 	reconnects atomic.Uint64
+	grace      graceState
 
 	metricsAddr net.Addr
 	grpcAddr    net.Addr
@@ -363,7 +368,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		welcomed, err := a.session(ctx, addr)
 		a.connected.Store(false)
 		a.metrics.connected.Set(0)
-		a.setApproval(&golivev1.ApprovalUpdate{Reason: reasonDisconnected})
+		a.streamEnded(welcomed, err)
 		if ctx.Err() != nil {
 			return
 		}
@@ -450,6 +455,7 @@ func (a *Agent) session(ctx context.Context, addr string) (bool, error) {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
+	a.welcomed(interval)
 	go func() { sendErr <- a.sender(sctx, stream, out, interval) }()
 	enqueue := func(m *golivev1.ConnectRequest) {
 		select {
@@ -515,6 +521,7 @@ func (a *Agent) sender(ctx context.Context, stream golivev1.AgentService_Connect
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	beat := func() error {
+		a.beatSent()
 		return stream.Send(&golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_Heartbeat{Heartbeat: &golivev1.Heartbeat{
 			Services: a.services(), FencingToken: a.token.Load(), SentAt: timestamppb.Now(),
 		}}})

@@ -126,7 +126,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7400", MetricsAddr: "127.0.0.1:7401", DataDir: "golive-data",
 		EtcdPrefix: "/golive/", EmbeddedClient: "127.0.0.1:2379", EmbeddedPeer: "127.0.0.1:2380",
-		MaxApprovalTTL: 12 * time.Hour, ReplicaID: host, LeaderTTL: 3 * time.Second, PresenceTTL: 10 * time.Second,
+		MaxApprovalTTL: 12 * time.Hour, ReplicaID: host, LeaderTTL: 10 * time.Second, PresenceTTL: 10 * time.Second,
 		HeartbeatInterval: 5 * time.Second,
 		RateLimit:         50, RateBurst: 100, AcceptRate: 1000, AcceptBurst: 200,
 	}
@@ -457,26 +457,52 @@ func (s *Server) unaryMetrics(ctx context.Context, req any, info *grpc.UnaryServ
 }
 
 // runPresenceSession keeps the etcd session whose lease holds this
-// replica's presence keys. If the session is lost, every stream is closed so
-// that agents reconnect and claim their presence again.
+// replica's presence keys. If the session is lost (a starved controller
+// sent its keep-alives too late, or etcd was away) while the streams are
+// healthy, it takes a new session and claims every stream's presence again
+// under it (hub.Reclaim): agents keep their streams, their tokens and
+// their steps in flight. Only if no new session comes within PresenceTTL
+// (etcd really is away from this replica) are the streams closed, so that
+// agents go to a replica that can record them.
 func (s *Server) runPresenceSession(ctx context.Context) {
 	ttl := int(s.cfg.PresenceTTL / time.Second)
+	var lostAt time.Time
 	for ctx.Err() == nil {
-		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		// The grant is bounded so that a replica cut off from etcd gets to
+		// close its streams below.
+		gctx, gcancel := context.WithTimeout(ctx, max(s.cfg.PresenceTTL/2, time.Second))
+		lease, err := s.cli.Grant(gctx, int64(ttl))
+		gcancel()
+		var sess *concurrency.Session
+		if err == nil {
+			sess, err = concurrency.NewSession(s.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+		}
 		if err != nil {
 			s.metrics.EtcdErrors.WithLabelValues("session").Inc()
 			s.log.Warn("etcd session", "error", err)
+			if !lostAt.IsZero() && time.Since(lostAt) > s.cfg.PresenceTTL {
+				s.log.Warn("no new etcd session since the last was lost; closing agent streams so they reconnect", "lost_for", time.Since(lostAt).Round(time.Millisecond))
+				s.hub.CloseAll(status.Error(codes.Unavailable, "controller lost its etcd session; reconnect"))
+				lostAt = time.Time{}
+			}
 			sleepCtx(ctx, time.Second)
 			continue
 		}
 		s.hub.SetSession(sess)
+		if !lostAt.IsZero() {
+			kept, closed := s.hub.Reclaim(ctx)
+			s.log.Info("etcd session renewed; agent streams claimed again", "kept", kept, "closed", closed,
+				"gap", time.Since(lostAt).Round(time.Millisecond))
+			lostAt = time.Time{}
+		}
 		select {
 		case <-ctx.Done():
 			sess.Close()
 			return
 		case <-sess.Done():
-			s.log.Warn("etcd session lost; closing agent streams so they reconnect")
-			s.hub.CloseAll(status.Error(codes.Unavailable, "controller lost its etcd session; reconnect"))
+			s.log.Warn("etcd session lost; renewing it and claiming this replica's agent streams again")
+			s.metrics.EtcdErrors.WithLabelValues("session_lost").Inc()
+			lostAt = time.Now()
 		}
 	}
 }

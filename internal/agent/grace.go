@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	golivev1 "github.com/golive/golive/proto/golive/v1"
+)
+
+// DefaultDisconnectGrace is how long an agent whose stream ended keeps its
+// approval token, and its step in flight, waiting for a new stream.
+//
+// The trade-off: a stop reaches a connected agent at once (the revoke is
+// pushed on its stream, under 1 s), and the grace does not change that. An
+// agent between streams hears of a revoke in the next Welcome, which
+// carries the approval; if none comes within the grace it halts its step
+// then. So the grace is the longest a step runs on after its controller
+// went away cleanly, and it is what a transient disconnect (a controller
+// restarted, a starved controller's stream reset) may last without the
+// step being halted and the host rolled back for nothing.
+//
+// No grace when the controller may already have given up on the host:
+// the stream died of a keepalive timeout (the controller went silent for
+// 8 s: frozen or partitioned), or this agent sent no heartbeat for two
+// intervals (its own process was frozen): the controller marks a host lost
+// after three missed heartbeats and its rollout acts on that. Those halt at
+// once, as before.
+const DefaultDisconnectGrace = 5 * time.Second
+
+// graceState guards the token across a disconnect: gen changes at every
+// Welcome, so a grace timer armed before it does nothing.
+type graceState struct {
+	mu    sync.Mutex
+	gen   uint64
+	armed bool
+	// lastBeat is when the last heartbeat was sent (unix nanoseconds).
+	lastBeat time.Time
+	interval time.Duration
+}
+
+func (a *Agent) disconnectGrace() time.Duration {
+	if a.cfg.DisconnectGrace < 0 {
+		return 0
+	}
+	if a.cfg.DisconnectGrace == 0 {
+		return DefaultDisconnectGrace
+	}
+	return a.cfg.DisconnectGrace
+}
+
+// welcomed records a new stream: a pending grace is over (the Welcome's
+// approval replaces the token).
+func (a *Agent) welcomed(interval time.Duration) {
+	a.grace.mu.Lock()
+	a.grace.gen++
+	a.grace.armed = false
+	a.grace.interval = interval
+	a.grace.lastBeat = time.Now()
+	a.grace.mu.Unlock()
+}
+
+func (a *Agent) beatSent() {
+	a.grace.mu.Lock()
+	a.grace.lastBeat = time.Now()
+	a.grace.mu.Unlock()
+}
+
+// streamEnded drops the token now, or arms the grace (see
+// DefaultDisconnectGrace). welcomed says whether the stream that ended had
+// been welcomed; a failed attempt to reconnect leaves a pending grace be.
+func (a *Agent) streamEnded(welcomed bool, err error) {
+	drop := func() { a.setApproval(&golivev1.ApprovalUpdate{Reason: reasonDisconnected}) }
+	a.grace.mu.Lock()
+	if !welcomed {
+		armed := a.grace.armed
+		a.grace.mu.Unlock()
+		if !armed {
+			drop()
+		}
+		return
+	}
+	g := a.disconnectGrace()
+	if exp := a.expiresAt.Load(); exp != nil {
+		g = min(g, time.Until(*exp))
+	}
+	silent := time.Since(a.grace.lastBeat) > 2*max(a.grace.interval, time.Second)
+	if g <= 0 || silent || a.token.Load() == 0 || err != nil && strings.Contains(err.Error(), "keepalive") {
+		a.grace.gen++
+		a.grace.armed = false
+		a.grace.mu.Unlock()
+		drop()
+		return
+	}
+	a.grace.armed = true
+	gen := a.grace.gen
+	a.grace.mu.Unlock()
+	a.log.Info("stream ended; keeping the approval token while reconnecting", "grace", g)
+	time.AfterFunc(g, func() {
+		a.grace.mu.Lock()
+		defer a.grace.mu.Unlock()
+		if a.grace.gen == gen && a.grace.armed {
+			a.grace.armed = false
+			drop()
+		}
+	})
+}
