@@ -4483,6 +4483,550 @@ func (x *DnsHistoryResponse) GetEntries() []*DnsHistoryEntry {
 	return nil
 }
 
+// ScaleStatusRequest names a service ("": every scaled service).
+type ScaleStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleStatusRequest) Reset() {
+	*x = ScaleStatusRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleStatusRequest) ProtoMessage() {}
+
+func (x *ScaleStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleStatusRequest.ProtoReflect.Descriptor instead.
+func (*ScaleStatusRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ScaleStatusRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// ScaleStatusResponse lists one entry per scaled service and host, by
+// service then host.
+type ScaleStatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*ScaleEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// approval_live: scaling acts only while an approval is live.
+	ApprovalLive  bool `protobuf:"varint,2,opt,name=approval_live,json=approvalLive,proto3" json:"approval_live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleStatusResponse) Reset() {
+	*x = ScaleStatusResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleStatusResponse) ProtoMessage() {}
+
+func (x *ScaleStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleStatusResponse.ProtoReflect.Descriptor instead.
+func (*ScaleStatusResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ScaleStatusResponse) GetEntries() []*ScaleEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ScaleStatusResponse) GetApprovalLive() bool {
+	if x != nil {
+		return x.ApprovalLive
+	}
+	return false
+}
+
+// ScaleEntry is one scaled service on one host: what its agent reports and
+// what the leader's last evaluation of it decided.
+type ScaleEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Host    string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// agent_state is "connected" or "lost".
+	AgentState string `protobuf:"bytes,3,opt,name=agent_state,json=agentState,proto3" json:"agent_state,omitempty"`
+	Min        uint32 `protobuf:"varint,4,opt,name=min,proto3" json:"min,omitempty"`
+	Max        uint32 `protobuf:"varint,5,opt,name=max,proto3" json:"max,omitempty"`
+	// instances serving (healthy, in the router); desired_instances is what
+	// the agent converges to.
+	Instances        uint32 `protobuf:"varint,6,opt,name=instances,proto3" json:"instances,omitempty"`
+	DesiredInstances uint32 `protobuf:"varint,7,opt,name=desired_instances,json=desiredInstances,proto3" json:"desired_instances,omitempty"`
+	// metric is "rps", "cpu" or "query"; demand is the total over the
+	// serving instances, per_instance = demand / instances, target the policy's
+	// per instance (absent demand: the metric was missing, stale or failed).
+	Metric      string   `protobuf:"bytes,8,opt,name=metric,proto3" json:"metric,omitempty"`
+	Demand      *float64 `protobuf:"fixed64,9,opt,name=demand,proto3,oneof" json:"demand,omitempty"`
+	PerInstance float64  `protobuf:"fixed64,10,opt,name=per_instance,json=perInstance,proto3" json:"per_instance,omitempty"`
+	Target      float64  `protobuf:"fixed64,11,opt,name=target,proto3" json:"target,omitempty"`
+	// recommendation is the stabilised count the policy recommends; action is
+	// what the evaluation decided: "none", "scale_up", "scale_down", "hold".
+	Recommendation uint32 `protobuf:"varint,12,opt,name=recommendation,proto3" json:"recommendation,omitempty"`
+	Action         string `protobuf:"bytes,13,opt,name=action,proto3" json:"action,omitempty"`
+	Reason         string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
+	// frozen: scaling of the service is frozen (a rollout runs); why says so.
+	Frozen       bool                   `protobuf:"varint,15,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	FrozenReason string                 `protobuf:"bytes,16,opt,name=frozen_reason,json=frozenReason,proto3" json:"frozen_reason,omitempty"`
+	EvaluatedAt  *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	LastAction   *ScaleActionRecord     `protobuf:"bytes,18,opt,name=last_action,json=lastAction,proto3" json:"last_action,omitempty"`
+	// the command an operator would run to apply the recommendation.
+	Command       string `protobuf:"bytes,19,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleEntry) Reset() {
+	*x = ScaleEntry{}
+	mi := &file_golive_v1_control_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleEntry) ProtoMessage() {}
+
+func (x *ScaleEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleEntry.ProtoReflect.Descriptor instead.
+func (*ScaleEntry) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ScaleEntry) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetAgentState() string {
+	if x != nil {
+		return x.AgentState
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetMin() uint32 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetDesiredInstances() uint32 {
+	if x != nil {
+		return x.DesiredInstances
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetDemand() float64 {
+	if x != nil && x.Demand != nil {
+		return *x.Demand
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetPerInstance() float64 {
+	if x != nil {
+		return x.PerInstance
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetTarget() float64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetRecommendation() uint32 {
+	if x != nil {
+		return x.Recommendation
+	}
+	return 0
+}
+
+func (x *ScaleEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *ScaleEntry) GetFrozenReason() string {
+	if x != nil {
+		return x.FrozenReason
+	}
+	return ""
+}
+
+func (x *ScaleEntry) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
+func (x *ScaleEntry) GetLastAction() *ScaleActionRecord {
+	if x != nil {
+		return x.LastAction
+	}
+	return nil
+}
+
+func (x *ScaleEntry) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+// ScaleActionRecord is a scaling action written to a host.
+type ScaleActionRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	From  uint32                 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To    uint32                 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	// actor is "controller" for automation, else the operator's identity.
+	Actor    string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Operator bool   `protobuf:"varint,5,opt,name=operator,proto3" json:"operator,omitempty"`
+	// reason: the figures that caused it, or the operator's reason.
+	Reason       string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	CommandId    string `protobuf:"bytes,7,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	FencingToken int64  `protobuf:"varint,8,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	// outcome is the agent's result: "pending" until it reports, then
+	// "succeeded", "failed", "rejected", ...
+	Outcome       string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleActionRecord) Reset() {
+	*x = ScaleActionRecord{}
+	mi := &file_golive_v1_control_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleActionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleActionRecord) ProtoMessage() {}
+
+func (x *ScaleActionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleActionRecord.ProtoReflect.Descriptor instead.
+func (*ScaleActionRecord) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ScaleActionRecord) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ScaleActionRecord) GetFrom() uint32 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *ScaleActionRecord) GetTo() uint32 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *ScaleActionRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ScaleActionRecord) GetOperator() bool {
+	if x != nil {
+		return x.Operator
+	}
+	return false
+}
+
+func (x *ScaleActionRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ScaleActionRecord) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *ScaleActionRecord) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
+func (x *ScaleActionRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *ScaleActionRecord) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ScaleSetRequest sets service's instances on hosts (empty: every host with
+// the service's scale block).
+type ScaleSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Instances     uint32                 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	Hosts         []string               `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleSetRequest) Reset() {
+	*x = ScaleSetRequest{}
+	mi := &file_golive_v1_control_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleSetRequest) ProtoMessage() {}
+
+func (x *ScaleSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleSetRequest.ProtoReflect.Descriptor instead.
+func (*ScaleSetRequest) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ScaleSetRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ScaleSetRequest) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ScaleSetRequest) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *ScaleSetRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ScaleSetResponse lists the actions written, one per host.
+type ScaleSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actions       []*ScaleActionRecord   `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	Hosts         []string               `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleSetResponse) Reset() {
+	*x = ScaleSetResponse{}
+	mi := &file_golive_v1_control_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleSetResponse) ProtoMessage() {}
+
+func (x *ScaleSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleSetResponse.ProtoReflect.Descriptor instead.
+func (*ScaleSetResponse) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ScaleSetResponse) GetActions() []*ScaleActionRecord {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *ScaleSetResponse) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
 var File_golive_v1_control_proto protoreflect.FileDescriptor
 
 const file_golive_v1_control_proto_rawDesc = "" +
@@ -4864,7 +5408,58 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"J\n" +
 	"\x12DnsHistoryResponse\x124\n" +
-	"\aentries\x18\x01 \x03(\v2\x1a.golive.v1.DnsHistoryEntryR\aentries2\xf2\f\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.golive.v1.DnsHistoryEntryR\aentries\".\n" +
+	"\x12ScaleStatusRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\"k\n" +
+	"\x13ScaleStatusResponse\x12/\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.golive.v1.ScaleEntryR\aentries\x12#\n" +
+	"\rapproval_live\x18\x02 \x01(\bR\fapprovalLive\"\xf2\x04\n" +
+	"\n" +
+	"ScaleEntry\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
+	"\vagent_state\x18\x03 \x01(\tR\n" +
+	"agentState\x12\x10\n" +
+	"\x03min\x18\x04 \x01(\rR\x03min\x12\x10\n" +
+	"\x03max\x18\x05 \x01(\rR\x03max\x12\x1c\n" +
+	"\tinstances\x18\x06 \x01(\rR\tinstances\x12+\n" +
+	"\x11desired_instances\x18\a \x01(\rR\x10desiredInstances\x12\x16\n" +
+	"\x06metric\x18\b \x01(\tR\x06metric\x12\x1b\n" +
+	"\x06demand\x18\t \x01(\x01H\x00R\x06demand\x88\x01\x01\x12!\n" +
+	"\fper_instance\x18\n" +
+	" \x01(\x01R\vperInstance\x12\x16\n" +
+	"\x06target\x18\v \x01(\x01R\x06target\x12&\n" +
+	"\x0erecommendation\x18\f \x01(\rR\x0erecommendation\x12\x16\n" +
+	"\x06action\x18\r \x01(\tR\x06action\x12\x16\n" +
+	"\x06reason\x18\x0e \x01(\tR\x06reason\x12\x16\n" +
+	"\x06frozen\x18\x0f \x01(\bR\x06frozen\x12#\n" +
+	"\rfrozen_reason\x18\x10 \x01(\tR\ffrozenReason\x12=\n" +
+	"\fevaluated_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\x12=\n" +
+	"\vlast_action\x18\x12 \x01(\v2\x1c.golive.v1.ScaleActionRecordR\n" +
+	"lastAction\x12\x18\n" +
+	"\acommand\x18\x13 \x01(\tR\acommandB\t\n" +
+	"\a_demand\"\xa1\x02\n" +
+	"\x11ScaleActionRecord\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\rR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\rR\x02to\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x1a\n" +
+	"\boperator\x18\x05 \x01(\bR\boperator\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\a \x01(\tR\tcommandId\x12#\n" +
+	"\rfencing_token\x18\b \x01(\x03R\ffencingToken\x12\x18\n" +
+	"\aoutcome\x18\t \x01(\tR\aoutcome\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\"w\n" +
+	"\x0fScaleSetRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x14\n" +
+	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"`\n" +
+	"\x10ScaleSetResponse\x126\n" +
+	"\aactions\x18\x01 \x03(\v2\x1c.golive.v1.ScaleActionRecordR\aactions\x12\x14\n" +
+	"\x05hosts\x18\x02 \x03(\tR\x05hosts2\x85\x0e\n" +
 	"\x0eControlService\x12F\n" +
 	"\tAuthorize\x12\x1b.golive.v1.AuthorizeRequest\x1a\x1c.golive.v1.AuthorizeResponse\x12=\n" +
 	"\x06Revoke\x12\x18.golive.v1.RevokeRequest\x1a\x19.golive.v1.RevokeResponse\x12L\n" +
@@ -4890,7 +5485,9 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x06DnsSet\x12\x18.golive.v1.DnsSetRequest\x1a\x19.golive.v1.DnsSetResponse\x12L\n" +
 	"\vDnsFailover\x12\x1d.golive.v1.DnsFailoverRequest\x1a\x1e.golive.v1.DnsFailoverResponse\x12I\n" +
 	"\n" +
-	"DnsHistory\x12\x1c.golive.v1.DnsHistoryRequest\x1a\x1d.golive.v1.DnsHistoryResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
+	"DnsHistory\x12\x1c.golive.v1.DnsHistoryRequest\x1a\x1d.golive.v1.DnsHistoryResponse\x12L\n" +
+	"\vScaleStatus\x12\x1d.golive.v1.ScaleStatusRequest\x1a\x1e.golive.v1.ScaleStatusResponse\x12C\n" +
+	"\bScaleSet\x12\x1a.golive.v1.ScaleSetRequest\x1a\x1b.golive.v1.ScaleSetResponseB3Z1github.com/golive/golive/proto/golive/v1;golivev1b\x06proto3"
 
 var (
 	file_golive_v1_control_proto_rawDescOnce sync.Once
@@ -4904,7 +5501,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -4966,139 +5563,154 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*DnsFailoverResponse)(nil),   // 57: golive.v1.DnsFailoverResponse
 	(*DnsHistoryRequest)(nil),     // 58: golive.v1.DnsHistoryRequest
 	(*DnsHistoryResponse)(nil),    // 59: golive.v1.DnsHistoryResponse
-	nil,                           // 60: golive.v1.Agent.LabelsEntry
-	nil,                           // 61: golive.v1.DeployRequest.SelectorEntry
-	nil,                           // 62: golive.v1.PreflightRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
-	(*ServiceState)(nil),          // 65: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 66: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 67: golive.v1.HealthWindow
-	(*CheckResult)(nil),           // 68: golive.v1.CheckResult
+	(*ScaleStatusRequest)(nil),    // 60: golive.v1.ScaleStatusRequest
+	(*ScaleStatusResponse)(nil),   // 61: golive.v1.ScaleStatusResponse
+	(*ScaleEntry)(nil),            // 62: golive.v1.ScaleEntry
+	(*ScaleActionRecord)(nil),     // 63: golive.v1.ScaleActionRecord
+	(*ScaleSetRequest)(nil),       // 64: golive.v1.ScaleSetRequest
+	(*ScaleSetResponse)(nil),      // 65: golive.v1.ScaleSetResponse
+	nil,                           // 66: golive.v1.Agent.LabelsEntry
+	nil,                           // 67: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 68: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
+	(*ServiceState)(nil),          // 71: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 72: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 73: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 74: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	63, // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	63, // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	64, // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
-	0,  // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
-	0,  // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
-	0,  // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
-	19, // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	51, // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
-	60, // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	63, // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	63, // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	65, // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	66, // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
-	9,  // 13: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	63, // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	63, // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	63, // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
-	12, // 17: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	61, // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	64, // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	64, // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	64, // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	16, // 22: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	67, // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	63, // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	63, // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 26: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
-	18, // 27: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	15, // 28: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	35, // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	63, // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	39, // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	20, // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
-	21, // 33: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	63, // 34: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
-	19, // 35: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 36: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 37: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 38: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 39: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 40: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19, // 41: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	35, // 42: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	19, // 43: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	62, // 44: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	64, // 45: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	68, // 46: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	39, // 47: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	42, // 48: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	63, // 49: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	63, // 50: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	41, // 51: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	64, // 52: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
-	63, // 53: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
-	64, // 54: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
-	51, // 55: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
-	64, // 56: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
-	64, // 57: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
-	52, // 58: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
-	53, // 59: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
-	53, // 60: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
-	64, // 61: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
-	63, // 62: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
-	63, // 63: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
-	63, // 64: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
-	64, // 65: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
-	64, // 66: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
-	64, // 67: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
-	53, // 68: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51, // 69: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
-	53, // 70: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51, // 71: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
-	53, // 72: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
-	1,  // 73: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,  // 74: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,  // 75: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,  // 76: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10, // 77: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13, // 78: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15, // 79: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	23, // 80: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	25, // 81: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	27, // 82: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	29, // 83: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	31, // 84: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	33, // 85: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	36, // 86: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	38, // 87: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	43, // 88: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	45, // 89: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	47, // 90: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
-	49, // 91: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
-	54, // 92: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
-	56, // 93: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
-	58, // 94: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
-	2,  // 95: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,  // 96: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,  // 97: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,  // 98: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11, // 99: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14, // 100: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	22, // 101: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	24, // 102: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	26, // 103: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	28, // 104: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	30, // 105: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	32, // 106: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	34, // 107: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	37, // 108: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	40, // 109: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	44, // 110: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	46, // 111: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	48, // 112: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
-	50, // 113: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
-	55, // 114: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
-	57, // 115: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
-	59, // 116: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
-	95, // [95:117] is the sub-list for method output_type
-	73, // [73:95] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	69,  // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	69,  // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	70,  // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	0,   // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
+	0,   // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
+	0,   // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
+	19,  // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
+	51,  // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
+	66,  // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	69,  // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	69,  // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	71,  // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	72,  // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	9,   // 13: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
+	69,  // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	69,  // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	69,  // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	12,  // 17: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
+	67,  // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	70,  // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	70,  // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	70,  // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	16,  // 22: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
+	73,  // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	69,  // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	69,  // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	17,  // 26: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
+	18,  // 27: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
+	15,  // 28: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	35,  // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	69,  // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	39,  // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	20,  // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
+	21,  // 33: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
+	69,  // 34: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	19,  // 35: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 36: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 37: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 38: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 39: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 40: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 41: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	35,  // 42: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	19,  // 43: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	68,  // 44: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	70,  // 45: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	74,  // 46: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	39,  // 47: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	42,  // 48: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	69,  // 49: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	69,  // 50: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	41,  // 51: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	70,  // 52: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	69,  // 53: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	70,  // 54: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	51,  // 55: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
+	70,  // 56: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
+	70,  // 57: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
+	52,  // 58: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
+	53,  // 59: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
+	53,  // 60: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
+	70,  // 61: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
+	69,  // 62: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
+	69,  // 63: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
+	69,  // 64: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	70,  // 65: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
+	70,  // 66: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
+	70,  // 67: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
+	53,  // 68: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51,  // 69: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
+	53,  // 70: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	51,  // 71: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
+	53,  // 72: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
+	62,  // 73: golive.v1.ScaleStatusResponse.entries:type_name -> golive.v1.ScaleEntry
+	69,  // 74: golive.v1.ScaleEntry.evaluated_at:type_name -> google.protobuf.Timestamp
+	63,  // 75: golive.v1.ScaleEntry.last_action:type_name -> golive.v1.ScaleActionRecord
+	69,  // 76: golive.v1.ScaleActionRecord.at:type_name -> google.protobuf.Timestamp
+	63,  // 77: golive.v1.ScaleSetResponse.actions:type_name -> golive.v1.ScaleActionRecord
+	1,   // 78: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,   // 79: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,   // 80: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,   // 81: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10,  // 82: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13,  // 83: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15,  // 84: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	23,  // 85: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	25,  // 86: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	27,  // 87: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	29,  // 88: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	31,  // 89: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	33,  // 90: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	36,  // 91: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	38,  // 92: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	43,  // 93: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	45,  // 94: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	47,  // 95: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	49,  // 96: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
+	54,  // 97: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
+	56,  // 98: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
+	58,  // 99: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
+	60,  // 100: golive.v1.ControlService.ScaleStatus:input_type -> golive.v1.ScaleStatusRequest
+	64,  // 101: golive.v1.ControlService.ScaleSet:input_type -> golive.v1.ScaleSetRequest
+	2,   // 102: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,   // 103: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,   // 104: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,   // 105: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11,  // 106: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14,  // 107: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	22,  // 108: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	24,  // 109: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	26,  // 110: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	28,  // 111: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	30,  // 112: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	32,  // 113: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	34,  // 114: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	37,  // 115: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	40,  // 116: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	44,  // 117: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	46,  // 118: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	48,  // 119: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	50,  // 120: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
+	55,  // 121: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
+	57,  // 122: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
+	59,  // 123: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
+	61,  // 124: golive.v1.ControlService.ScaleStatus:output_type -> golive.v1.ScaleStatusResponse
+	65,  // 125: golive.v1.ControlService.ScaleSet:output_type -> golive.v1.ScaleSetResponse
+	102, // [102:126] is the sub-list for method output_type
+	78,  // [78:102] is the sub-list for method input_type
+	78,  // [78:78] is the sub-list for extension type_name
+	78,  // [78:78] is the sub-list for extension extendee
+	0,   // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -5107,13 +5719,14 @@ func file_golive_v1_control_proto_init() {
 		return
 	}
 	file_golive_v1_agent_proto_init()
+	file_golive_v1_control_proto_msgTypes[62].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   63,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,8 @@ const (
 	ControlService_DnsSet_FullMethodName        = "/golive.v1.ControlService/DnsSet"
 	ControlService_DnsFailover_FullMethodName   = "/golive.v1.ControlService/DnsFailover"
 	ControlService_DnsHistory_FullMethodName    = "/golive.v1.ControlService/DnsHistory"
+	ControlService_ScaleStatus_FullMethodName   = "/golive.v1.ControlService/ScaleStatus"
+	ControlService_ScaleSet_FullMethodName      = "/golive.v1.ControlService/ScaleSet"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -102,6 +104,13 @@ type ControlServiceClient interface {
 	DnsFailover(ctx context.Context, in *DnsFailoverRequest, opts ...grpc.CallOption) (*DnsFailoverResponse, error)
 	// DnsHistory lists a record's changes, recommendations and alerts.
 	DnsHistory(ctx context.Context, in *DnsHistoryRequest, opts ...grpc.CallOption) (*DnsHistoryResponse, error)
+	// ScaleStatus shows, per service and host, the instances, the demand, the
+	// policy's recommendation and the last scaling action (issue 17).
+	ScaleStatus(ctx context.Context, in *ScaleStatusRequest, opts ...grpc.CallOption) (*ScaleStatusResponse, error)
+	// ScaleSet sets the instance count of a service: the operator's manual
+	// path, allowed without approval (token 0), within the scale block's
+	// [min, max]; audited.
+	ScaleSet(ctx context.Context, in *ScaleSetRequest, opts ...grpc.CallOption) (*ScaleSetResponse, error)
 }
 
 type controlServiceClient struct {
@@ -341,6 +350,26 @@ func (c *controlServiceClient) DnsHistory(ctx context.Context, in *DnsHistoryReq
 	return out, nil
 }
 
+func (c *controlServiceClient) ScaleStatus(ctx context.Context, in *ScaleStatusRequest, opts ...grpc.CallOption) (*ScaleStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScaleStatusResponse)
+	err := c.cc.Invoke(ctx, ControlService_ScaleStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ScaleSet(ctx context.Context, in *ScaleSetRequest, opts ...grpc.CallOption) (*ScaleSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScaleSetResponse)
+	err := c.cc.Invoke(ctx, ControlService_ScaleSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -400,6 +429,13 @@ type ControlServiceServer interface {
 	DnsFailover(context.Context, *DnsFailoverRequest) (*DnsFailoverResponse, error)
 	// DnsHistory lists a record's changes, recommendations and alerts.
 	DnsHistory(context.Context, *DnsHistoryRequest) (*DnsHistoryResponse, error)
+	// ScaleStatus shows, per service and host, the instances, the demand, the
+	// policy's recommendation and the last scaling action (issue 17).
+	ScaleStatus(context.Context, *ScaleStatusRequest) (*ScaleStatusResponse, error)
+	// ScaleSet sets the instance count of a service: the operator's manual
+	// path, allowed without approval (token 0), within the scale block's
+	// [min, max]; audited.
+	ScaleSet(context.Context, *ScaleSetRequest) (*ScaleSetResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -475,6 +511,12 @@ func (UnimplementedControlServiceServer) DnsFailover(context.Context, *DnsFailov
 }
 func (UnimplementedControlServiceServer) DnsHistory(context.Context, *DnsHistoryRequest) (*DnsHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DnsHistory not implemented")
+}
+func (UnimplementedControlServiceServer) ScaleStatus(context.Context, *ScaleStatusRequest) (*ScaleStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScaleStatus not implemented")
+}
+func (UnimplementedControlServiceServer) ScaleSet(context.Context, *ScaleSetRequest) (*ScaleSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScaleSet not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -886,6 +928,42 @@ func _ControlService_DnsHistory_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ScaleStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScaleStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ScaleStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ScaleStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ScaleStatus(ctx, req.(*ScaleStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ScaleSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScaleSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ScaleSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ScaleSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ScaleSet(ctx, req.(*ScaleSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -976,6 +1054,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DnsHistory",
 			Handler:    _ControlService_DnsHistory_Handler,
+		},
+		{
+			MethodName: "ScaleStatus",
+			Handler:    _ControlService_ScaleStatus_Handler,
+		},
+		{
+			MethodName: "ScaleSet",
+			Handler:    _ControlService_ScaleSet_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
