@@ -37,6 +37,7 @@ var methodRoles = map[string][]pki.Role{
 	golivev1.ControlService_ForgetAgent_FullMethodName:   {pki.RoleDeployer},
 	golivev1.ControlService_DnsSet_FullMethodName:        {pki.RoleDeployer},
 	golivev1.ControlService_DnsFailover_FullMethodName:   {pki.RoleDeployer},
+	golivev1.ControlService_ScaleSet_FullMethodName:      {pki.RoleDeployer},
 }
 
 // readRoles may call every method not in methodRoles (reads, preflight).

@@ -200,6 +200,7 @@ type Server struct {
 	metricsAddr net.Addr
 	dash        *dashboardRunner // nil when the dashboard is off
 	dns         *dnsService      // nil without --dns-config
+	scale       *scaler          // scaling by demand (scaling.go)
 }
 
 // GRPCAddr is the address the gRPC listener is bound to.
@@ -324,6 +325,9 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	if s.dns != nil {
 		ecfg.PreflightChecks = s.dns
+	}
+	if s.scale, err = newScaler(s, reg, ecfg.Prometheus); err != nil {
+		return err
 	}
 	s.exec = executor.New(ecfg)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -541,6 +545,7 @@ func (s *Server) runElection(ctx context.Context) {
 		done := make(chan struct{})
 		go func() { defer close(done); s.exec.Run(lctx, e.Key(), e.Rev()) }()
 		dnsDone := s.dns.startFailover(lctx, e.Key(), e.Rev())
+		scaleDone := s.scale.start(lctx, e.Key(), e.Rev())
 		select {
 		case <-ctx.Done():
 		case <-sess.Done():
@@ -549,6 +554,7 @@ func (s *Server) runElection(ctx context.Context) {
 		cancel()
 		<-done
 		<-dnsDone
+		<-scaleDone
 		s.isLeader.Store(false)
 		s.metrics.IsLeader.Set(0)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -30,6 +30,8 @@ const (
 	KindDNSFailoverRecommended Kind = "dns_failover_recommended"
 	KindDNSFailoverHeld        Kind = "dns_failover_held"
 	KindDNSSwitchFailed        Kind = "dns_switch_failed"
+	// Scaling (internal/controller/scaling.go): an action written, automatic or an operator's.
+	KindScaled Kind = "scaled"
 )
 
 // Kinds lists every Kind, in the order of a rollout's life.
@@ -38,6 +40,7 @@ var Kinds = []Kind{
 	KindRolloutStarted, KindWavePassed, KindGateFailed, KindRolledBack,
 	KindRolloutSucceeded, KindRolloutHalted,
 	KindDNSSwitched, KindDNSFailoverRecommended, KindDNSFailoverHeld, KindDNSSwitchFailed,
+	KindScaled,
 }
 
 // Valid reports whether k is one of Kinds.
