@@ -173,8 +173,10 @@ type inflightCmd struct {
 	service  string
 	token    int64
 	operator bool
-	stage    string
-	cancel   context.CancelFunc
+	// scale: a ScaleAction (scale_cmd.go), not a deploy step.
+	scale  bool
+	stage  string
+	cancel context.CancelFunc
 	// halted: cancelled because the agent no longer holds its approval;
 	// haltedBy says why (the approval ended, or the agent lost its
 	// controller and dropped the approval with it).
@@ -308,6 +310,9 @@ func (a *Agent) services() []*golivev1.ServiceState {
 	busy := map[string]bool{}
 	ids, stages := map[string]string{}, map[string]string{}
 	for id, c := range a.inflight {
+		if c.scale && busy[c.service] {
+			continue // a deploy's or rollback's state wins over a scale's
+		}
 		busy[c.service], ids[c.service], stages[c.service] = true, id, c.stage
 	}
 	a.mu.Unlock()
@@ -344,6 +349,10 @@ func (a *Agent) services() []*golivev1.ServiceState {
 			st.ActiveSlot = sv.ActiveSlot()
 		}
 		st.Traffic = sv.traffic.proto() // nil without a load balancer to read (traffic.go)
+		if sv.instances != nil {
+			st.Scale = policyProto(sv.Config.Scale)
+			st.Instances, st.DesiredInstances = sv.instances.proto()
+		}
 		if sv.Config != nil && sv.Config.MetricsPath != "" {
 			st.MetricsPath, st.MetricsPort = sv.Config.MetricsPath, uint32(sv.Port)
 			if sv.ServingPort != nil {
@@ -598,10 +607,13 @@ func (a *Agent) applyApproval(u *golivev1.ApprovalUpdate, enqueue func(*golivev1
 func (a *Agent) admit(cmd *golivev1.Command) *golivev1.CommandAck {
 	ack := &golivev1.CommandAck{CommandId: cmd.Id}
 	held := a.token.Load()
-	operatorRollback := cmd.GetRollback().GetOperator()
+	operatorRollback := cmd.GetRollback().GetOperator() || cmd.GetScale().GetOperator()
 	svc := cmd.GetDeploy().GetService()
 	if svc == "" {
 		svc = cmd.GetRollback().GetService()
+	}
+	if svc == "" {
+		svc = cmd.GetScale().GetService()
 	}
 	a.mu.Lock()
 	_, running := a.inflight[cmd.Id]
@@ -616,10 +628,13 @@ func (a *Agent) admit(cmd *golivev1.Command) *golivev1.CommandAck {
 		ack.Reason = "automation is not authorized on this agent (it holds no approval token)"
 	case !operatorRollback && cmd.FencingToken != held:
 		ack.Reason = fmt.Sprintf("stale fencing token %d: this agent holds %d", cmd.FencingToken, held)
-	case cmd.GetDeploy() == nil && cmd.GetRollback() == nil:
-		ack.Reason = "this agent executes deploy and rollback commands only"
+	case cmd.GetDeploy() == nil && cmd.GetRollback() == nil && cmd.GetScale() == nil:
+		ack.Reason = "this agent executes deploy, rollback and scale commands only"
 	case a.service(svc) == nil:
 		ack.Reason = fmt.Sprintf("service %q is not configured on this host", svc)
+	case cmd.GetScale() != nil:
+		ack.Reason = a.admitScale(cmd.GetScale(), a.service(svc))
+		ack.Accepted = ack.Reason == ""
 	case a.service(svc).Exec == nil:
 		ack.Reason = fmt.Sprintf("service %q has no release engine on this agent", svc)
 	default:
@@ -648,6 +663,10 @@ func (a *Agent) service(name string) *Service {
 // start runs an admitted command in its own goroutine (the deploy step
 // serializes commands of one service).
 func (a *Agent) start(cmd *golivev1.Command) {
+	if cmd.GetScale() != nil {
+		a.startScale(cmd) // scale_cmd.go
+		return
+	}
 	dc := deploystep.Command{ID: cmd.Id}
 	var svc string
 	if d := cmd.GetDeploy(); d != nil {

@@ -70,6 +70,9 @@ type Service struct {
 	// traffic measures the real traffic through the service's load
 	// balancer (nil: none configured); see traffic.go.
 	traffic *serviceTraffic
+	// instances, for a service with a scale block, runs its instances
+	// (scale.go); Manager and the runner's manager are it.
+	instances *instances
 }
 
 // ServicesFromConfig builds every configured service: its supervisor, its
@@ -89,9 +92,13 @@ func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.
 	if err != nil {
 		return nil, err
 	}
+	im, err := newInstanceMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	var out []Service
 	for _, sc := range cfg.Services {
-		s, err := buildService(ctx, cfg, sc, keys, hm, log)
+		s, err := buildService(ctx, cfg, sc, keys, hm, im, log)
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", sc.Name, err)
 		}
@@ -107,7 +114,7 @@ func ServicesFromConfig(ctx context.Context, cfg *agentconfig.Config, log hclog.
 	return out, nil
 }
 
-func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.Service, keys []ed25519.PublicKey, hm *health.Metrics, log hclog.Logger) (Service, error) {
+func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.Service, keys []ed25519.PublicKey, hm *health.Metrics, im *instanceMetrics, log hclog.Logger) (Service, error) {
 	if sc.SwapMode == agentconfig.SwapBlueGreen {
 		return buildBlueGreen(ctx, cfg, sc, keys, hm, log)
 	}
@@ -138,14 +145,33 @@ func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.
 		s.StopOnExit = true
 	}
 	s.Manager = mgr
+	var stepMgr deploystep.ServiceManager = mgr
+	if sc.Scale != nil {
+		unit := sc.Name
+		if sc.Manager == agentconfig.ManagerSystemd {
+			unit = sc.UnitName("")
+		}
+		in, err := newInstances(cfg, sc, mgr.(instanceManager), unit, im, log)
+		if err != nil {
+			return s, err
+		}
+		s.instances, s.Manager, stepMgr = in, in, in
+		s.closers = append(s.closers, in.Close)
+		if c, ok := mgr.(interface{ Close() error }); ok {
+			s.closers = append(s.closers, func() { c.Close() })
+		}
+	}
 	r, err := deploystep.New(deploystep.Config{
-		StateDir: filepath.Join(cfg.StateDir, "services"), Service: sc, Manager: mgr, Artifacts: cfg.Artifacts,
+		StateDir: filepath.Join(cfg.StateDir, "services"), Service: sc, Manager: stepMgr, Artifacts: cfg.Artifacts,
 		TrustedKeys: keys, Logger: log, BackupDir: s.BackupDir, HostID: cfg.HostID,
 	})
 	if err != nil {
 		return s, err
 	}
 	s.Exec, s.Dir = r, r.Dir()
+	if s.instances != nil {
+		s.instances.dir = r.Dir()
+	}
 	currentSpec := func() (svcmgr.Spec, bool) {
 		cur, err := r.Dir().Current()
 		if err != nil || cur == "" {
@@ -174,6 +200,9 @@ func buildService(ctx context.Context, cfg *agentconfig.Config, sc *agentconfig.
 		if err := mgr.Start(ctx, spec); err != nil {
 			log.Error("cannot start the current release", "service", sc.Name, "release", filepath.Base(spec.ReleaseDir), "error", err)
 		}
+	}
+	if s.instances != nil {
+		s.instances.reconcile(ctx)
 	}
 	if sc.Health.URL != "" {
 		p, err := health.NewProber(health.ProberConfig{Service: sc.Name, Interval: sc.Health.Interval, Window: sc.Health.Window, Metrics: hm, Logger: log,

@@ -149,10 +149,22 @@ func newServiceTraffic(sc *agentconfig.Service, m *trafficMetrics, log hclog.Log
 		}
 	case sc.Traffic != nil:
 		switch tr := sc.Traffic; tr.Source {
+		// A scaled service's instances sum into the one window: instance
+		// i >= 1 is server "<server>-i" (HAProxy) or port InstancePort(i).
 		case agentconfig.TrafficHAProxy:
-			err = haproxy(tr.AdminSocket, []traffic.Server{{Backend: tr.Backend, Server: tr.Server, Window: slot("")}})
+			w := slot("")
+			servers := []traffic.Server{{Backend: tr.Backend, Server: tr.Server, Window: w}}
+			for i := 1; i < sc.MaxInstances(); i++ {
+				servers = append(servers, traffic.Server{Backend: tr.Backend, Server: tr.Server + agentconfig.InstanceName(i), Window: w, Optional: true})
+			}
+			err = haproxy(tr.AdminSocket, servers)
 		case agentconfig.TrafficNginx:
-			err = nginx(tr.AccessLog, map[int]*traffic.Window{sc.Port: slot("")})
+			w := slot("")
+			routes := map[int]*traffic.Window{}
+			for i := 0; i < sc.MaxInstances(); i++ {
+				routes[sc.InstancePort(sc.Port, i)] = w
+			}
+			err = nginx(tr.AccessLog, routes)
 		default:
 			return nil, nil
 		}

@@ -23,6 +23,10 @@ const DefaultInterval = time.Second
 type Server struct {
 	Backend, Server string
 	Window          *Window
+	// Optional: a server the backend may lack (a scaled service's dynamic
+	// instance server, added and deleted over the runtime API); its
+	// absence is not a read error.
+	Optional bool
 }
 
 // HAProxyConfig configures an HAProxyReader.
@@ -168,7 +172,9 @@ func (r *HAProxyReader) apply(out string, now time.Time) error {
 		k := s.Backend + "/" + s.Server
 		c, ok := cur[k]
 		if !ok {
-			missing = append(missing, k)
+			if !s.Optional {
+				missing = append(missing, k)
+			}
 			if r.prev[k].have {
 				// Deleted: when it is added again, all it counts is new.
 				r.prev[k] = counters{sid: "\x00restarted", have: true}
