@@ -2,9 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -63,6 +66,12 @@ type scaled struct {
 }
 
 func newScaled(t *testing.T, kind string) *scaled {
+	s := newScaledNotStarted(t, kind)
+	s.start()
+	return s
+}
+
+func newScaledNotStarted(t *testing.T, kind string) *scaled {
 	rel, sums := testenv.Releases(t)
 	s := &scaled{t: t, stateDir: filepath.Join(t.TempDir(), "state"), base: freeRange(t, 4), rel: rel, sums: sums}
 	var routerBlock string
@@ -113,7 +122,6 @@ service "app" {
   }
 }
 `, s.stateDir, s.base, routerBlock)
-	s.start()
 	return s
 }
 
@@ -342,4 +350,61 @@ func TestScaleNoBlock(t *testing.T) {
 	if ack.Accepted || !strings.Contains(ack.Reason, "has no scale block") {
 		t.Fatalf("ack %v", ack)
 	}
+}
+
+// TestScaleAgentKilled: an agent killed -9 mid scale-up (a subprocess: the
+// test binary running TestScaleHelperProcess) leaves instances starting;
+// the next agent on the same state dir adopts them, starts the missing
+// ones, and the router lists exactly the 3 healthy instances.
+func TestScaleAgentKilled(t *testing.T) {
+	for _, kind := range []string{"nginx", "haproxy"} {
+		t.Run(kind, func(t *testing.T) {
+			s := newScaledNotStarted(t, kind)
+			sums, _ := json.Marshal(s.sums)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestScaleHelperProcess$", "-test.v")
+			cmd.Env = append(os.Environ(), "GOLIVE_SCALE_HELPER="+s.src, "GOLIVE_SCALE_RELEASES="+s.rel, "GOLIVE_SCALE_SUMS="+string(sums))
+			out := &strings.Builder{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { cmd.Wait(); close(exited) }()
+			t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+			pid2 := filepath.Join(s.stateDir, "services", "app", "app-2.pid")
+			testenv.WaitFor(t, 60*time.Second, "the helper agent to start instance 2", func() bool {
+				select {
+				case <-exited:
+					t.Fatalf("helper exited:\n%s", out.String())
+				default:
+				}
+				_, err := os.Stat(pid2)
+				return err == nil
+			})
+			cmd.Process.Kill() // -9, mid scale-up
+			<-exited
+			s.start()
+			s.assertAgree(3)
+			done := s.load(100)
+			s.scale(1)
+			assertNoFailures(t, "scale 3->1 after the restart", done())
+		})
+	}
+}
+
+// TestScaleHelperProcess is the agent TestScaleAgentKilled kills: it
+// deploys v1 and scales to 3, then waits to be killed.
+func TestScaleHelperProcess(t *testing.T) {
+	src := os.Getenv("GOLIVE_SCALE_HELPER")
+	if src == "" {
+		t.Skip("run by TestScaleAgentKilled")
+	}
+	s := &scaled{t: t, src: src, rel: os.Getenv("GOLIVE_SCALE_RELEASES")}
+	if err := json.Unmarshal([]byte(os.Getenv("GOLIVE_SCALE_SUMS")), &s.sums); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	s.deploy("v1")
+	s.a.Start(scaleCmd(3, 7, false))
+	select {} // killed
 }
