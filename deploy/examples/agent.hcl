@@ -152,6 +152,33 @@ service "app" {
     # backend      = "app"
     # server       = "app1"
   }
+
+  # Scaling by demand (restart mode): up to max instances on this host.
+  # Instance 0 is the service above (its port, process or unit); instance i
+  # listens on port + i (or the i-th port of `ports`, which must start at
+  # port), as exec process app-i or systemd unit app@i.service (a template
+  # unit app@.service). Each is health-checked on its own port and in the
+  # router only while healthy; on scale-down it leaves the router, is
+  # drained, then stopped. A deploy replaces every instance one at a time.
+  # Instance ports must not overlap another service's (api's 8081/8082
+  # below would, with max = 4 here: move one of them first).
+  # scale {
+  #   min        = 1
+  #   max        = 4
+  #   target_rps = 50      # or target_cpu = 0.5 (cores), or query + target_value
+  #   # tolerance = 0.1, interval = "15s", scale_up_cooldown = "60s",
+  #   # scale_down_window = "300s", max_step = 0 (no limit): the controller's policy
+  #   # ports = "8080-8083"
+  #   # drain_timeout = "30s"
+  #   router {             # what sends traffic to the instances (default none)
+  #     kind          = "nginx"   # upstream file lists every healthy instance, reloaded
+  #     upstream_file = "/etc/nginx/golive/app.conf"
+  #     probe_url     = "http://127.0.0.1/healthz"
+  #     # kind = "haproxy": admin_socket + backend; instance 0 is the backend's
+  #     # server named traffic.server (or the service name), the others are
+  #     # added and deleted over the runtime API as "<server>-<i>" (no reload)
+  #   }
+  # }
 }
 
 # A blue-green service under systemd behind nginx: slots run as the
