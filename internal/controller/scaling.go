@@ -333,14 +333,16 @@ func (sc *scaler) evaluate(ctx context.Context, fence clientv3.Cmp, a *golivev1.
 	case a.State != "connected":
 		ev.Reason = "skipped: the agent is " + orDash(a.State)
 	default:
-		if rec.LastAction != nil && rec.LastAction.Outcome == "" {
-			sc.settle(ctx, a.HostId, rec.LastAction)
+		if la := rec.LastAction; la != nil && (la.Outcome == "" || la.Outcome == "pending") {
+			settled := *la
+			sc.settle(ctx, a.HostId, &settled)
+			upd.LastAction = &settled
 		}
 		in := scaling.Input{Now: now, Current: counts.Current, Serving: counts.Serving, Converging: counts.Converging,
 			Demand: sc.demand(ctx, p, a, sv, now)}
 		switch {
-		case rec.LastAction != nil && rec.LastAction.Outcome == "pending":
-			in.Converging = "waiting for the agent's result of " + rec.LastAction.CommandID
+		case upd.LastAction != nil && upd.LastAction.Outcome == "pending":
+			in.Converging = "waiting for the agent's result of " + upd.LastAction.CommandID
 		case sv.CommandId != "" || sv.State == "deploying":
 			in.Converging = "a command is in flight on the service (" + orDash(sv.CommandId) + ")"
 		}
