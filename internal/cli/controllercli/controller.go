@@ -91,6 +91,7 @@ func newControllerCmd(stdout, stderr io.Writer) *cobra.Command {
 		newHistoryCmd(co), newWatchCmd(co), newPauseCmd(co), newResumeCmd(co), newAbortCmd(co),
 		newDashboardCmd(co), newPreflightCmd(co), newBackupsCmd(co), newAuditCmd(co), newPKICmd(), newKeygenCmd(), newSignCmd())
 	root.AddCommand(newDNSCmd(co))
+	root.AddCommand(newScaleCmd(co))
 	cli.AddVersion(root)
 	root.RegisterFlagCompletionFunc("output", completeOutput)
 	setExamples(root)
