@@ -309,7 +309,7 @@ func (c *control) Rollback(ctx context.Context, req *golivev1.RollbackRequest) (
 			}
 		}
 	}
-	r, err := c.s.startRollback(ctx, actor, src, req)
+	r, err := c.s.startRollback(ctx, actor, src, req, unnamed && req.RestoreDbBackupId == "")
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}

@@ -68,6 +68,7 @@ const (
 	dnsKindRecommend = "recommend" // the leader would switch but may not
 	dnsKindHold      = "hold"      // the primary fails, the secondary too
 	dnsKindAdopt     = "adopt"     // golive's first reading of the record
+	dnsKindRollout   = "rollout"   // a rollout's --dns step, or its restore
 )
 
 // Outcomes of history entries.
@@ -140,6 +141,9 @@ type dnsEntry struct {
 	From    string        `json:"from,omitempty"`
 	To      string        `json:"to,omitempty"`
 	Command string        `json:"command,omitempty"`
+	// Rollout tags a rollout's change (rollout.DNSTag): how any leader
+	// finds it done.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // dnsService is the controller's DNS part; nil when --dns-config is unset.
@@ -317,6 +321,8 @@ type dnsChange struct {
 	// election key, the approval's token.
 	fences []clientv3.Cmp
 	token  int64
+	// rollout tags a rollout's change (rollout.DNSTag).
+	rollout string
 	// failover, when set, is the failover state to store with the intent
 	// (the leader's check); confirmed and failed give the state after.
 	failover  *dnsfailover.State
@@ -367,7 +373,7 @@ func (d *dnsService) changeOnce(ctx context.Context, c *dnsupdate.Client, r *dns
 	}
 	now := time.Now()
 	e := &dnsEntry{Seq: r.Seq + 1, At: now, Name: ch.name, Type: ch.typ, Kind: ch.kind, Actor: ch.actor, Replica: d.s.cfg.ReplicaID,
-		Outcome: dnsInFlight, Old: r.Values, New: sortedValues(ch.values), TTL: ch.ttl, Reason: ch.reason, Token: ch.token, From: ch.from, To: ch.to}
+		Outcome: dnsInFlight, Old: r.Values, New: sortedValues(ch.values), TTL: ch.ttl, Reason: ch.reason, Token: ch.token, From: ch.from, To: ch.to, Rollout: ch.rollout}
 	intent := *r
 	intent.Seq, intent.Pending = e.Seq, e
 	if ch.failover != nil {

@@ -152,6 +152,10 @@ func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout
 	if err != nil {
 		return rollout.Schedule{}, nil, err
 	}
+	dnsTargets, err := s.dnsTargets(req.Dns)
+	if err != nil {
+		return rollout.Schedule{}, nil, err
+	}
 	spec := specFrom(req)
 	spec.Gate.Analysis = len(metrics) > 0
 	sched, err := rollout.Plan(planHosts(agents), spec)
@@ -162,6 +166,7 @@ func (s *Server) plan(ctx context.Context, req *golivev1.DeployRequest) (rollout
 	case err != nil:
 		return rollout.Schedule{}, nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
 	}
+	sched.DNS = dnsTargets
 	// A host whose rollback from an earlier rollout is still queued (it was
 	// unreachable when that rollout ended) would run it after this deploy:
 	// refuse until it is done or the operator rolls it back by hand.
@@ -239,6 +244,9 @@ func (s *Server) startDeploy(ctx context.Context, actor, source string, token in
 	st := rollout.New(newRolloutID(now), sched, token, now)
 	entry := audit.Entry{Actor: actor, Action: "deploy", Outcome: "started", Source: source,
 		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%d waves=%d token=%d", st.ID, req.Service, req.Release, len(sched.Hosts), len(sched.Waves), token)}
+	for _, t := range sched.DNS {
+		entry.Detail += fmt.Sprintf(" dns=%s/%s=%s:[%s]", t.Name, t.Type, t.Pool, strings.Join(t.Values, " "))
+	}
 	if len(req.SkipChecks) > 0 {
 		// Skipping a pre-live check is the operator's call: on the record.
 		entry.Detail += " skip_checks=" + strings.Join(req.SkipChecks, ",")
@@ -262,17 +270,27 @@ func (s *Server) startDeploy(ctx context.Context, actor, source string, token in
 }
 
 // startRollback writes an operator's rollback of hosts (token 0: no
-// approval needed; audited).
-func (s *Server) startRollback(ctx context.Context, actor, source string, req *golivev1.RollbackRequest) (*golivev1.Rollout, error) {
+// approval needed; audited). A rollback of the whole service (whole) also
+// restores the DNS records its latest rollout set, if it was a deploy with
+// --dns.
+func (s *Server) startRollback(ctx context.Context, actor, source string, req *golivev1.RollbackRequest, whole bool) (*golivev1.Rollout, error) {
 	sched, err := rollout.PlanRollback(rollout.RollbackSpec{Service: req.Service, Hosts: req.Hosts, ToRelease: req.ToRelease, RestoreBackupID: req.RestoreDbBackupId})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", apierr.ErrInvalid, err)
+	}
+	if whole && s.dns != nil {
+		if sched.DNS, err = s.dnsRestores(ctx, req.Service); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	st := rollout.New(newRolloutID(now), sched, 0, now)
 	restore := ""
 	if req.RestoreDbBackupId != "" {
 		restore = " restore_db_backup=" + req.RestoreDbBackupId
+	}
+	for _, t := range sched.DNS {
+		restore += fmt.Sprintf(" restore_dns=%s/%s:[%s]", t.Name, t.Type, strings.Join(t.Values, " "))
 	}
 	entry := audit.Entry{Actor: actor, Action: "rollback", Outcome: "started", Source: source,
 		Detail: fmt.Sprintf("rollout=%s service=%s release=%s hosts=%s token=0%s", st.ID, req.Service, orNone(req.ToRelease), strings.Join(sched.Hosts, ","), restore)}

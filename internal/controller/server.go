@@ -325,6 +325,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	}
 	if s.dns != nil {
 		ecfg.PreflightChecks = s.dns
+		ecfg.DNS = s.dns
 	}
 	if s.scale, err = newScaler(s, reg, ecfg.Prometheus); err != nil {
 		return err

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -17,6 +18,9 @@ type Observation struct {
 	// Hosts is keyed by host id. A host missing from it has no result, no
 	// health data and is not lost.
 	Hosts map[string]HostObservation
+	// DNS is what the executor knows of each Plan.DNS change, index for
+	// index (shorter or nil: nothing known).
+	DNS []DNSObservation
 	// Pause, Resume and Abort are the operator's requests received since
 	// the last step. The executor deletes them in the transaction that
 	// stores the State Next returned.
@@ -218,12 +222,24 @@ func Next(r State, obs Observation, now time.Time) (State, []Action) {
 	return s, m.actions
 }
 
+func sameDNS(a, b DNSResult) bool {
+	return a.Result == b.Result && a.Error == b.Error && a.At.Equal(b.At) && slices.Equal(a.Before, b.Before) && slices.Equal(a.After, b.After)
+}
+
 func sameState(a, b State) bool {
 	if a.Phase != b.Phase || a.Step != b.Step || a.Wave != b.Wave || a.Seq != b.Seq || a.Token != b.Token {
 		return false
 	}
 	for id, h := range a.Hosts {
 		if b.Hosts[id] != h {
+			return false
+		}
+	}
+	if len(a.DNS) != len(b.DNS) {
+		return false
+	}
+	for i := range a.DNS {
+		if !sameDNS(a.DNS[i].Set, b.DNS[i].Set) || !sameDNS(a.DNS[i].Undo, b.DNS[i].Undo) {
 			return false
 		}
 	}
@@ -269,6 +285,7 @@ func (m *machine) record() {
 			m.s.Hosts[id] = h
 		}
 	}
+	m.recordDNS()
 }
 
 func (m *machine) approved() bool {
@@ -369,6 +386,10 @@ func (m *machine) wave() {
 		return
 	case m.obs.Pause:
 		m.halt(HaltPaused, "paused by the operator: resume to continue")
+		return
+	}
+	if s.Step == StepDNS {
+		m.dnsStep()
 		return
 	}
 	if reason := m.brokenHost(); reason != "" {
@@ -564,6 +585,8 @@ func (m *machine) passed() {
 	s := m.s
 	m.event(EventWavePassed, "")
 	switch {
+	case s.Wave == len(s.Plan.Waves)-1 && len(s.Plan.DNS) > 0:
+		m.startDNS()
 	case s.Wave == len(s.Plan.Waves)-1:
 		m.finish(PhaseSucceeded, "")
 	case s.Wave == 0 && s.Plan.HasCanary() && s.Plan.PauseAfterCanary:
@@ -604,14 +627,23 @@ func (m *machine) rollBack(reason string, operator bool) {
 		s.Hosts[id] = h
 		a.Targets = append(a.Targets, RollbackTarget{Host: id, ID: h.Rollback, ToRelease: h.Previous})
 	}
-	if len(a.Targets) == 0 {
+	undo, hasUndo := ChangeDNS{}, false
+	if operator {
+		undo, hasUndo = m.undoDNS()
+	}
+	if len(a.Targets) == 0 && !hasUndo {
 		// Every touched host failed before changing anything.
 		m.finish(PhaseFailed, reason+"; nothing changed on "+strings.Join(touched, ", ")+": no rollback needed")
 		return
 	}
 	s.Phase, s.Step, s.PhaseStart, s.Halt, s.HaltedIn = PhaseRollingBack, "", m.now, "", ""
 	m.event(EventRollingBack, reason)
-	m.do(a)
+	if len(a.Targets) > 0 {
+		m.do(a)
+	}
+	if hasUndo {
+		m.do(undo)
+	}
 }
 
 // operatorRollback commands every host of an operator's rollback.
@@ -627,6 +659,7 @@ func (m *machine) operatorRollback() {
 	}
 	s.Phase, s.PhaseStart = PhaseRollingBack, m.now
 	m.do(a)
+	m.restoreDNS()
 }
 
 func (m *machine) rollingBack() {
@@ -643,6 +676,15 @@ func (m *machine) rollingBack() {
 			broken = append(broken, fmt.Sprintf("%s (%s: %s)", id, h.RollbackResult, orUnknown(h.Error)))
 		default:
 			pending = append(pending, id)
+		}
+	}
+	dnsPending, dnsBroken := s.dnsRollingBack()
+	broken = append(broken, dnsBroken...)
+	if len(pending) == 0 && len(dnsPending) > 0 {
+		if m.now.Sub(s.PhaseStart) > s.Plan.ProgressDeadline {
+			broken = append(broken, strings.Join(dnsPending, ", ")+" (did not finish in time)")
+		} else {
+			return
 		}
 	}
 	switch {

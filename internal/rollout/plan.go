@@ -153,6 +153,9 @@ type Schedule struct {
 	ProgressDeadline time.Duration `json:"progress_deadline"`
 	// Previous maps each host to the release it ran when planned.
 	Previous map[string]string `json:"previous,omitempty"`
+	// DNS are the records the rollout changes: a deploy's --dns, set after
+	// its last gate passed; a rollback's restores (see dns.go).
+	DNS []DNSTarget `json:"dns,omitempty"`
 }
 
 // IsRollback reports whether the schedule is an operator's rollback.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -196,6 +197,8 @@ type State struct {
 	// (the load balancer's counts), "probe" (the agent's health probe,
 	// for hosts with no router), "promql", joined with "+".
 	JudgedOn map[int]string `json:"judged_on,omitempty"`
+	// DNS is Plan.DNS's progress, index for index.
+	DNS []DNSState `json:"dns,omitempty"`
 }
 
 // New makes the State of a planned rollout, in PhasePending, running under
@@ -208,6 +211,9 @@ func New(id string, plan Schedule, token int64, now time.Time) State {
 			s.Hosts[h] = HostState{Wave: w.Index, Previous: plan.Previous[h]}
 		}
 	}
+	if len(plan.DNS) > 0 {
+		s.DNS = make([]DNSState, len(plan.DNS))
+	}
 	return s
 }
 
@@ -215,6 +221,7 @@ func (s State) clone() State {
 	c := s
 	c.Hosts = maps.Clone(s.Hosts)
 	c.JudgedOn = maps.Clone(s.JudgedOn)
+	c.DNS = slices.Clone(s.DNS)
 	return c
 }
 
@@ -251,6 +258,9 @@ func Decode(b []byte) (State, error) {
 	if s.Hosts == nil {
 		s.Hosts = map[string]HostState{}
 	}
+	if len(s.DNS) < len(s.Plan.DNS) {
+		s.DNS = append(s.DNS, make([]DNSState, len(s.Plan.DNS)-len(s.DNS))...)
+	}
 	return s, nil
 }
 
@@ -284,6 +294,7 @@ func (s State) Proto() *golivev1.Rollout {
 		}
 		r.Hosts = append(r.Hosts, p)
 	}
+	r.Dns = s.dnsProto()
 	return r
 }
 

@@ -66,6 +66,9 @@ type Config struct {
 	// PreflightChecks adds the controller's own checks to a rollout's
 	// preflight (nil: none; the DNS failover TTL check when configured).
 	PreflightChecks ControllerChecks
+	// DNS makes the rollouts' DNS changes (nil: no --dns-config; a deploy
+	// with --dns is refused before it starts).
+	DNS DNSChanger
 }
 
 // Executor drives rollouts while its replica leads.
@@ -76,6 +79,7 @@ type Executor struct {
 	kick chan struct{}
 
 	preflights preflightRuns
+	dns        dnsRuns
 	// wg holds the goroutines a Run started (watches, preflight runs);
 	// Run waits for them before it returns.
 	wg sync.WaitGroup
@@ -354,6 +358,7 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 			pfHosts = res
 		}
 	}
+	obs.DNS = e.rolloutDNS(ctx, fence, rec)
 	reqs, reqOps, err := e.st.Requests(ctx, st.ID)
 	if err != nil {
 		return 0, err
@@ -398,7 +403,9 @@ func (e *Executor) reconcile(ctx context.Context, fence clientv3.Cmp, rec store.
 			ops = append(ops, e.st.OpUnlockService(st.Plan.Service, st.ID))
 		case rollout.EmitEvent:
 			events = append(events, a)
-		case rollout.Halt, rollout.RunPreflight:
+		case rollout.Halt, rollout.RunPreflight, rollout.ChangeDNS:
+			// Run off the loop, from the stored record (rolloutPreflight,
+			// rolloutDNS).
 		}
 	}
 	if len(cmds) > 0 {

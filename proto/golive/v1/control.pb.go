@@ -1081,8 +1081,12 @@ type DeployRequest struct {
 	// max_error_ratio_vs_stable: also fail a new slot whose error rate is over
 	// this many times the stable slot's (0: off).
 	MaxErrorRatioVsStable float64 `protobuf:"fixed64,20,opt,name=max_error_ratio_vs_stable,json=maxErrorRatioVsStable,proto3" json:"max_error_ratio_vs_stable,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// dns: "NAME=POOL" (repeatable): after the last wave passed, point NAME's
+	// records at the pool's addresses (a pool of the controller's DNS
+	// config), a fenced step of the rollout.
+	Dns           []string `protobuf:"bytes,21,rep,name=dns,proto3" json:"dns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeployRequest) Reset() {
@@ -1253,6 +1257,13 @@ func (x *DeployRequest) GetMaxErrorRatioVsStable() float64 {
 		return x.MaxErrorRatioVsStable
 	}
 	return 0
+}
+
+func (x *DeployRequest) GetDns() []string {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
 }
 
 // AnalysisFile is one analysis file as the operator gave it.
@@ -1507,7 +1518,10 @@ type Rollout struct {
 	// skipped_checks are the checks the deployer chose to skip (audited).
 	SkippedChecks []string `protobuf:"bytes,20,rep,name=skipped_checks,json=skippedChecks,proto3" json:"skipped_checks,omitempty"`
 	// analysis is the current (or last) wave's PromQL analysis, if any.
-	Analysis      *AnalysisRun `protobuf:"bytes,21,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	Analysis *AnalysisRun `protobuf:"bytes,21,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	// dns is each record the rollout sets (a deploy with --dns) or restores
+	// (a rollback of such a deploy).
+	Dns           []*RolloutDns `protobuf:"bytes,22,rep,name=dns,proto3" json:"dns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1682,6 +1696,153 @@ func (x *Rollout) GetAnalysis() *AnalysisRun {
 	return nil
 }
 
+func (x *Rollout) GetDns() []*RolloutDns {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+// RolloutDns is one record a rollout changes: before and after, and when
+// the zone's primary answered it.
+type RolloutDns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// pool is the --dns pool ("" for a restore).
+	Pool string `protobuf:"bytes,3,opt,name=pool,proto3" json:"pool,omitempty"`
+	// action: "set" or "restore".
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// state: "waiting", "pending", "succeeded", "failed", "skipped".
+	State       string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Before      []string               `protobuf:"bytes,6,rep,name=before,proto3" json:"before,omitempty"`
+	After       []string               `protobuf:"bytes,7,rep,name=after,proto3" json:"after,omitempty"`
+	ConfirmedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=confirmed_at,json=confirmedAt,proto3" json:"confirmed_at,omitempty"`
+	Error       string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// restore_state is the restore of a set record by an abort of this
+	// rollout ("" when none).
+	RestoreState string                 `protobuf:"bytes,10,opt,name=restore_state,json=restoreState,proto3" json:"restore_state,omitempty"`
+	RestoredAt   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=restored_at,json=restoredAt,proto3" json:"restored_at,omitempty"`
+	// from_rollout is the rollout whose change a restore undoes.
+	FromRollout   string `protobuf:"bytes,12,opt,name=from_rollout,json=fromRollout,proto3" json:"from_rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutDns) Reset() {
+	*x = RolloutDns{}
+	mi := &file_golive_v1_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutDns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutDns) ProtoMessage() {}
+
+func (x *RolloutDns) ProtoReflect() protoreflect.Message {
+	mi := &file_golive_v1_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutDns.ProtoReflect.Descriptor instead.
+func (*RolloutDns) Descriptor() ([]byte, []int) {
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RolloutDns) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetBefore() []string {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *RolloutDns) GetAfter() []string {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *RolloutDns) GetConfirmedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfirmedAt
+	}
+	return nil
+}
+
+func (x *RolloutDns) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetRestoreState() string {
+	if x != nil {
+		return x.RestoreState
+	}
+	return ""
+}
+
+func (x *RolloutDns) GetRestoredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RestoredAt
+	}
+	return nil
+}
+
+func (x *RolloutDns) GetFromRollout() string {
+	if x != nil {
+		return x.FromRollout
+	}
+	return ""
+}
+
 // AnalysisRun is a wave's PromQL analysis: every measurement taken.
 type AnalysisRun struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1698,7 +1859,7 @@ type AnalysisRun struct {
 
 func (x *AnalysisRun) Reset() {
 	*x = AnalysisRun{}
-	mi := &file_golive_v1_control_proto_msgTypes[20]
+	mi := &file_golive_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1871,7 @@ func (x *AnalysisRun) String() string {
 func (*AnalysisRun) ProtoMessage() {}
 
 func (x *AnalysisRun) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[20]
+	mi := &file_golive_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1884,7 @@ func (x *AnalysisRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalysisRun.ProtoReflect.Descriptor instead.
 func (*AnalysisRun) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AnalysisRun) GetWave() uint32 {
@@ -1779,7 +1940,7 @@ type Measurement struct {
 
 func (x *Measurement) Reset() {
 	*x = Measurement{}
-	mi := &file_golive_v1_control_proto_msgTypes[21]
+	mi := &file_golive_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1952,7 @@ func (x *Measurement) String() string {
 func (*Measurement) ProtoMessage() {}
 
 func (x *Measurement) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[21]
+	mi := &file_golive_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1965,7 @@ func (x *Measurement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Measurement.ProtoReflect.Descriptor instead.
 func (*Measurement) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Measurement) GetMetric() string {
@@ -1859,7 +2020,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[22]
+	mi := &file_golive_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2032,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[22]
+	mi := &file_golive_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2045,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeployResponse) GetRollout() *Rollout {
@@ -1910,7 +2071,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[23]
+	mi := &file_golive_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2083,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[23]
+	mi := &file_golive_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2096,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RollbackRequest) GetService() string {
@@ -1985,7 +2146,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[24]
+	mi := &file_golive_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2158,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[24]
+	mi := &file_golive_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2171,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RollbackResponse) GetRollout() *Rollout {
@@ -2037,7 +2198,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[25]
+	mi := &file_golive_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2210,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[25]
+	mi := &file_golive_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2223,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -2082,7 +2243,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[26]
+	mi := &file_golive_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2255,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[26]
+	mi := &file_golive_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2268,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -2128,7 +2289,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[27]
+	mi := &file_golive_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2301,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[27]
+	mi := &file_golive_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2314,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -2180,7 +2341,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[28]
+	mi := &file_golive_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2353,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[28]
+	mi := &file_golive_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2366,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -2225,7 +2386,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[29]
+	mi := &file_golive_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2398,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[29]
+	mi := &file_golive_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2411,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -2270,7 +2431,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[30]
+	mi := &file_golive_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2443,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[30]
+	mi := &file_golive_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2456,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -2316,7 +2477,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[31]
+	mi := &file_golive_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2489,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[31]
+	mi := &file_golive_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2502,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -2368,7 +2529,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[32]
+	mi := &file_golive_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2541,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[32]
+	mi := &file_golive_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2554,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -2415,7 +2576,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[33]
+	mi := &file_golive_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2588,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[33]
+	mi := &file_golive_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2601,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -2469,7 +2630,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[34]
+	mi := &file_golive_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2642,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[34]
+	mi := &file_golive_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2655,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRolloutResponse) GetRollout() *Rollout {
@@ -2527,7 +2688,7 @@ type GateStatus struct {
 
 func (x *GateStatus) Reset() {
 	*x = GateStatus{}
-	mi := &file_golive_v1_control_proto_msgTypes[35]
+	mi := &file_golive_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2700,7 @@ func (x *GateStatus) String() string {
 func (*GateStatus) ProtoMessage() {}
 
 func (x *GateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[35]
+	mi := &file_golive_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2713,7 @@ func (x *GateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateStatus.ProtoReflect.Descriptor instead.
 func (*GateStatus) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GateStatus) GetWave() uint32 {
@@ -2615,7 +2776,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[36]
+	mi := &file_golive_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2788,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[36]
+	mi := &file_golive_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2801,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListRolloutsRequest) GetService() string {
@@ -2667,7 +2828,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[37]
+	mi := &file_golive_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2840,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[37]
+	mi := &file_golive_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2853,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -2723,7 +2884,7 @@ type PreflightRequest struct {
 
 func (x *PreflightRequest) Reset() {
 	*x = PreflightRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[38]
+	mi := &file_golive_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2896,7 @@ func (x *PreflightRequest) String() string {
 func (*PreflightRequest) ProtoMessage() {}
 
 func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[38]
+	mi := &file_golive_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2909,7 @@ func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
 func (*PreflightRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PreflightRequest) GetService() string {
@@ -2820,7 +2981,7 @@ type HostChecks struct {
 
 func (x *HostChecks) Reset() {
 	*x = HostChecks{}
-	mi := &file_golive_v1_control_proto_msgTypes[39]
+	mi := &file_golive_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +2993,7 @@ func (x *HostChecks) String() string {
 func (*HostChecks) ProtoMessage() {}
 
 func (x *HostChecks) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[39]
+	mi := &file_golive_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +3006,7 @@ func (x *HostChecks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostChecks.ProtoReflect.Descriptor instead.
 func (*HostChecks) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HostChecks) GetHostId() string {
@@ -2883,7 +3044,7 @@ type PreflightResponse struct {
 
 func (x *PreflightResponse) Reset() {
 	*x = PreflightResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[40]
+	mi := &file_golive_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3056,7 @@ func (x *PreflightResponse) String() string {
 func (*PreflightResponse) ProtoMessage() {}
 
 func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[40]
+	mi := &file_golive_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3069,7 @@ func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightResponse.ProtoReflect.Descriptor instead.
 func (*PreflightResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PreflightResponse) GetService() string {
@@ -2963,7 +3124,7 @@ type BackupRecord struct {
 
 func (x *BackupRecord) Reset() {
 	*x = BackupRecord{}
-	mi := &file_golive_v1_control_proto_msgTypes[41]
+	mi := &file_golive_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3136,7 @@ func (x *BackupRecord) String() string {
 func (*BackupRecord) ProtoMessage() {}
 
 func (x *BackupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[41]
+	mi := &file_golive_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3149,7 @@ func (x *BackupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRecord.ProtoReflect.Descriptor instead.
 func (*BackupRecord) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BackupRecord) GetId() string {
@@ -3093,7 +3254,7 @@ type TableRows struct {
 
 func (x *TableRows) Reset() {
 	*x = TableRows{}
-	mi := &file_golive_v1_control_proto_msgTypes[42]
+	mi := &file_golive_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3266,7 @@ func (x *TableRows) String() string {
 func (*TableRows) ProtoMessage() {}
 
 func (x *TableRows) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[42]
+	mi := &file_golive_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3279,7 @@ func (x *TableRows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableRows.ProtoReflect.Descriptor instead.
 func (*TableRows) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TableRows) GetName() string {
@@ -3147,7 +3308,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[43]
+	mi := &file_golive_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3320,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[43]
+	mi := &file_golive_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3333,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListBackupsRequest) GetService() string {
@@ -3206,7 +3367,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[44]
+	mi := &file_golive_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3218,7 +3379,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[44]
+	mi := &file_golive_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3231,7 +3392,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupRecord {
@@ -3252,7 +3413,7 @@ type ForgetAgentRequest struct {
 
 func (x *ForgetAgentRequest) Reset() {
 	*x = ForgetAgentRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[45]
+	mi := &file_golive_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3425,7 @@ func (x *ForgetAgentRequest) String() string {
 func (*ForgetAgentRequest) ProtoMessage() {}
 
 func (x *ForgetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[45]
+	mi := &file_golive_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3438,7 @@ func (x *ForgetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetAgentRequest.ProtoReflect.Descriptor instead.
 func (*ForgetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ForgetAgentRequest) GetHostId() string {
@@ -3304,7 +3465,7 @@ type ForgetAgentResponse struct {
 
 func (x *ForgetAgentResponse) Reset() {
 	*x = ForgetAgentResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[46]
+	mi := &file_golive_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3477,7 @@ func (x *ForgetAgentResponse) String() string {
 func (*ForgetAgentResponse) ProtoMessage() {}
 
 func (x *ForgetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[46]
+	mi := &file_golive_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3490,7 @@ func (x *ForgetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetAgentResponse.ProtoReflect.Descriptor instead.
 func (*ForgetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{46}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ForgetAgentResponse) GetHostId() string {
@@ -3351,7 +3512,7 @@ type DashboardLinkRequest struct {
 
 func (x *DashboardLinkRequest) Reset() {
 	*x = DashboardLinkRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[47]
+	mi := &file_golive_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3524,7 @@ func (x *DashboardLinkRequest) String() string {
 func (*DashboardLinkRequest) ProtoMessage() {}
 
 func (x *DashboardLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[47]
+	mi := &file_golive_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3537,7 @@ func (x *DashboardLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DashboardLinkRequest.ProtoReflect.Descriptor instead.
 func (*DashboardLinkRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{47}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DashboardLinkRequest) GetTtl() *durationpb.Duration {
@@ -3403,7 +3564,7 @@ type DashboardLinkResponse struct {
 
 func (x *DashboardLinkResponse) Reset() {
 	*x = DashboardLinkResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[48]
+	mi := &file_golive_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +3576,7 @@ func (x *DashboardLinkResponse) String() string {
 func (*DashboardLinkResponse) ProtoMessage() {}
 
 func (x *DashboardLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[48]
+	mi := &file_golive_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +3589,7 @@ func (x *DashboardLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DashboardLinkResponse.ProtoReflect.Descriptor instead.
 func (*DashboardLinkResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{48}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DashboardLinkResponse) GetUrl() string {
@@ -3486,7 +3647,7 @@ type DnsShowRequest struct {
 
 func (x *DnsShowRequest) Reset() {
 	*x = DnsShowRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[49]
+	mi := &file_golive_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3498,7 +3659,7 @@ func (x *DnsShowRequest) String() string {
 func (*DnsShowRequest) ProtoMessage() {}
 
 func (x *DnsShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[49]
+	mi := &file_golive_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3511,7 +3672,7 @@ func (x *DnsShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsShowRequest.ProtoReflect.Descriptor instead.
 func (*DnsShowRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{49}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DnsShowRequest) GetName() string {
@@ -3538,7 +3699,7 @@ type DnsShowResponse struct {
 
 func (x *DnsShowResponse) Reset() {
 	*x = DnsShowResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[50]
+	mi := &file_golive_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3711,7 @@ func (x *DnsShowResponse) String() string {
 func (*DnsShowResponse) ProtoMessage() {}
 
 func (x *DnsShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[50]
+	mi := &file_golive_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3724,7 @@ func (x *DnsShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsShowResponse.ProtoReflect.Descriptor instead.
 func (*DnsShowResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{50}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DnsShowResponse) GetRecords() []*DnsRecord {
@@ -3605,7 +3766,7 @@ type DnsRecord struct {
 
 func (x *DnsRecord) Reset() {
 	*x = DnsRecord{}
-	mi := &file_golive_v1_control_proto_msgTypes[51]
+	mi := &file_golive_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3778,7 @@ func (x *DnsRecord) String() string {
 func (*DnsRecord) ProtoMessage() {}
 
 func (x *DnsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[51]
+	mi := &file_golive_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3791,7 @@ func (x *DnsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsRecord.ProtoReflect.Descriptor instead.
 func (*DnsRecord) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{51}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DnsRecord) GetName() string {
@@ -3774,7 +3935,7 @@ type DnsFailoverState struct {
 
 func (x *DnsFailoverState) Reset() {
 	*x = DnsFailoverState{}
-	mi := &file_golive_v1_control_proto_msgTypes[52]
+	mi := &file_golive_v1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3786,7 +3947,7 @@ func (x *DnsFailoverState) String() string {
 func (*DnsFailoverState) ProtoMessage() {}
 
 func (x *DnsFailoverState) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[52]
+	mi := &file_golive_v1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3799,7 +3960,7 @@ func (x *DnsFailoverState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsFailoverState.ProtoReflect.Descriptor instead.
 func (*DnsFailoverState) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{52}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DnsFailoverState) GetPrimary() string {
@@ -3983,7 +4144,7 @@ type DnsHistoryEntry struct {
 
 func (x *DnsHistoryEntry) Reset() {
 	*x = DnsHistoryEntry{}
-	mi := &file_golive_v1_control_proto_msgTypes[53]
+	mi := &file_golive_v1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3995,7 +4156,7 @@ func (x *DnsHistoryEntry) String() string {
 func (*DnsHistoryEntry) ProtoMessage() {}
 
 func (x *DnsHistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[53]
+	mi := &file_golive_v1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4008,7 +4169,7 @@ func (x *DnsHistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsHistoryEntry.ProtoReflect.Descriptor instead.
 func (*DnsHistoryEntry) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{53}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DnsHistoryEntry) GetSeq() uint64 {
@@ -4146,7 +4307,7 @@ type DnsSetRequest struct {
 
 func (x *DnsSetRequest) Reset() {
 	*x = DnsSetRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[54]
+	mi := &file_golive_v1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +4319,7 @@ func (x *DnsSetRequest) String() string {
 func (*DnsSetRequest) ProtoMessage() {}
 
 func (x *DnsSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[54]
+	mi := &file_golive_v1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +4332,7 @@ func (x *DnsSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsSetRequest.ProtoReflect.Descriptor instead.
 func (*DnsSetRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{54}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DnsSetRequest) GetName() string {
@@ -4220,7 +4381,7 @@ type DnsSetResponse struct {
 
 func (x *DnsSetResponse) Reset() {
 	*x = DnsSetResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[55]
+	mi := &file_golive_v1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4232,7 +4393,7 @@ func (x *DnsSetResponse) String() string {
 func (*DnsSetResponse) ProtoMessage() {}
 
 func (x *DnsSetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[55]
+	mi := &file_golive_v1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4245,7 +4406,7 @@ func (x *DnsSetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsSetResponse.ProtoReflect.Descriptor instead.
 func (*DnsSetResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{55}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DnsSetResponse) GetResult() *DnsHistoryEntry {
@@ -4274,7 +4435,7 @@ type DnsFailoverRequest struct {
 
 func (x *DnsFailoverRequest) Reset() {
 	*x = DnsFailoverRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[56]
+	mi := &file_golive_v1_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4286,7 +4447,7 @@ func (x *DnsFailoverRequest) String() string {
 func (*DnsFailoverRequest) ProtoMessage() {}
 
 func (x *DnsFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[56]
+	mi := &file_golive_v1_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4299,7 +4460,7 @@ func (x *DnsFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsFailoverRequest.ProtoReflect.Descriptor instead.
 func (*DnsFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{56}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DnsFailoverRequest) GetName() string {
@@ -4334,7 +4495,7 @@ type DnsFailoverResponse struct {
 
 func (x *DnsFailoverResponse) Reset() {
 	*x = DnsFailoverResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[57]
+	mi := &file_golive_v1_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4346,7 +4507,7 @@ func (x *DnsFailoverResponse) String() string {
 func (*DnsFailoverResponse) ProtoMessage() {}
 
 func (x *DnsFailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[57]
+	mi := &file_golive_v1_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4359,7 +4520,7 @@ func (x *DnsFailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsFailoverResponse.ProtoReflect.Descriptor instead.
 func (*DnsFailoverResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{57}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DnsFailoverResponse) GetResult() *DnsHistoryEntry {
@@ -4389,7 +4550,7 @@ type DnsHistoryRequest struct {
 
 func (x *DnsHistoryRequest) Reset() {
 	*x = DnsHistoryRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[58]
+	mi := &file_golive_v1_control_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4401,7 +4562,7 @@ func (x *DnsHistoryRequest) String() string {
 func (*DnsHistoryRequest) ProtoMessage() {}
 
 func (x *DnsHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[58]
+	mi := &file_golive_v1_control_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4414,7 +4575,7 @@ func (x *DnsHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsHistoryRequest.ProtoReflect.Descriptor instead.
 func (*DnsHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{58}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DnsHistoryRequest) GetName() string {
@@ -4448,7 +4609,7 @@ type DnsHistoryResponse struct {
 
 func (x *DnsHistoryResponse) Reset() {
 	*x = DnsHistoryResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[59]
+	mi := &file_golive_v1_control_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4460,7 +4621,7 @@ func (x *DnsHistoryResponse) String() string {
 func (*DnsHistoryResponse) ProtoMessage() {}
 
 func (x *DnsHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[59]
+	mi := &file_golive_v1_control_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4473,7 +4634,7 @@ func (x *DnsHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsHistoryResponse.ProtoReflect.Descriptor instead.
 func (*DnsHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{59}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DnsHistoryResponse) GetEntries() []*DnsHistoryEntry {
@@ -4493,7 +4654,7 @@ type ScaleStatusRequest struct {
 
 func (x *ScaleStatusRequest) Reset() {
 	*x = ScaleStatusRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[60]
+	mi := &file_golive_v1_control_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4505,7 +4666,7 @@ func (x *ScaleStatusRequest) String() string {
 func (*ScaleStatusRequest) ProtoMessage() {}
 
 func (x *ScaleStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[60]
+	mi := &file_golive_v1_control_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4518,7 +4679,7 @@ func (x *ScaleStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleStatusRequest.ProtoReflect.Descriptor instead.
 func (*ScaleStatusRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{60}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ScaleStatusRequest) GetService() string {
@@ -4541,7 +4702,7 @@ type ScaleStatusResponse struct {
 
 func (x *ScaleStatusResponse) Reset() {
 	*x = ScaleStatusResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[61]
+	mi := &file_golive_v1_control_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4553,7 +4714,7 @@ func (x *ScaleStatusResponse) String() string {
 func (*ScaleStatusResponse) ProtoMessage() {}
 
 func (x *ScaleStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[61]
+	mi := &file_golive_v1_control_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4566,7 +4727,7 @@ func (x *ScaleStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleStatusResponse.ProtoReflect.Descriptor instead.
 func (*ScaleStatusResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{61}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ScaleStatusResponse) GetEntries() []*ScaleEntry {
@@ -4622,7 +4783,7 @@ type ScaleEntry struct {
 
 func (x *ScaleEntry) Reset() {
 	*x = ScaleEntry{}
-	mi := &file_golive_v1_control_proto_msgTypes[62]
+	mi := &file_golive_v1_control_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4634,7 +4795,7 @@ func (x *ScaleEntry) String() string {
 func (*ScaleEntry) ProtoMessage() {}
 
 func (x *ScaleEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[62]
+	mi := &file_golive_v1_control_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4647,7 +4808,7 @@ func (x *ScaleEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleEntry.ProtoReflect.Descriptor instead.
 func (*ScaleEntry) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{62}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ScaleEntry) GetService() string {
@@ -4806,7 +4967,7 @@ type ScaleActionRecord struct {
 
 func (x *ScaleActionRecord) Reset() {
 	*x = ScaleActionRecord{}
-	mi := &file_golive_v1_control_proto_msgTypes[63]
+	mi := &file_golive_v1_control_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4818,7 +4979,7 @@ func (x *ScaleActionRecord) String() string {
 func (*ScaleActionRecord) ProtoMessage() {}
 
 func (x *ScaleActionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[63]
+	mi := &file_golive_v1_control_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4831,7 +4992,7 @@ func (x *ScaleActionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleActionRecord.ProtoReflect.Descriptor instead.
 func (*ScaleActionRecord) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{63}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ScaleActionRecord) GetAt() *timestamppb.Timestamp {
@@ -4918,7 +5079,7 @@ type ScaleSetRequest struct {
 
 func (x *ScaleSetRequest) Reset() {
 	*x = ScaleSetRequest{}
-	mi := &file_golive_v1_control_proto_msgTypes[64]
+	mi := &file_golive_v1_control_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4930,7 +5091,7 @@ func (x *ScaleSetRequest) String() string {
 func (*ScaleSetRequest) ProtoMessage() {}
 
 func (x *ScaleSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[64]
+	mi := &file_golive_v1_control_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4943,7 +5104,7 @@ func (x *ScaleSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleSetRequest.ProtoReflect.Descriptor instead.
 func (*ScaleSetRequest) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{64}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ScaleSetRequest) GetService() string {
@@ -4985,7 +5146,7 @@ type ScaleSetResponse struct {
 
 func (x *ScaleSetResponse) Reset() {
 	*x = ScaleSetResponse{}
-	mi := &file_golive_v1_control_proto_msgTypes[65]
+	mi := &file_golive_v1_control_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5158,7 @@ func (x *ScaleSetResponse) String() string {
 func (*ScaleSetResponse) ProtoMessage() {}
 
 func (x *ScaleSetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_golive_v1_control_proto_msgTypes[65]
+	mi := &file_golive_v1_control_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5171,7 @@ func (x *ScaleSetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleSetResponse.ProtoReflect.Descriptor instead.
 func (*ScaleSetResponse) Descriptor() ([]byte, []int) {
-	return file_golive_v1_control_proto_rawDescGZIP(), []int{65}
+	return file_golive_v1_control_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ScaleSetResponse) GetActions() []*ScaleActionRecord {
@@ -5113,7 +5274,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x11ListAuditResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.golive.v1.AuditEntryR\aentries\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x1b\n" +
-	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\xef\x06\n" +
+	"\thead_hash\x18\x03 \x01(\tR\bheadHash\"\x81\a\n" +
 	"\rDeployRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x02 \x01(\tR\arelease\x12!\n" +
@@ -5137,7 +5298,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x0eweight_percent\x18\x11 \x01(\rR\rweightPercent\x123\n" +
 	"\banalysis\x18\x12 \x03(\v2\x17.golive.v1.AnalysisFileR\banalysis\x12!\n" +
 	"\fmin_requests\x18\x13 \x01(\x04R\vminRequests\x128\n" +
-	"\x19max_error_ratio_vs_stable\x18\x14 \x01(\x01R\x15maxErrorRatioVsStable\x1a;\n" +
+	"\x19max_error_ratio_vs_stable\x18\x14 \x01(\x01R\x15maxErrorRatioVsStable\x12\x10\n" +
+	"\x03dns\x18\x15 \x03(\tR\x03dns\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
@@ -5158,7 +5320,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
 	"\arelease\x18\x06 \x01(\tR\arelease\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\x98\x06\n" +
+	"\x06health\x18\a \x01(\v2\x17.golive.v1.HealthWindowR\x06health\"\xc1\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -5184,8 +5346,25 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"finishedAt\x123\n" +
 	"\tpreflight\x18\x13 \x03(\v2\x15.golive.v1.HostChecksR\tpreflight\x12%\n" +
 	"\x0eskipped_checks\x18\x14 \x03(\tR\rskippedChecks\x122\n" +
-	"\banalysis\x18\x15 \x01(\v2\x16.golive.v1.AnalysisRunR\banalysisJ\x04\b\x12\x10\x13R\n" +
-	"state_json\"\xa3\x01\n" +
+	"\banalysis\x18\x15 \x01(\v2\x16.golive.v1.AnalysisRunR\banalysis\x12'\n" +
+	"\x03dns\x18\x16 \x03(\v2\x15.golive.v1.RolloutDnsR\x03dnsJ\x04\b\x12\x10\x13R\n" +
+	"state_json\"\xfe\x02\n" +
+	"\n" +
+	"RolloutDns\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
+	"\x04pool\x18\x03 \x01(\tR\x04pool\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x16\n" +
+	"\x06before\x18\x06 \x03(\tR\x06before\x12\x14\n" +
+	"\x05after\x18\a \x03(\tR\x05after\x12=\n" +
+	"\fconfirmed_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmedAt\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12#\n" +
+	"\rrestore_state\x18\n" +
+	" \x01(\tR\frestoreState\x12;\n" +
+	"\vrestored_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"restoredAt\x12!\n" +
+	"\ffrom_rollout\x18\f \x01(\tR\vfromRollout\"\xa3\x01\n" +
 	"\vAnalysisRun\x12\x12\n" +
 	"\x04wave\x18\x01 \x01(\rR\x04wave\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
@@ -5501,7 +5680,7 @@ func file_golive_v1_control_proto_rawDescGZIP() []byte {
 	return file_golive_v1_control_proto_rawDescData
 }
 
-var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_golive_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_golive_v1_control_proto_goTypes = []any{
 	(*Approval)(nil),              // 0: golive.v1.Approval
 	(*AuthorizeRequest)(nil),      // 1: golive.v1.AuthorizeRequest
@@ -5523,194 +5702,198 @@ var file_golive_v1_control_proto_goTypes = []any{
 	(*Wave)(nil),                  // 17: golive.v1.Wave
 	(*HostProgress)(nil),          // 18: golive.v1.HostProgress
 	(*Rollout)(nil),               // 19: golive.v1.Rollout
-	(*AnalysisRun)(nil),           // 20: golive.v1.AnalysisRun
-	(*Measurement)(nil),           // 21: golive.v1.Measurement
-	(*DeployResponse)(nil),        // 22: golive.v1.DeployResponse
-	(*RollbackRequest)(nil),       // 23: golive.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 24: golive.v1.RollbackResponse
-	(*GetRolloutRequest)(nil),     // 25: golive.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),    // 26: golive.v1.GetRolloutResponse
-	(*PauseRolloutRequest)(nil),   // 27: golive.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),  // 28: golive.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),  // 29: golive.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil), // 30: golive.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),   // 31: golive.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),  // 32: golive.v1.AbortRolloutResponse
-	(*WatchRolloutRequest)(nil),   // 33: golive.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),  // 34: golive.v1.WatchRolloutResponse
-	(*GateStatus)(nil),            // 35: golive.v1.GateStatus
-	(*ListRolloutsRequest)(nil),   // 36: golive.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),  // 37: golive.v1.ListRolloutsResponse
-	(*PreflightRequest)(nil),      // 38: golive.v1.PreflightRequest
-	(*HostChecks)(nil),            // 39: golive.v1.HostChecks
-	(*PreflightResponse)(nil),     // 40: golive.v1.PreflightResponse
-	(*BackupRecord)(nil),          // 41: golive.v1.BackupRecord
-	(*TableRows)(nil),             // 42: golive.v1.TableRows
-	(*ListBackupsRequest)(nil),    // 43: golive.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),   // 44: golive.v1.ListBackupsResponse
-	(*ForgetAgentRequest)(nil),    // 45: golive.v1.ForgetAgentRequest
-	(*ForgetAgentResponse)(nil),   // 46: golive.v1.ForgetAgentResponse
-	(*DashboardLinkRequest)(nil),  // 47: golive.v1.DashboardLinkRequest
-	(*DashboardLinkResponse)(nil), // 48: golive.v1.DashboardLinkResponse
-	(*DnsShowRequest)(nil),        // 49: golive.v1.DnsShowRequest
-	(*DnsShowResponse)(nil),       // 50: golive.v1.DnsShowResponse
-	(*DnsRecord)(nil),             // 51: golive.v1.DnsRecord
-	(*DnsFailoverState)(nil),      // 52: golive.v1.DnsFailoverState
-	(*DnsHistoryEntry)(nil),       // 53: golive.v1.DnsHistoryEntry
-	(*DnsSetRequest)(nil),         // 54: golive.v1.DnsSetRequest
-	(*DnsSetResponse)(nil),        // 55: golive.v1.DnsSetResponse
-	(*DnsFailoverRequest)(nil),    // 56: golive.v1.DnsFailoverRequest
-	(*DnsFailoverResponse)(nil),   // 57: golive.v1.DnsFailoverResponse
-	(*DnsHistoryRequest)(nil),     // 58: golive.v1.DnsHistoryRequest
-	(*DnsHistoryResponse)(nil),    // 59: golive.v1.DnsHistoryResponse
-	(*ScaleStatusRequest)(nil),    // 60: golive.v1.ScaleStatusRequest
-	(*ScaleStatusResponse)(nil),   // 61: golive.v1.ScaleStatusResponse
-	(*ScaleEntry)(nil),            // 62: golive.v1.ScaleEntry
-	(*ScaleActionRecord)(nil),     // 63: golive.v1.ScaleActionRecord
-	(*ScaleSetRequest)(nil),       // 64: golive.v1.ScaleSetRequest
-	(*ScaleSetResponse)(nil),      // 65: golive.v1.ScaleSetResponse
-	nil,                           // 66: golive.v1.Agent.LabelsEntry
-	nil,                           // 67: golive.v1.DeployRequest.SelectorEntry
-	nil,                           // 68: golive.v1.PreflightRequest.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 69: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
-	(*ServiceState)(nil),          // 71: golive.v1.ServiceState
-	(*CommandResult)(nil),         // 72: golive.v1.CommandResult
-	(*HealthWindow)(nil),          // 73: golive.v1.HealthWindow
-	(*CheckResult)(nil),           // 74: golive.v1.CheckResult
+	(*RolloutDns)(nil),            // 20: golive.v1.RolloutDns
+	(*AnalysisRun)(nil),           // 21: golive.v1.AnalysisRun
+	(*Measurement)(nil),           // 22: golive.v1.Measurement
+	(*DeployResponse)(nil),        // 23: golive.v1.DeployResponse
+	(*RollbackRequest)(nil),       // 24: golive.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 25: golive.v1.RollbackResponse
+	(*GetRolloutRequest)(nil),     // 26: golive.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),    // 27: golive.v1.GetRolloutResponse
+	(*PauseRolloutRequest)(nil),   // 28: golive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),  // 29: golive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),  // 30: golive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil), // 31: golive.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),   // 32: golive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),  // 33: golive.v1.AbortRolloutResponse
+	(*WatchRolloutRequest)(nil),   // 34: golive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),  // 35: golive.v1.WatchRolloutResponse
+	(*GateStatus)(nil),            // 36: golive.v1.GateStatus
+	(*ListRolloutsRequest)(nil),   // 37: golive.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),  // 38: golive.v1.ListRolloutsResponse
+	(*PreflightRequest)(nil),      // 39: golive.v1.PreflightRequest
+	(*HostChecks)(nil),            // 40: golive.v1.HostChecks
+	(*PreflightResponse)(nil),     // 41: golive.v1.PreflightResponse
+	(*BackupRecord)(nil),          // 42: golive.v1.BackupRecord
+	(*TableRows)(nil),             // 43: golive.v1.TableRows
+	(*ListBackupsRequest)(nil),    // 44: golive.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),   // 45: golive.v1.ListBackupsResponse
+	(*ForgetAgentRequest)(nil),    // 46: golive.v1.ForgetAgentRequest
+	(*ForgetAgentResponse)(nil),   // 47: golive.v1.ForgetAgentResponse
+	(*DashboardLinkRequest)(nil),  // 48: golive.v1.DashboardLinkRequest
+	(*DashboardLinkResponse)(nil), // 49: golive.v1.DashboardLinkResponse
+	(*DnsShowRequest)(nil),        // 50: golive.v1.DnsShowRequest
+	(*DnsShowResponse)(nil),       // 51: golive.v1.DnsShowResponse
+	(*DnsRecord)(nil),             // 52: golive.v1.DnsRecord
+	(*DnsFailoverState)(nil),      // 53: golive.v1.DnsFailoverState
+	(*DnsHistoryEntry)(nil),       // 54: golive.v1.DnsHistoryEntry
+	(*DnsSetRequest)(nil),         // 55: golive.v1.DnsSetRequest
+	(*DnsSetResponse)(nil),        // 56: golive.v1.DnsSetResponse
+	(*DnsFailoverRequest)(nil),    // 57: golive.v1.DnsFailoverRequest
+	(*DnsFailoverResponse)(nil),   // 58: golive.v1.DnsFailoverResponse
+	(*DnsHistoryRequest)(nil),     // 59: golive.v1.DnsHistoryRequest
+	(*DnsHistoryResponse)(nil),    // 60: golive.v1.DnsHistoryResponse
+	(*ScaleStatusRequest)(nil),    // 61: golive.v1.ScaleStatusRequest
+	(*ScaleStatusResponse)(nil),   // 62: golive.v1.ScaleStatusResponse
+	(*ScaleEntry)(nil),            // 63: golive.v1.ScaleEntry
+	(*ScaleActionRecord)(nil),     // 64: golive.v1.ScaleActionRecord
+	(*ScaleSetRequest)(nil),       // 65: golive.v1.ScaleSetRequest
+	(*ScaleSetResponse)(nil),      // 66: golive.v1.ScaleSetResponse
+	nil,                           // 67: golive.v1.Agent.LabelsEntry
+	nil,                           // 68: golive.v1.DeployRequest.SelectorEntry
+	nil,                           // 69: golive.v1.PreflightRequest.SelectorEntry
+	(*timestamppb.Timestamp)(nil), // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 71: google.protobuf.Duration
+	(*ServiceState)(nil),          // 72: golive.v1.ServiceState
+	(*CommandResult)(nil),         // 73: golive.v1.CommandResult
+	(*HealthWindow)(nil),          // 74: golive.v1.HealthWindow
+	(*CheckResult)(nil),           // 75: golive.v1.CheckResult
 }
 var file_golive_v1_control_proto_depIdxs = []int32{
-	69,  // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
-	69,  // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	70,  // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
+	70,  // 0: golive.v1.Approval.granted_at:type_name -> google.protobuf.Timestamp
+	70,  // 1: golive.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	71,  // 2: golive.v1.AuthorizeRequest.ttl:type_name -> google.protobuf.Duration
 	0,   // 3: golive.v1.AuthorizeResponse.approval:type_name -> golive.v1.Approval
 	0,   // 4: golive.v1.GetApprovalResponse.approval:type_name -> golive.v1.Approval
 	0,   // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	19,  // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
-	51,  // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
-	66,  // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	69,  // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	69,  // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	71,  // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	72,  // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	52,  // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
+	67,  // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	70,  // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	70,  // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	72,  // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	73,  // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
 	9,   // 13: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	69,  // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	69,  // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	69,  // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	70,  // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	70,  // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	70,  // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
 	12,  // 17: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	67,  // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	70,  // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	70,  // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	70,  // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	68,  // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	71,  // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	71,  // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	71,  // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
 	16,  // 22: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	73,  // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	69,  // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	69,  // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	74,  // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	70,  // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	70,  // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	17,  // 26: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
 	18,  // 27: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
 	15,  // 28: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	35,  // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	69,  // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	39,  // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	20,  // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
-	21,  // 33: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	69,  // 34: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
-	19,  // 35: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 36: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 37: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 38: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 39: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 40: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 41: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	35,  // 42: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	19,  // 43: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	68,  // 44: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	70,  // 45: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	74,  // 46: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	39,  // 47: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	42,  // 48: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	69,  // 49: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	69,  // 50: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	41,  // 51: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	70,  // 52: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
-	69,  // 53: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
-	70,  // 54: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
-	51,  // 55: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
-	70,  // 56: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
-	70,  // 57: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
-	52,  // 58: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
-	53,  // 59: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
-	53,  // 60: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
-	70,  // 61: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
-	69,  // 62: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
-	69,  // 63: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
-	69,  // 64: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
-	70,  // 65: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
-	70,  // 66: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
-	70,  // 67: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
-	53,  // 68: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51,  // 69: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
-	53,  // 70: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	51,  // 71: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
-	53,  // 72: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
-	62,  // 73: golive.v1.ScaleStatusResponse.entries:type_name -> golive.v1.ScaleEntry
-	69,  // 74: golive.v1.ScaleEntry.evaluated_at:type_name -> google.protobuf.Timestamp
-	63,  // 75: golive.v1.ScaleEntry.last_action:type_name -> golive.v1.ScaleActionRecord
-	69,  // 76: golive.v1.ScaleActionRecord.at:type_name -> google.protobuf.Timestamp
-	63,  // 77: golive.v1.ScaleSetResponse.actions:type_name -> golive.v1.ScaleActionRecord
-	1,   // 78: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,   // 79: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,   // 80: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,   // 81: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10,  // 82: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13,  // 83: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15,  // 84: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	23,  // 85: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	25,  // 86: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	27,  // 87: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	29,  // 88: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	31,  // 89: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	33,  // 90: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	36,  // 91: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	38,  // 92: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	43,  // 93: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	45,  // 94: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	47,  // 95: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
-	49,  // 96: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
-	54,  // 97: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
-	56,  // 98: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
-	58,  // 99: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
-	60,  // 100: golive.v1.ControlService.ScaleStatus:input_type -> golive.v1.ScaleStatusRequest
-	64,  // 101: golive.v1.ControlService.ScaleSet:input_type -> golive.v1.ScaleSetRequest
-	2,   // 102: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,   // 103: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,   // 104: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,   // 105: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11,  // 106: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14,  // 107: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	22,  // 108: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	24,  // 109: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	26,  // 110: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	28,  // 111: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	30,  // 112: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	32,  // 113: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	34,  // 114: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	37,  // 115: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	40,  // 116: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	44,  // 117: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	46,  // 118: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	48,  // 119: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
-	50,  // 120: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
-	55,  // 121: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
-	57,  // 122: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
-	59,  // 123: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
-	61,  // 124: golive.v1.ControlService.ScaleStatus:output_type -> golive.v1.ScaleStatusResponse
-	65,  // 125: golive.v1.ControlService.ScaleSet:output_type -> golive.v1.ScaleSetResponse
-	102, // [102:126] is the sub-list for method output_type
-	78,  // [78:102] is the sub-list for method input_type
-	78,  // [78:78] is the sub-list for extension type_name
-	78,  // [78:78] is the sub-list for extension extendee
-	0,   // [0:78] is the sub-list for field type_name
+	36,  // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	70,  // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	40,  // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	21,  // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
+	20,  // 33: golive.v1.Rollout.dns:type_name -> golive.v1.RolloutDns
+	70,  // 34: golive.v1.RolloutDns.confirmed_at:type_name -> google.protobuf.Timestamp
+	70,  // 35: golive.v1.RolloutDns.restored_at:type_name -> google.protobuf.Timestamp
+	22,  // 36: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
+	70,  // 37: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	19,  // 38: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 39: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 40: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 41: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 42: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 43: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 44: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	36,  // 45: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	19,  // 46: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	69,  // 47: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	71,  // 48: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	75,  // 49: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	40,  // 50: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	43,  // 51: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	70,  // 52: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	70,  // 53: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	42,  // 54: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	71,  // 55: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	70,  // 56: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	71,  // 57: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	52,  // 58: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
+	71,  // 59: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
+	71,  // 60: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
+	53,  // 61: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
+	54,  // 62: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
+	54,  // 63: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
+	71,  // 64: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
+	70,  // 65: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
+	70,  // 66: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
+	70,  // 67: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	71,  // 68: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
+	71,  // 69: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
+	71,  // 70: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
+	54,  // 71: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	52,  // 72: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
+	54,  // 73: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	52,  // 74: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
+	54,  // 75: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
+	63,  // 76: golive.v1.ScaleStatusResponse.entries:type_name -> golive.v1.ScaleEntry
+	70,  // 77: golive.v1.ScaleEntry.evaluated_at:type_name -> google.protobuf.Timestamp
+	64,  // 78: golive.v1.ScaleEntry.last_action:type_name -> golive.v1.ScaleActionRecord
+	70,  // 79: golive.v1.ScaleActionRecord.at:type_name -> google.protobuf.Timestamp
+	64,  // 80: golive.v1.ScaleSetResponse.actions:type_name -> golive.v1.ScaleActionRecord
+	1,   // 81: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,   // 82: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,   // 83: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,   // 84: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10,  // 85: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13,  // 86: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15,  // 87: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	24,  // 88: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	26,  // 89: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	28,  // 90: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	30,  // 91: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	32,  // 92: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	34,  // 93: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	37,  // 94: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	39,  // 95: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	44,  // 96: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	46,  // 97: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	48,  // 98: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	50,  // 99: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
+	55,  // 100: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
+	57,  // 101: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
+	59,  // 102: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
+	61,  // 103: golive.v1.ControlService.ScaleStatus:input_type -> golive.v1.ScaleStatusRequest
+	65,  // 104: golive.v1.ControlService.ScaleSet:input_type -> golive.v1.ScaleSetRequest
+	2,   // 105: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,   // 106: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,   // 107: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,   // 108: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11,  // 109: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14,  // 110: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	23,  // 111: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	25,  // 112: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	27,  // 113: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	29,  // 114: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	31,  // 115: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	33,  // 116: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	35,  // 117: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	38,  // 118: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	41,  // 119: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	45,  // 120: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	47,  // 121: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	49,  // 122: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	51,  // 123: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
+	56,  // 124: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
+	58,  // 125: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
+	60,  // 126: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
+	62,  // 127: golive.v1.ControlService.ScaleStatus:output_type -> golive.v1.ScaleStatusResponse
+	66,  // 128: golive.v1.ControlService.ScaleSet:output_type -> golive.v1.ScaleSetResponse
+	105, // [105:129] is the sub-list for method output_type
+	81,  // [81:105] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
@@ -5719,14 +5902,14 @@ func file_golive_v1_control_proto_init() {
 		return
 	}
 	file_golive_v1_agent_proto_init()
-	file_golive_v1_control_proto_msgTypes[62].OneofWrappers = []any{}
+	file_golive_v1_control_proto_msgTypes[63].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_golive_v1_control_proto_rawDesc), len(file_golive_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
