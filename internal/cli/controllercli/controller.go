@@ -557,6 +557,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringArrayVar(&analysisFiles, "analysis", nil, "PromQL analysis `FILE` (HCL metric blocks) every wave's gate runs on the controller's Prometheus (repeatable)")
 	f.Uint64Var(&req.MinRequests, "min-requests", rollout.DefaultMinRequests, "real requests (load balancer counts) a bake must see; fewer pauses the rollout as inconclusive")
 	f.Float64Var(&req.MaxErrorRatioVsStable, "max-error-ratio-vs-stable", 0, "also fail a new slot whose error rate is over this many times the stable slot's (0: off)")
+	f.StringArrayVar(&req.Dns, "dns", nil, "`NAME=POOL`: after the last wave passed, point NAME's records at the pool's addresses (a pool of serve --dns-config; repeatable; a rollback of the service restores them)")
 	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	cmd.RegisterFlagCompletionFunc("hosts", co.completeHosts)
 	cmd.RegisterFlagCompletionFunc("skip-check", completeSkipChecks)
@@ -689,9 +690,63 @@ func printRollout(w io.Writer, r *golivev1.Rollout) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.HostId, h.State, orDash(h.Stage), orDash(h.Error))
 	}
 	tw.Flush()
+	printRolloutDNS(w, r)
 	printRolloutPreflight(w, r)
 	printJudged(w, r)
 	printAnalysis(w, r, 0)
+}
+
+// printRolloutDNS lists the records the rollout sets or restores: before,
+// after, and when the zone's primary answered.
+func printRolloutDNS(w io.Writer, r *golivev1.Rollout) {
+	if len(r.Dns) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DNS\tACTION\tSTATE\tBEFORE\tAFTER\tCONFIRMED\tERROR")
+	for _, d := range r.Dns {
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Type, dnsAction(d), dnsState(d), orDash(strings.Join(d.Before, " ")),
+			orDash(strings.Join(d.After, " ")), dnsWhen(d), orDash(d.Error))
+	}
+	tw.Flush()
+}
+
+func dnsAction(d *golivev1.RolloutDns) string {
+	if d.Action == "restore" {
+		return "restore (" + d.FromRollout + ")"
+	}
+	return "set -> " + d.Pool
+}
+
+func dnsState(d *golivev1.RolloutDns) string {
+	if d.RestoreState != "" {
+		return d.State + ", restore " + d.RestoreState
+	}
+	return d.State
+}
+
+func dnsWhen(d *golivev1.RolloutDns) string {
+	at := "-"
+	if d.ConfirmedAt != nil {
+		at = d.ConfirmedAt.AsTime().UTC().Format(time.RFC3339)
+	}
+	if d.RestoredAt != nil {
+		at += ", restored " + d.RestoredAt.AsTime().UTC().Format(time.RFC3339)
+	}
+	return at
+}
+
+// dnsLine is the rollout's DNS changes in one line (watch).
+func dnsLine(r *golivev1.Rollout) string {
+	var parts []string
+	for _, d := range r.Dns {
+		p := fmt.Sprintf("%s/%s:%s[%s]->[%s]", strings.TrimSuffix(d.Name, "."), d.Type, dnsState(d), strings.Join(d.Before, ","), strings.Join(d.After, ","))
+		if d.ConfirmedAt != nil {
+			p += "@" + d.ConfirmedAt.AsTime().UTC().Format("15:04:05")
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, " ")
 }
 
 // printJudged says what each wave's gate judged (traffic, probe, promql).

@@ -324,6 +324,10 @@ func printWatch(w io.Writer, resp *golivev1.WatchRolloutResponse, live map[strin
 		fmt.Fprintln(w, truncate(fmt.Sprintf("\ngate (wave %d): baked %.0fs/%.0fs  error rate %.3f%%  avg latency %.1f ms  %s",
 			g.Wave, g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs, g.Detail), width))
 	}
+	if len(r.Dns) > 0 {
+		fmt.Fprintln(w)
+		printRolloutDNS(w, r)
+	}
 	if r.Analysis != nil {
 		fmt.Fprintln(w)
 		printAnalysis(w, r, 5)
@@ -372,6 +376,9 @@ func watchKey(resp *golivev1.WatchRolloutResponse, live map[string]hostLive) str
 	if g := resp.Gate; g != nil {
 		fmt.Fprintf(&b, " gate=%d/%v", g.Wave, g.Passing)
 	}
+	if len(r.Dns) > 0 {
+		b.WriteString(" dns=" + dnsLine(r))
+	}
 	return b.String()
 }
 
@@ -389,6 +396,9 @@ func watchLine(resp *golivev1.WatchRolloutResponse, live map[string]hostLive) st
 	}
 	if g := resp.Gate; g != nil && g.WindowSeconds > 0 {
 		line += fmt.Sprintf(" gate=%.0f/%.0fs err=%.3f%% lat=%.1fms", g.BakedSeconds, g.WindowSeconds, g.ErrorRate*100, g.AvgLatencyMs)
+	}
+	if len(r.Dns) > 0 {
+		line += " dns=" + dnsLine(r)
 	}
 	return line
 }
