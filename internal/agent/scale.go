@@ -260,6 +260,13 @@ func (in *instances) Desired() int {
 	return in.desired
 }
 
+func (in *instances) stopTimeout() time.Duration {
+	if in.sc.Exec != nil && in.sc.Exec.StopTimeout > 0 {
+		return in.sc.Exec.StopTimeout
+	}
+	return 10 * time.Second
+}
+
 // running counts the instances that run (any state).
 func (in *instances) running() int {
 	in.mu.Lock()
@@ -600,6 +607,9 @@ func (in *instances) reconcile(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			if !runs {
+				if pid, err := stopOrphan(inst.port, in.dir.Path(), in.stopTimeout()); err == nil && pid != 0 {
+					in.log.Warn("stopped an instance process no pidfile named (an agent was killed as it started it)", "instance", inst.idx, "pid", pid, "port", inst.port)
+				}
 				if err := in.bringUp(ctx, inst, dir, false); err != nil {
 					in.log.Error("cannot start instance", "instance", inst.idx, "error", err)
 				}

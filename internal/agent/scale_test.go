@@ -256,8 +256,8 @@ func assertNoFailures(t *testing.T, what string, r loadgen.Result) {
 
 // TestScaleUnderLoad: behind real nginx and HAProxy, under load, a
 // 1-instance service scales to 3 (each healthy and in the router), a
-// restart-mode deploy replaces all 3 one at a time, then it scales back to
-// 1, drained: no request fails.
+// restart-mode deploy replaces all 3 one at a time, a rollback puts all 3
+// back, then it scales back to 1, drained: no request fails.
 func TestScaleUnderLoad(t *testing.T) {
 	for _, kind := range []string{"nginx", "haproxy"} {
 		t.Run(kind, func(t *testing.T) {
@@ -277,6 +277,18 @@ func TestScaleUnderLoad(t *testing.T) {
 				}
 			}
 			assertNoFailures(t, "deploy of 3 instances", done())
+
+			done = s.load(100)
+			if res := s.services[0].Exec.Run(t.Context(), deploystep.Command{ID: "r1", Kind: deploystep.KindRollback}, nil); res.Outcome != deploystep.OutcomeSucceeded {
+				t.Fatalf("rollback: %s %s", res.Outcome, res.Error)
+			}
+			s.assertAgree(3)
+			for i := range 3 {
+				if v := version(s.base + i); v != "v1" {
+					t.Fatalf("instance %d runs %q after the rollback", i, v)
+				}
+			}
+			assertNoFailures(t, "rollback of 3 instances", done())
 
 			done = s.load(100)
 			s.scale(1)
