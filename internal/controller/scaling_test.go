@@ -364,3 +364,27 @@ func TestScaleSetNeedsTheDeployerRole(t *testing.T) {
 	_, err = deployer.ScaleSet(ctx, &golivev1.ScaleSetRequest{Service: "web", Instances: 2})
 	wantCode(t, "deployer scale set of a service no host runs", err, codes.NotFound)
 }
+
+// TestScalingDownOnlyAfterTheWindow: the load goes away right after a
+// scale-up; the scale-down comes only once the window (2s) passed since
+// the last high recommendation, and to min; the series show it.
+func TestScalingDownOnlyAfterTheWindow(t *testing.T) {
+	f := startScaleFleet(t, 2, 240)
+	f.authorize(t)
+	testenv.WaitFor(t, 30*time.Second, "the scale-up", func() bool { return len(f.agent.commands()) == 1 })
+	f.agent.set(func(a *scaleAgent) { a.rps = 0 })
+	testenv.WaitFor(t, 30*time.Second, "the scale-down", func() bool { return len(f.agent.commands()) == 2 })
+	up, down := f.agent.commands()[0], f.agent.commands()[1]
+	if down.GetScale().Instances != 1 {
+		t.Fatalf("scaled down to %d, want min 1", down.GetScale().Instances)
+	}
+	if gap := down.IssuedAt.AsTime().Sub(up.IssuedAt.AsTime()); gap < 2*time.Second {
+		t.Fatalf("scaled down %s after the scale-up, inside the 2s window", gap)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the series", func() bool {
+		body := scrape(t, f.c)
+		return strings.Contains(body, `golive_controller_instances{host="web-1",service="web"} 1`) &&
+			strings.Contains(body, `golive_controller_scale_recommendation{host="web-1",service="web"} 1`) &&
+			strings.Contains(body, `golive_controller_scale_actions_total{result="sent",service="web"} 2`)
+	})
+}
