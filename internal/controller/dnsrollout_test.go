@@ -2,10 +2,16 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/golive/golive/internal/dnsupdate/dnstest"
+	"github.com/golive/golive/internal/etcdtest"
+	"github.com/golive/golive/internal/state"
 	"github.com/golive/golive/internal/testenv"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
@@ -108,7 +116,17 @@ func (a *rolloutSimAgent) run(ctx context.Context, conn *grpc.ClientConn) error 
 
 func startRolloutAgents(t *testing.T, e *dnsEnv, failDeploys bool, hosts ...string) []*rolloutSimAgent {
 	t.Helper()
-	conn, err := grpc.NewClient(e.c.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return startSimFleet(t, e.ctl, e.ctx, e.c.GRPCAddr(), failDeploys, hosts...)
+}
+
+func startRolloutAgentsAt(t *testing.T, ctl golivev1.ControlServiceClient, ctx context.Context, addr string, hosts ...string) []*rolloutSimAgent {
+	t.Helper()
+	return startSimFleet(t, ctl, ctx, addr, false, hosts...)
+}
+
+func startSimFleet(t *testing.T, ctl golivev1.ControlServiceClient, cctx context.Context, addr string, failDeploys bool, hosts ...string) []*rolloutSimAgent {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +151,7 @@ func startRolloutAgents(t *testing.T, e *dnsEnv, failDeploys bool, hosts ...stri
 		}()
 	}
 	testenv.WaitFor(t, 20*time.Second, "agents connected", func() bool {
-		st, err := e.ctl.Status(e.ctx, &golivev1.StatusRequest{})
+		st, err := ctl.Status(cctx, &golivev1.StatusRequest{})
 		return err == nil && int(st.AgentsConnected) == len(hosts)
 	})
 	return out
@@ -313,4 +331,138 @@ func TestDeployWithDNSRefusals(t *testing.T) {
 	if n := countPrefix(t, c.Client(), c.Keys().Rollouts()); n != 0 {
 		t.Fatalf("refused deploy wrote %d rollouts", n)
 	}
+}
+
+// TestDeployWithDNSLeaderKilledMidStep: the rollout's DNS update is in
+// flight on leader a (its intent stored, the update sent to a primary that
+// does not answer: named is SIGSTOPped) when a is killed with SIGKILL.
+// Replica b leads, finds the change in flight under the rollout's tag and,
+// past the grace, resolves it from what the primary serves; the rollout
+// ends in the state that matches: succeeded with the records set, or
+// failed with them untouched; the change is sent once and has one end.
+func TestDeployWithDNSLeaderKilledMidStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the controller binary and waits out the pending grace")
+	}
+	s := dnstest.Start(t, dnstest.BIND)
+	bin := testenv.Binaries(t)
+	etcd := etcdtest.Start(t, 1)
+	cli := etcd.Client(t)
+	conf := dnsConfigFile(t, s, s.Secrets[dnstest.KeyGolive])
+	replica := func(id string) (*exec.Cmd, string) {
+		addr := etcdtest.FreeAddr(t)
+		cmd := exec.Command(filepath.Join(bin, "golive-controller"), "serve", "--listen", addr, "--metrics-addr", etcdtest.FreeAddr(t),
+			"--data-dir", t.TempDir(), "--replica-id", id, "--etcd-endpoints", strings.Join(etcd.Endpoints(), ","),
+			"--dns-config", conf, "--dashboard-addr", "")
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("--- replica %s:\n%s", id, out.String())
+			}
+		})
+		return cmd, addr
+	}
+	a, aAddr := replica("a")
+	ctlA, ctx := testenv.Control(t, aAddr, "alice")
+	testenv.WaitFor(t, 60*time.Second, "replica a leading", func() bool {
+		st, err := ctlA.Status(ctx, &golivev1.StatusRequest{})
+		return err == nil && st.Leader == "a"
+	})
+	_, bAddr := replica("b")
+	ctlB, _ := testenv.Control(t, bAddr, "alice")
+	testenv.WaitFor(t, 60*time.Second, "replica b serving", func() bool {
+		_, err := ctlB.Status(ctx, &golivev1.StatusRequest{})
+		return err == nil
+	})
+	e := &dnsEnv{dns: s, ctl: ctlB, ctx: ctx}
+	e.authorize(t)
+	if _, err := ctlB.DnsSet(ctx, &golivev1.DnsSetRequest{Name: dnsApp, Values: []string{"192.0.2.10"}}); err != nil {
+		t.Fatal(err)
+	}
+	agents := startRolloutAgentsAt(t, ctlB, ctx, bAddr, "web-1", "web-2")
+	req := dnsDeployRequest("app.example.test=green")
+	req.PauseAfterCanary = true
+	dep, err := ctlB.Deploy(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := dep.Rollout.Id
+	testenv.WaitFor(t, 60*time.Second, "paused after the canary", func() bool {
+		r, err := ctlB.GetRollout(ctx, &golivev1.GetRolloutRequest{Id: id})
+		return err == nil && r.Rollout.Paused
+	})
+	pidb, err := os.ReadFile(filepath.Join(s.Dir, "named.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	if _, err := ctlB.ResumeRollout(ctx, &golivev1.ResumeRolloutRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	keys := state.NewKeys("/golive/")
+	testenv.WaitFor(t, 60*time.Second, "the rollout's DNS intent stored", func() bool {
+		resp, err := cli.Get(ctx, keys.DNSRecord(dnsApp, "A"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		var rec struct {
+			Pending *struct {
+				Rollout string `json:"rollout"`
+			} `json:"pending"`
+		}
+		json.Unmarshal(resp.Kvs[0].Value, &rec)
+		return rec.Pending != nil && strings.HasPrefix(rec.Pending.Rollout, id+"/dns/")
+	})
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	a.Wait()
+	syscall.Kill(pid, syscall.SIGCONT)
+
+	r := waitTerminal(t, ctlB, ctx, id, 120*time.Second)
+	served := e.served(t, dnsApp)
+	switch {
+	case slices.Equal(served, dnsGreen):
+		if r.State != "succeeded" || r.Dns[0].State != "succeeded" || !slices.Equal(r.Dns[0].Before, []string{"192.0.2.10"}) || !slices.Equal(r.Dns[0].After, dnsGreen) {
+			t.Fatalf("the primary serves green but the rollout is %s (%s): %v", r.State, r.Reason, r.Dns)
+		}
+	case slices.Equal(served, []string{"192.0.2.10"}):
+		if r.State != "failed" || r.Dns[0].State != "failed" {
+			t.Fatalf("the primary serves the old record but the rollout is %s (%s): %v", r.State, r.Reason, r.Dns)
+		}
+	default:
+		t.Fatalf("the primary serves %v, neither before nor after", served)
+	}
+	hist, err := ctlB.DnsHistory(ctx, &golivev1.DnsHistoryRequest{Name: dnsApp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range hist.Entries {
+		if h.Kind == "rollout" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d history entries of the rollout's change, want 1: %v", n, hist.Entries)
+	}
+	for _, ag := range agents {
+		if ag.rollbacks.Load() != 0 {
+			t.Fatalf("%s rolled back", ag.host)
+		}
+	}
+	t.Logf("after the kill: rollout %s, primary serves %v", r.State, served)
 }
