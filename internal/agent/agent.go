@@ -307,11 +307,14 @@ func (a *Agent) Status() Status {
 func (a *Agent) services() []*golivev1.ServiceState {
 	a.mu.Lock()
 	// Copied under the lock: a step's stage changes while it runs.
-	busy := map[string]bool{}
+	busy, scaling := map[string]bool{}, map[string]bool{}
 	ids, stages := map[string]string{}, map[string]string{}
 	for id, c := range a.inflight {
-		if c.scale && busy[c.service] {
-			continue // a deploy's or rollback's state wins over a scale's
+		if c.scale {
+			scaling[c.service] = true
+			if busy[c.service] {
+				continue // a deploy's or rollback's state wins over a scale's
+			}
 		}
 		busy[c.service], ids[c.service], stages[c.service] = true, id, c.stage
 	}
@@ -331,6 +334,8 @@ func (a *Agent) services() []*golivev1.ServiceState {
 			}
 		}
 		switch {
+		case busy[sv.Name] && stages[sv.Name] == StageScale && scaling[sv.Name]:
+			st.State, st.CommandId, st.Stage = "scaling", ids[sv.Name], StageScale
 		case busy[sv.Name]:
 			st.State, st.CommandId, st.Stage = "deploying", ids[sv.Name], stages[sv.Name]
 		case sv.Manager != nil && sv.Manager.Running():

@@ -63,6 +63,7 @@ type scaled struct {
 	services []agent.Service
 	a        *agent.Agent
 	pool     router.Pool
+	reg      *prometheus.Registry
 }
 
 func newScaled(t *testing.T, kind string) *scaled {
@@ -137,7 +138,8 @@ func (s *scaled) start() {
 		t.Fatal(err)
 	}
 	log := testenv.Logger(t, "agent")
-	services, err := agent.ServicesFromConfig(t.Context(), cfg, log, prometheus.NewRegistry())
+	s.reg = prometheus.NewRegistry()
+	services, err := agent.ServicesFromConfig(t.Context(), cfg, log, s.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +215,9 @@ func (s *scaled) assertAgree(n int) {
 	if err != nil || !slices.Equal(got, want) {
 		s.t.Fatalf("router lists %v (%v), want %v", got, err, want)
 	}
+	if got := s.instancesMetric("serving"); got != float64(n) {
+		s.t.Fatalf("golive_agent_instances{state=serving} %v, want %d", got, n)
+	}
 	st := s.a.Services()[0]
 	if len(st.Instances) != n || st.DesiredInstances != uint32(n) || st.Scale.GetMax() != 4 {
 		s.t.Fatalf("reported %d instances (desired %d): %v", len(st.Instances), st.DesiredInstances, st.Instances)
@@ -225,6 +230,29 @@ func (s *scaled) assertAgree(n int) {
 			s.t.Fatalf("instance %d answers %q, reported release %q", i, v, inst.Release)
 		}
 	}
+}
+
+// instancesMetric is golive_agent_instances{service="app",state}.
+func (s *scaled) instancesMetric(state string) float64 {
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "golive_agent_instances" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			labels := map[string]string{}
+			for _, l := range m.Label {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["service"] == "app" && labels["state"] == state {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }
 
 // load runs traffic through the router until the returned func is called,
@@ -419,4 +447,43 @@ func TestScaleHelperProcess(t *testing.T) {
 	s.deploy("v1")
 	s.a.Start(scaleCmd(3, 7, false))
 	select {} // killed
+}
+
+// TestScaleHaltedByRevoke: a revoke mid scale-up cancels the ScaleAction;
+// the instances it had not put in the router are stopped, and the router
+// lists exactly the serving ones.
+func TestScaleHaltedByRevoke(t *testing.T) {
+	s := newScaled(t, "nginx")
+	s.deploy("v1")
+	cmd := scaleCmd(4, 7, false)
+	if ack := s.a.Admit(cmd); !ack.Accepted {
+		t.Fatal(ack.Reason)
+	}
+	s.a.Start(cmd)
+	testenv.WaitFor(t, 30*time.Second, "the scale to start instances", func() bool {
+		for _, inst := range s.a.Services()[0].Instances {
+			if inst.State == "starting" {
+				return true
+			}
+		}
+		return false
+	})
+	s.a.Revoke()
+	var res *golivev1.CommandResult
+	testenv.WaitFor(t, 30*time.Second, "the scale's result", func() bool { res = s.a.Result(cmd.Id); return res != nil })
+	if res.Outcome != golivev1.CommandOutcome_COMMAND_OUTCOME_CANCELLED || !strings.Contains(res.Error, "halted: the approval ended") {
+		t.Fatalf("result %s %q", res.Outcome, res.Error)
+	}
+	st := s.a.Services()[0]
+	serving := 0
+	for _, inst := range st.Instances {
+		if inst.State != "serving" {
+			t.Fatalf("instance %d left %s", inst.Index, inst.State)
+		}
+		serving++
+	}
+	if int(st.DesiredInstances) != serving {
+		t.Fatalf("desired %d, %d serving", st.DesiredInstances, serving)
+	}
+	s.assertAgree(serving)
 }
