@@ -29,6 +29,14 @@
 //	                                                                   |  the phase it left
 //	   abort, from any phase but rolling_back ---> rolling_back (touched hosts) or aborted (none)
 //
+// A deploy with DNS targets (Schedule.DNS, deploy --dns NAME=POOL) has one
+// more step after its last gate passed: validating/dns, where the executor
+// points the records at the pools (ChangeDNS, fenced on State.Token) and
+// the rollout ends succeeded once the zone's primary answers them, or
+// failed (the hosts keep the release) if a change fails or the progress
+// deadline passes. See dns.go for the restores of an abort and of an
+// operator's rollback.
+//
 // succeeded, rolled_back, failed and aborted are terminal: Next returns a
 // terminal State unchanged with no action.
 //
