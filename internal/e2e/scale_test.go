@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,13 +67,16 @@ func noFailures(t *testing.T, what string, r loadgen.Result) {
 	t.Logf("%s: %d requests, none failed", what, sum.Requests)
 }
 
-// TestScalingByDemandThroughHAProxy: the real controller and agent
-// binaries, the sample app behind a real HAProxy whose counters are the
-// demand. Under an approval, a step in load scales the service up (each
-// new instance healthy and in HAProxy before it serves) with no failed
-// request; when the load falls it scales back down to min, only after the
-// window, drained, with no failed request.
-func TestScalingByDemandThroughHAProxy(t *testing.T) {
+// scaledApp is the sample app "app" on host web-1, scaled behind a real
+// HAProxy (min 1, max 4, 20 rps per instance, interval 1s, no cooldown, a
+// 5s window), v1 live, and a controller with a live approval.
+type scaledApp struct {
+	env *gateEnv
+	url string
+}
+
+func startScaledApp(t *testing.T) *scaledApp {
+	t.Helper()
 	env := startGateEnv(t, "")
 	base := scalePorts(t, 4)
 	h := routertest.StartHAProxyPool(t, "be_app", "app", base)
@@ -136,16 +140,29 @@ service "app" {
 		t.Fatalf("deploy of v1: %s %s", r.State, r.Reason)
 	}
 	stop()
+	return &scaledApp{env: env, url: url}
 
-	entry := func() *golivev1.ScaleEntry {
-		st, err := env.ctl.ScaleStatus(env.ctx, &golivev1.ScaleStatusRequest{Service: "app"})
-		if err != nil || len(st.Entries) != 1 {
-			return nil
-		}
-		return st.Entries[0]
+}
+
+func (a *scaledApp) entry() *golivev1.ScaleEntry {
+	st, err := a.env.ctl.ScaleStatus(a.env.ctx, &golivev1.ScaleStatusRequest{Service: "app"})
+	if err != nil || len(st.Entries) != 1 {
+		return nil
 	}
+	return st.Entries[0]
+}
+
+// TestScalingByDemandThroughHAProxy: the real controller and agent
+// binaries, the sample app behind a real HAProxy whose counters are the
+// demand. Under an approval, a step in load scales the service up (each
+// new instance healthy and in HAProxy before it serves) with no failed
+// request; when the load falls it scales back down to min, only after the
+// window, drained, with no failed request.
+func TestScalingByDemandThroughHAProxy(t *testing.T) {
+	app := startScaledApp(t)
+	env, url, entry := app.env, app.url, app.entry
 	// 80 rps for instances sized for 20: four, serving.
-	stop = runLoad(t, url, 80)
+	stop := runLoad(t, url, 80)
 	stepAt := time.Now()
 	var e *golivev1.ScaleEntry
 	took := testenv.WaitFor(t, 120*time.Second, "4 instances serving", func() bool {
@@ -181,4 +198,47 @@ service "app" {
 	if n < 2 {
 		t.Fatalf("%d audited scale actions, want the ups and the down", n)
 	}
+}
+
+// TestScalingRevokeMidScaleUpThroughHAProxy: the load steps up, the first
+// scale action is written, the approval is revoked: the demand still asks
+// for more, shown as a recommendation, and nothing further is written.
+func TestScalingRevokeMidScaleUpThroughHAProxy(t *testing.T) {
+	app := startScaledApp(t)
+	env := app.env
+	stop := runLoad(t, app.url, 80)
+	defer stop()
+	testenv.WaitFor(t, 120*time.Second, "the first scale-up", func() bool {
+		e := app.entry()
+		return e != nil && e.LastAction != nil && e.LastAction.Actor == "controller"
+	})
+	if _, err := env.ctl.Revoke(env.ctx, &golivev1.RevokeRequest{Reason: "stop scaling"}); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt := time.Now()
+	var e *golivev1.ScaleEntry
+	testenv.WaitFor(t, 120*time.Second, "more recommended after the revoke, not applied", func() bool {
+		e = app.entry()
+		return e != nil && e.EvaluatedAt.AsTime().After(revokedAt) && e.Recommendation > e.DesiredInstances &&
+			strings.Contains(e.Reason, "no live approval")
+	})
+	au, err := env.ctl.ListAudit(env.ctx, &golivev1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokeSeq uint64
+	for _, en := range au.Entries {
+		if en.Action == "revoke" {
+			revokeSeq = en.Seq
+		}
+	}
+	if revokeSeq == 0 {
+		t.Fatal("no revoke in the audit log")
+	}
+	for _, en := range au.Entries {
+		if en.Action == "scale" && en.Seq > revokeSeq {
+			t.Fatalf("a scale action after the revoke: %v", en)
+		}
+	}
+	t.Logf("after the revoke: %d instances, %d recommended: %s", e.DesiredInstances, e.Recommendation, e.Reason)
 }
