@@ -466,3 +466,47 @@ func TestDeployWithDNSLeaderKilledMidStep(t *testing.T) {
 	}
 	t.Logf("after the kill: rollout %s, primary serves %v", r.State, served)
 }
+
+// TestDeployWithDNSServerDownFailsKeepsHosts: with the zone's primary
+// down when the DNS step runs, the rollout ends failed saying why, and no
+// host is rolled back; the record is untouched once the server is back.
+func TestDeployWithDNSServerDownFailsKeepsHosts(t *testing.T) {
+	e := startDNSEnv(t, dnstest.BIND)
+	e.authorize(t)
+	if _, err := e.ctl.DnsSet(e.ctx, &golivev1.DnsSetRequest{Name: dnsApp, Values: []string{"192.0.2.10"}}); err != nil {
+		t.Fatal(err)
+	}
+	agents := startRolloutAgents(t, e, false, "web-1", "web-2")
+	req := dnsDeployRequest("app.example.test=green")
+	req.PauseAfterCanary = true
+	dep, err := e.ctl.Deploy(e.ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 60*time.Second, "paused after the canary", func() bool {
+		r, err := e.ctl.GetRollout(e.ctx, &golivev1.GetRolloutRequest{Id: dep.Rollout.Id})
+		return err == nil && r.Rollout.Paused
+	})
+	if err := e.dns.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ctl.ResumeRollout(e.ctx, &golivev1.ResumeRolloutRequest{Id: dep.Rollout.Id}); err != nil {
+		t.Fatal(err)
+	}
+	r := waitTerminal(t, e.ctl, e.ctx, dep.Rollout.Id, 90*time.Second)
+	if r.State != "failed" || !strings.Contains(r.Reason, "DNS step failed") || r.Dns[0].State != "failed" || r.Dns[0].Error == "" {
+		t.Fatalf("rollout %s (%s), dns %v", r.State, r.Reason, r.Dns)
+	}
+	for _, a := range agents {
+		if a.rollbacks.Load() != 0 {
+			t.Fatalf("%s rolled back after a DNS failure", a.host)
+		}
+	}
+	if err := e.dns.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.served(t, dnsApp); !slices.Equal(got, []string{"192.0.2.10"}) {
+		t.Fatalf("primary serves %v once back, want the old 192.0.2.10", got)
+	}
+	t.Logf("failed: %s", r.Reason)
+}
