@@ -146,6 +146,10 @@ type agentConn struct {
 
 	mu     sync.Mutex
 	record *golivev1.Agent
+	// gen counts changes of record; snap is a deep copy of record as of
+	// snapGen, shared read-only by Agents' answers (see snapshot).
+	gen, snapGen uint64
+	snap         *golivev1.Agent
 	// dirty: a field readers act on changed (release, state, slot,
 	// healthy, stage, results): written at the next flush.
 	dirty bool
@@ -554,6 +558,7 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		moved := figuresMoved(c.record.Services, p.Heartbeat.Services) || c.record.FencingToken != p.Heartbeat.FencingToken
 		c.record.Services = p.Heartbeat.Services
 		c.record.FencingToken = p.Heartbeat.FencingToken
+		c.gen++
 		c.lastBeat = time.Now()
 		c.record.LastHeartbeat = timestamppb.New(c.lastBeat)
 		c.dirty = c.dirty || changed || firstData
@@ -578,6 +583,7 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 		}
 	case *golivev1.ConnectRequest_CommandProgress:
 		c.mu.Lock()
+		c.gen++
 		for _, s := range c.record.Services {
 			if s.Name == p.CommandProgress.Service {
 				s.CommandId, s.Stage = p.CommandProgress.CommandId, p.CommandProgress.Stage
@@ -596,6 +602,7 @@ func (h *Hub) handle(c *agentConn, m *golivev1.ConnectRequest) {
 
 func (h *Hub) handleResult(c *agentConn, r *golivev1.CommandResult) {
 	c.mu.Lock()
+	c.gen++
 	c.record.RecentResults = append([]*golivev1.CommandResult{r}, c.record.RecentResults...)
 	if len(c.record.RecentResults) > 5 {
 		c.record.RecentResults = c.record.RecentResults[:5]
@@ -840,9 +847,7 @@ func (h *Hub) Agents(ctx context.Context) ([]*golivev1.Agent, error) {
 		c := h.conns[host]
 		h.mu.RUnlock()
 		if c != nil {
-			c.mu.Lock()
-			a = proto.Clone(c.record).(*golivev1.Agent)
-			c.mu.Unlock()
+			a = c.snapshot()
 			a.FencingToken = c.tokenHeld.Load()
 		} else if err := protojson.Unmarshal(kv.Value, a); err != nil {
 			return nil, fmt.Errorf("agent record %s is corrupt: %w", host, err)
