@@ -27,6 +27,8 @@
 //	db            restore-verified backup (dbbackup.BackupAndVerify) of a ~1 GB PostgreSQL database vs pg_dump -Fc then pg_restore, 3 runs each
 //	dns           DNS failover on real BIND (controller binary, checks every 1s, threshold 3, under an approval): primary pool bad to
 //	              the authoritative server answering the secondary, 5 runs; then 200 confirmed updates each against BIND and Knot
+//	scaling       scaling by demand through HAProxy (controller and agent binaries, under an approval): step 200 -> 1,000 rps:
+//	              seconds until new instances serve, requests failed during scale-up and scale-down, p99 before/during/after
 //
 // -quick runs each at a small size (fan-out 100 and 500 agents, 5 rounds;
 // reconnect 200 agents;
@@ -100,6 +102,7 @@ var benches = []bench{
 	{"traffic-gate", runTrafficGate},
 	{"db", runDB},
 	{"dns", runDNS},
+	{"scaling", runScaling},
 }
 
 func main() {
