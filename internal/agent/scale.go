@@ -317,7 +317,13 @@ func (in *instances) bringUp(ctx context.Context, inst *instance, releaseDir str
 		}
 	}
 	if err != nil {
-		in.set(inst, func(i *instance) { i.state, i.healthy = instFailed, false })
+		// A start cut short (a halt) is no failure of the instance: it is
+		// stopped, as if never started.
+		state := instFailed
+		if ctx.Err() != nil && inst.idx != 0 {
+			state = ""
+		}
+		in.set(inst, func(i *instance) { i.state, i.healthy = state, false })
 		if inst.idx != 0 {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			inst.mgr.Stop(sctx)

@@ -57,3 +57,6 @@ func (s Service) InstancePool() router.Pool {
 	}
 	return s.instances.pool
 }
+
+// Revoke is the approval ending, as the controller announces it.
+func (a *Agent) Revoke() { a.setApproval(&golivev1.ApprovalUpdate{Reason: "revoked"}) }
