@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/golive/golive/internal/analysis/promtest"
+	"github.com/golive/golive/internal/controller"
 	"github.com/golive/golive/internal/pki"
 	"github.com/golive/golive/internal/testenv"
 	golivev1 "github.com/golive/golive/proto/golive/v1"
@@ -34,6 +36,8 @@ type scaleAgent struct {
 	trafficAge time.Duration
 	trafficErr string
 	scales     []*golivev1.Command
+	// policy, when set, replaces the rps policy.
+	policy *golivev1.ScalePolicy
 }
 
 func (a *scaleAgent) set(f func(a *scaleAgent)) {
@@ -58,6 +62,9 @@ func (a *scaleAgent) service() *golivev1.ServiceState {
 		DesiredInstances: uint32(a.instances),
 		Traffic: &golivev1.TrafficWindow{Source: "nginx", ObservedAt: timestamppb.New(time.Now().Add(-a.trafficAge)), Error: a.trafficErr,
 			Slots: []*golivev1.SlotTraffic{{Slot: "", Requests: uint64(a.rps * 60), WindowSeconds: 60}}}}
+	if a.policy != nil {
+		sv.Scale = a.policy
+	}
 	for i := range a.instances {
 		sv.Instances = append(sv.Instances, &golivev1.InstanceState{Index: uint32(i), Port: uint32(8080 + i), State: "serving", Healthy: true, InRouter: true})
 	}
@@ -122,12 +129,17 @@ type scaleFleet struct {
 
 func startScaleFleet(t *testing.T, instances int, rps float64) *scaleFleet {
 	t.Helper()
-	c := testenv.StartController(t, testenv.ControllerConfig(t))
+	return startScaleFleetWith(t, testenv.ControllerConfig(t), nil, instances, rps)
+}
+
+func startScaleFleetWith(t *testing.T, cfg controller.Config, policy *golivev1.ScalePolicy, instances int, rps float64) *scaleFleet {
+	t.Helper()
+	c := testenv.StartController(t, cfg)
 	conn, err := grpc.NewClient(c.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &scaleAgent{host: "web-1", instances: instances, rps: rps}
+	a := &scaleAgent{host: "web-1", instances: instances, rps: rps, policy: policy}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -387,4 +399,35 @@ func TestScalingDownOnlyAfterTheWindow(t *testing.T) {
 			strings.Contains(body, `golive_controller_scale_recommendation{host="web-1",service="web"} 1`) &&
 			strings.Contains(body, `golive_controller_scale_actions_total{result="sent",service="web"} 2`)
 	})
+}
+
+// TestScalingByPromQLQuery: the demand is a PromQL query on a real
+// Prometheus (its placeholders name the host): 240 for instances sized for
+// 50 scales 2 -> 5; with Prometheus gone, the failed query scales nothing,
+// and the 5 instances stay.
+func TestScalingByPromQLQuery(t *testing.T) {
+	srv := promtest.Start(t, promtest.Options{})
+	cfg := testenv.ControllerConfig(t)
+	cfg.Prometheus.URL = srv.URL
+	cfg.Prometheus.Timeout = 2 * time.Second
+	policy := &golivev1.ScalePolicy{Min: 1, Max: 8, Query: `sum(label_replace(vector(240), "h", "{{hosts}}", "", ""))`, TargetValue: 50,
+		Interval: durationpb.New(200 * time.Millisecond), ScaleUpCooldown: durationpb.New(0), ScaleDownWindow: durationpb.New(time.Second)}
+	f := startScaleFleetWith(t, cfg, policy, 2, 0)
+	f.authorize(t)
+	testenv.WaitFor(t, 30*time.Second, "a scale action", func() bool { return len(f.agent.commands()) == 1 })
+	if n := f.agent.commands()[0].GetScale().Instances; n != 5 {
+		t.Fatalf("scaled to %d, want ceil(240/50) = 5", n)
+	}
+	e := f.waitEntry(t, "settled at 5", func(e *golivev1.ScaleEntry) bool { return e.DesiredInstances == 5 && e.Action == "none" })
+	if e.Metric != "query" || e.Demand == nil || *e.Demand != 240 {
+		t.Fatalf("entry %v", e)
+	}
+	srv.Stop()
+	e = f.waitEntry(t, "the failed query held", func(e *golivev1.ScaleEntry) bool { return strings.Contains(e.Reason, "the query failed") })
+	if e.Action != "hold" || e.Recommendation != 5 {
+		t.Fatalf("entry %v", e)
+	}
+	if n := len(f.agent.commands()); n != 1 {
+		t.Fatalf("%d scale commands, want the one", n)
+	}
 }
