@@ -214,7 +214,11 @@ func (b *dashboardBackend) Status(ctx context.Context) (*golivev1.StatusResponse
 	if err != nil {
 		return nil, err
 	}
-	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs, Dns: dns}, nil
+	scaling, err := b.s.scale.entries(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	return &golivev1.StatusResponse{Approval: approvalProto(a), Leader: leader, Replica: b.s.cfg.ReplicaID, Rollouts: rs, Dns: dns, Scaling: scaling}, nil
 }
 
 // Agents is the fleet from the cache the watch keeps (each record is
@@ -464,6 +468,8 @@ func (b *dashboardBackend) Watch(ctx context.Context, changed func(dashboard.Cha
 				c |= dashboard.ChangeAudit
 			case strings.HasPrefix(key, k.DNSRecords()):
 				c |= dashboard.ChangeDNS
+			case strings.HasPrefix(key, k.Prefix+"scaling/"):
+				c |= dashboard.ChangeScaling
 			}
 		}
 		if c != 0 {

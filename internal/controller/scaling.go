@@ -539,54 +539,65 @@ func (c *control) ScaleStatus(ctx context.Context, req *golivev1.ScaleStatusRequ
 			return nil, apierr.ToStatus(err)
 		}
 	}
-	sc := c.s.scale
-	agents, err := c.s.hub.Agents(ctx)
-	if err != nil {
-		return nil, apierr.ToStatus(fmt.Errorf("%w: %v", apierr.ErrUnavailable, err))
-	}
-	recs, err := sc.load(ctx, req.Service)
+	entries, err := c.s.scale.entries(ctx, req.Service)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	sc.mu.Lock()
-	for k, r := range sc.recs {
-		if _, ok := recs[k]; ok || req.Service == "" || r.Service == req.Service {
-			if old := recs[k]; old == nil || r.Eval != nil && (old.Eval == nil || !r.Eval.At.Before(old.Eval.At)) {
-				cp := *r
-				if old != nil && old.LastAction != nil && (r.LastAction == nil || old.LastAction.At.After(r.LastAction.At)) {
-					cp.LastAction = old.LastAction // an operator's, written by another replica
-				}
-				recs[k] = &cp
-			}
-		}
-	}
-	sc.mu.Unlock()
 	ap, _, err := c.s.approvals.Current(ctx)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	resp := &golivev1.ScaleStatusResponse{ApprovalLive: ap.Active(time.Now())}
+	return &golivev1.ScaleStatusResponse{Entries: entries, ApprovalLive: ap.Active(time.Now())}, nil
+}
+
+// entries are the API view of service's ("": every) scaled instances on
+// every host, by service then host: the agents' figures, the stored
+// records, and the leader's fresher evaluations when this replica leads.
+func (sc *scaler) entries(ctx context.Context, service string) ([]*golivev1.ScaleEntry, error) {
+	agents, err := sc.s.hub.Agents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", apierr.ErrUnavailable, err)
+	}
+	recs, err := sc.load(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	sc.mu.Lock()
+	for k, r := range sc.recs {
+		if service != "" && r.Service != service {
+			continue
+		}
+		if old := recs[k]; old == nil || r.Eval != nil && (old.Eval == nil || !r.Eval.At.Before(old.Eval.At)) {
+			cp := *r
+			if old != nil && old.LastAction != nil && (r.LastAction == nil || old.LastAction.At.After(r.LastAction.At)) {
+				cp.LastAction = old.LastAction // an operator's, written by another replica
+			}
+			recs[k] = &cp
+		}
+	}
+	sc.mu.Unlock()
+	var out []*golivev1.ScaleEntry
 	running := map[string]string{}
 	for _, a := range agents {
 		for _, sv := range a.Services {
-			if sv.Scale == nil || (req.Service != "" && sv.Name != req.Service) {
+			if sv.Scale == nil || (service != "" && sv.Name != service) {
 				continue
 			}
 			if _, ok := running[sv.Name]; !ok {
-				id, err := c.s.store.RunningRollout(ctx, sv.Name)
+				id, err := sc.s.store.RunningRollout(ctx, sv.Name)
 				if err != nil {
-					return nil, apierr.ToStatus(err)
+					return nil, err
 				}
 				running[sv.Name] = id
 			}
-			resp.Entries = append(resp.Entries, sc.entry(ctx, a, sv, recs[sc.key(sv.Name, a.HostId)], running[sv.Name]))
+			out = append(out, sc.entry(ctx, a, sv, recs[sc.key(sv.Name, a.HostId)], running[sv.Name]))
 		}
 	}
-	sort.Slice(resp.Entries, func(i, j int) bool {
-		x, y := resp.Entries[i], resp.Entries[j]
+	sort.Slice(out, func(i, j int) bool {
+		x, y := out[i], out[j]
 		return x.Service < y.Service || x.Service == y.Service && x.Host < y.Host
 	})
-	return resp, nil
+	return out, nil
 }
 
 // entry is the API view of sv on a's host: the agent's figures, the

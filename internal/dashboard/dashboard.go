@@ -98,8 +98,9 @@ const (
 	ChangeAgents
 	ChangeRollouts
 	ChangeAudit
-	ChangeDNS // DNS failover records
-	ChangeAll = ChangeApproval | ChangeAgents | ChangeRollouts | ChangeAudit | ChangeDNS
+	ChangeDNS     // DNS failover records
+	ChangeScaling // scaling records (scaling/<service>/<host>)
+	ChangeAll     = ChangeApproval | ChangeAgents | ChangeRollouts | ChangeAudit | ChangeDNS | ChangeScaling
 )
 
 // Feed reports changes.

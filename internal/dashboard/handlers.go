@@ -41,7 +41,7 @@ var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
 const agentsEvery = 500 * time.Millisecond
 
 // sections are the parts of the page that live updates replace, by id.
-var sections = []string{"approval", "rollouts", "dns", "agents", "history", "audit"}
+var sections = []string{"approval", "rollouts", "dns", "scaling", "agents", "history", "audit"}
 
 func (s *Server) routes() {
 	m := http.NewServeMux()

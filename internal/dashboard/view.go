@@ -61,7 +61,7 @@ func (s *Server) refresh(ctx context.Context, prev *snapshot, c Change) *snapsho
 	n := *prev
 	n.at = s.cfg.Now()
 	var errs []string
-	if c&(ChangeApproval|ChangeRollouts|ChangeDNS) != 0 || n.status == nil {
+	if c&(ChangeApproval|ChangeRollouts|ChangeDNS|ChangeScaling) != 0 || n.status == nil {
 		st, err := s.b.Status(ctx)
 		if err != nil {
 			errs = append(errs, "status: "+err.Error())
@@ -257,6 +257,14 @@ func (n *snapshot) Audit() *AuditTail            { return n.audit }
 func (n *snapshot) Err() string                  { return n.err }
 func (n *snapshot) Status() *golivev1.StatusResponse {
 	return n.status
+}
+
+// Scaling is the scaling panel's entries, per service and host.
+func (n *snapshot) Scaling() []*golivev1.ScaleEntry {
+	if n.status == nil {
+		return nil
+	}
+	return n.status.Scaling
 }
 
 // DNS is the failover records of the DNS panel (none without --dns-config).

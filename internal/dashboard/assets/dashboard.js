@@ -33,7 +33,7 @@
     q = '?rollout=' + encodeURIComponent(id);
   }
   var es = new EventSource('/events' + q);
-  ['approval', 'rollouts', 'dns', 'agents', 'history', 'audit', 'detail'].forEach(function (name) {
+  ['approval', 'rollouts', 'dns', 'scaling', 'agents', 'history', 'audit', 'detail'].forEach(function (name) {
     es.addEventListener(name, function (e) {
       var el = document.getElementById(name);
       if (el) { el.innerHTML = e.data; tick(); }

@@ -483,7 +483,10 @@ type StatusResponse struct {
 	// dns lists the failover records of --dns-config as golive stored them
 	// (the serving pool, the last check, the last switch); the zone's primary
 	// is not asked (see `dns show`), so status stays fast when DNS is down.
-	Dns           []*DnsRecord `protobuf:"bytes,8,rep,name=dns,proto3" json:"dns,omitempty"`
+	Dns []*DnsRecord `protobuf:"bytes,8,rep,name=dns,proto3" json:"dns,omitempty"`
+	// scaling is every scaled service per host, as ScaleStatus shows it
+	// (the dashboard's scaling panel).
+	Scaling       []*ScaleEntry `protobuf:"bytes,9,rep,name=scaling,proto3" json:"scaling,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +573,13 @@ func (x *StatusResponse) GetControllerVersion() string {
 func (x *StatusResponse) GetDns() []*DnsRecord {
 	if x != nil {
 		return x.Dns
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetScaling() []*ScaleEntry {
+	if x != nil {
+		return x.Scaling
 	}
 	return nil
 }
@@ -5221,7 +5231,7 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"\x12GetApprovalRequest\"F\n" +
 	"\x13GetApprovalResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\"\x0f\n" +
-	"\rStatusRequest\"\xc6\x02\n" +
+	"\rStatusRequest\"\xf7\x02\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\bapproval\x18\x01 \x01(\v2\x13.golive.v1.ApprovalR\bapproval\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x18\n" +
@@ -5231,7 +5241,8 @@ const file_golive_v1_control_proto_rawDesc = "" +
 	"agentsLost\x12.\n" +
 	"\brollouts\x18\x06 \x03(\v2\x12.golive.v1.RolloutR\brollouts\x12-\n" +
 	"\x12controller_version\x18\a \x01(\tR\x11controllerVersion\x12&\n" +
-	"\x03dns\x18\b \x03(\v2\x14.golive.v1.DnsRecordR\x03dns\"\xc6\x04\n" +
+	"\x03dns\x18\b \x03(\v2\x14.golive.v1.DnsRecordR\x03dns\x12/\n" +
+	"\ascaling\x18\t \x03(\v2\x15.golive.v1.ScaleEntryR\ascaling\"\xc6\x04\n" +
 	"\x05Agent\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x124\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1c.golive.v1.Agent.LabelsEntryR\x06labels\x12\x14\n" +
@@ -5768,132 +5779,133 @@ var file_golive_v1_control_proto_depIdxs = []int32{
 	0,   // 5: golive.v1.StatusResponse.approval:type_name -> golive.v1.Approval
 	19,  // 6: golive.v1.StatusResponse.rollouts:type_name -> golive.v1.Rollout
 	52,  // 7: golive.v1.StatusResponse.dns:type_name -> golive.v1.DnsRecord
-	67,  // 8: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
-	70,  // 9: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	70,  // 10: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
-	72,  // 11: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
-	73,  // 12: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
-	9,   // 13: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
-	70,  // 14: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	70,  // 15: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	70,  // 16: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
-	12,  // 17: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
-	68,  // 18: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
-	71,  // 19: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
-	71,  // 20: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
-	71,  // 21: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
-	16,  // 22: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
-	74,  // 23: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
-	70,  // 24: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	70,  // 25: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	17,  // 26: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
-	18,  // 27: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
-	15,  // 28: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
-	36,  // 29: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
-	70,  // 30: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
-	40,  // 31: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
-	21,  // 32: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
-	20,  // 33: golive.v1.Rollout.dns:type_name -> golive.v1.RolloutDns
-	70,  // 34: golive.v1.RolloutDns.confirmed_at:type_name -> google.protobuf.Timestamp
-	70,  // 35: golive.v1.RolloutDns.restored_at:type_name -> google.protobuf.Timestamp
-	22,  // 36: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
-	70,  // 37: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
-	19,  // 38: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 39: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 40: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 41: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 42: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 43: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	19,  // 44: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
-	36,  // 45: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
-	19,  // 46: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
-	69,  // 47: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
-	71,  // 48: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
-	75,  // 49: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
-	40,  // 50: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
-	43,  // 51: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
-	70,  // 52: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
-	70,  // 53: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
-	42,  // 54: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
-	71,  // 55: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
-	70,  // 56: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
-	71,  // 57: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
-	52,  // 58: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
-	71,  // 59: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
-	71,  // 60: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
-	53,  // 61: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
-	54,  // 62: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
-	54,  // 63: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
-	71,  // 64: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
-	70,  // 65: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
-	70,  // 66: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
-	70,  // 67: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
-	71,  // 68: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
-	71,  // 69: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
-	71,  // 70: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
-	54,  // 71: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	52,  // 72: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
-	54,  // 73: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
-	52,  // 74: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
-	54,  // 75: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
-	63,  // 76: golive.v1.ScaleStatusResponse.entries:type_name -> golive.v1.ScaleEntry
-	70,  // 77: golive.v1.ScaleEntry.evaluated_at:type_name -> google.protobuf.Timestamp
-	64,  // 78: golive.v1.ScaleEntry.last_action:type_name -> golive.v1.ScaleActionRecord
-	70,  // 79: golive.v1.ScaleActionRecord.at:type_name -> google.protobuf.Timestamp
-	64,  // 80: golive.v1.ScaleSetResponse.actions:type_name -> golive.v1.ScaleActionRecord
-	1,   // 81: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
-	3,   // 82: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
-	5,   // 83: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
-	7,   // 84: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
-	10,  // 85: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
-	13,  // 86: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
-	15,  // 87: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
-	24,  // 88: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
-	26,  // 89: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
-	28,  // 90: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
-	30,  // 91: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
-	32,  // 92: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
-	34,  // 93: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
-	37,  // 94: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
-	39,  // 95: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
-	44,  // 96: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
-	46,  // 97: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
-	48,  // 98: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
-	50,  // 99: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
-	55,  // 100: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
-	57,  // 101: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
-	59,  // 102: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
-	61,  // 103: golive.v1.ControlService.ScaleStatus:input_type -> golive.v1.ScaleStatusRequest
-	65,  // 104: golive.v1.ControlService.ScaleSet:input_type -> golive.v1.ScaleSetRequest
-	2,   // 105: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
-	4,   // 106: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
-	6,   // 107: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
-	8,   // 108: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
-	11,  // 109: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
-	14,  // 110: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
-	23,  // 111: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
-	25,  // 112: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
-	27,  // 113: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
-	29,  // 114: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
-	31,  // 115: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
-	33,  // 116: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
-	35,  // 117: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
-	38,  // 118: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
-	41,  // 119: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
-	45,  // 120: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
-	47,  // 121: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
-	49,  // 122: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
-	51,  // 123: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
-	56,  // 124: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
-	58,  // 125: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
-	60,  // 126: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
-	62,  // 127: golive.v1.ControlService.ScaleStatus:output_type -> golive.v1.ScaleStatusResponse
-	66,  // 128: golive.v1.ControlService.ScaleSet:output_type -> golive.v1.ScaleSetResponse
-	105, // [105:129] is the sub-list for method output_type
-	81,  // [81:105] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	63,  // 8: golive.v1.StatusResponse.scaling:type_name -> golive.v1.ScaleEntry
+	67,  // 9: golive.v1.Agent.labels:type_name -> golive.v1.Agent.LabelsEntry
+	70,  // 10: golive.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	70,  // 11: golive.v1.Agent.connected_at:type_name -> google.protobuf.Timestamp
+	72,  // 12: golive.v1.Agent.services:type_name -> golive.v1.ServiceState
+	73,  // 13: golive.v1.Agent.recent_results:type_name -> golive.v1.CommandResult
+	9,   // 14: golive.v1.ListAgentsResponse.agents:type_name -> golive.v1.Agent
+	70,  // 15: golive.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	70,  // 16: golive.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	70,  // 17: golive.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	12,  // 18: golive.v1.ListAuditResponse.entries:type_name -> golive.v1.AuditEntry
+	68,  // 19: golive.v1.DeployRequest.selector:type_name -> golive.v1.DeployRequest.SelectorEntry
+	71,  // 20: golive.v1.DeployRequest.min_healthy:type_name -> google.protobuf.Duration
+	71,  // 21: golive.v1.DeployRequest.max_avg_latency:type_name -> google.protobuf.Duration
+	71,  // 22: golive.v1.DeployRequest.progress_deadline:type_name -> google.protobuf.Duration
+	16,  // 23: golive.v1.DeployRequest.analysis:type_name -> golive.v1.AnalysisFile
+	74,  // 24: golive.v1.HostProgress.health:type_name -> golive.v1.HealthWindow
+	70,  // 25: golive.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	70,  // 26: golive.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	17,  // 27: golive.v1.Rollout.waves:type_name -> golive.v1.Wave
+	18,  // 28: golive.v1.Rollout.hosts:type_name -> golive.v1.HostProgress
+	15,  // 29: golive.v1.Rollout.request:type_name -> golive.v1.DeployRequest
+	36,  // 30: golive.v1.Rollout.gate:type_name -> golive.v1.GateStatus
+	70,  // 31: golive.v1.Rollout.finished_at:type_name -> google.protobuf.Timestamp
+	40,  // 32: golive.v1.Rollout.preflight:type_name -> golive.v1.HostChecks
+	21,  // 33: golive.v1.Rollout.analysis:type_name -> golive.v1.AnalysisRun
+	20,  // 34: golive.v1.Rollout.dns:type_name -> golive.v1.RolloutDns
+	70,  // 35: golive.v1.RolloutDns.confirmed_at:type_name -> google.protobuf.Timestamp
+	70,  // 36: golive.v1.RolloutDns.restored_at:type_name -> google.protobuf.Timestamp
+	22,  // 37: golive.v1.AnalysisRun.measurements:type_name -> golive.v1.Measurement
+	70,  // 38: golive.v1.Measurement.at:type_name -> google.protobuf.Timestamp
+	19,  // 39: golive.v1.DeployResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 40: golive.v1.RollbackResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 41: golive.v1.GetRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 42: golive.v1.PauseRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 43: golive.v1.ResumeRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 44: golive.v1.AbortRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	19,  // 45: golive.v1.WatchRolloutResponse.rollout:type_name -> golive.v1.Rollout
+	36,  // 46: golive.v1.WatchRolloutResponse.gate:type_name -> golive.v1.GateStatus
+	19,  // 47: golive.v1.ListRolloutsResponse.rollouts:type_name -> golive.v1.Rollout
+	69,  // 48: golive.v1.PreflightRequest.selector:type_name -> golive.v1.PreflightRequest.SelectorEntry
+	71,  // 49: golive.v1.PreflightRequest.timeout:type_name -> google.protobuf.Duration
+	75,  // 50: golive.v1.HostChecks.checks:type_name -> golive.v1.CheckResult
+	40,  // 51: golive.v1.PreflightResponse.hosts:type_name -> golive.v1.HostChecks
+	43,  // 52: golive.v1.BackupRecord.tables:type_name -> golive.v1.TableRows
+	70,  // 53: golive.v1.BackupRecord.created_at:type_name -> google.protobuf.Timestamp
+	70,  // 54: golive.v1.BackupRecord.verified_at:type_name -> google.protobuf.Timestamp
+	42,  // 55: golive.v1.ListBackupsResponse.backups:type_name -> golive.v1.BackupRecord
+	71,  // 56: golive.v1.DashboardLinkRequest.ttl:type_name -> google.protobuf.Duration
+	70,  // 57: golive.v1.DashboardLinkResponse.expires_at:type_name -> google.protobuf.Timestamp
+	71,  // 58: golive.v1.DashboardLinkResponse.session_expires_in:type_name -> google.protobuf.Duration
+	52,  // 59: golive.v1.DnsShowResponse.records:type_name -> golive.v1.DnsRecord
+	71,  // 60: golive.v1.DnsRecord.served_ttl:type_name -> google.protobuf.Duration
+	71,  // 61: golive.v1.DnsRecord.stored_ttl:type_name -> google.protobuf.Duration
+	53,  // 62: golive.v1.DnsRecord.failover:type_name -> golive.v1.DnsFailoverState
+	54,  // 63: golive.v1.DnsRecord.last:type_name -> golive.v1.DnsHistoryEntry
+	54,  // 64: golive.v1.DnsRecord.pending:type_name -> golive.v1.DnsHistoryEntry
+	71,  // 65: golive.v1.DnsFailoverState.interval:type_name -> google.protobuf.Duration
+	70,  // 66: golive.v1.DnsFailoverState.last_check:type_name -> google.protobuf.Timestamp
+	70,  // 67: golive.v1.DnsFailoverState.last_switch:type_name -> google.protobuf.Timestamp
+	70,  // 68: golive.v1.DnsHistoryEntry.at:type_name -> google.protobuf.Timestamp
+	71,  // 69: golive.v1.DnsHistoryEntry.ttl:type_name -> google.protobuf.Duration
+	71,  // 70: golive.v1.DnsHistoryEntry.latency:type_name -> google.protobuf.Duration
+	71,  // 71: golive.v1.DnsSetRequest.ttl:type_name -> google.protobuf.Duration
+	54,  // 72: golive.v1.DnsSetResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	52,  // 73: golive.v1.DnsSetResponse.record:type_name -> golive.v1.DnsRecord
+	54,  // 74: golive.v1.DnsFailoverResponse.result:type_name -> golive.v1.DnsHistoryEntry
+	52,  // 75: golive.v1.DnsFailoverResponse.record:type_name -> golive.v1.DnsRecord
+	54,  // 76: golive.v1.DnsHistoryResponse.entries:type_name -> golive.v1.DnsHistoryEntry
+	63,  // 77: golive.v1.ScaleStatusResponse.entries:type_name -> golive.v1.ScaleEntry
+	70,  // 78: golive.v1.ScaleEntry.evaluated_at:type_name -> google.protobuf.Timestamp
+	64,  // 79: golive.v1.ScaleEntry.last_action:type_name -> golive.v1.ScaleActionRecord
+	70,  // 80: golive.v1.ScaleActionRecord.at:type_name -> google.protobuf.Timestamp
+	64,  // 81: golive.v1.ScaleSetResponse.actions:type_name -> golive.v1.ScaleActionRecord
+	1,   // 82: golive.v1.ControlService.Authorize:input_type -> golive.v1.AuthorizeRequest
+	3,   // 83: golive.v1.ControlService.Revoke:input_type -> golive.v1.RevokeRequest
+	5,   // 84: golive.v1.ControlService.GetApproval:input_type -> golive.v1.GetApprovalRequest
+	7,   // 85: golive.v1.ControlService.Status:input_type -> golive.v1.StatusRequest
+	10,  // 86: golive.v1.ControlService.ListAgents:input_type -> golive.v1.ListAgentsRequest
+	13,  // 87: golive.v1.ControlService.ListAudit:input_type -> golive.v1.ListAuditRequest
+	15,  // 88: golive.v1.ControlService.Deploy:input_type -> golive.v1.DeployRequest
+	24,  // 89: golive.v1.ControlService.Rollback:input_type -> golive.v1.RollbackRequest
+	26,  // 90: golive.v1.ControlService.GetRollout:input_type -> golive.v1.GetRolloutRequest
+	28,  // 91: golive.v1.ControlService.PauseRollout:input_type -> golive.v1.PauseRolloutRequest
+	30,  // 92: golive.v1.ControlService.ResumeRollout:input_type -> golive.v1.ResumeRolloutRequest
+	32,  // 93: golive.v1.ControlService.AbortRollout:input_type -> golive.v1.AbortRolloutRequest
+	34,  // 94: golive.v1.ControlService.WatchRollout:input_type -> golive.v1.WatchRolloutRequest
+	37,  // 95: golive.v1.ControlService.ListRollouts:input_type -> golive.v1.ListRolloutsRequest
+	39,  // 96: golive.v1.ControlService.Preflight:input_type -> golive.v1.PreflightRequest
+	44,  // 97: golive.v1.ControlService.ListBackups:input_type -> golive.v1.ListBackupsRequest
+	46,  // 98: golive.v1.ControlService.ForgetAgent:input_type -> golive.v1.ForgetAgentRequest
+	48,  // 99: golive.v1.ControlService.DashboardLink:input_type -> golive.v1.DashboardLinkRequest
+	50,  // 100: golive.v1.ControlService.DnsShow:input_type -> golive.v1.DnsShowRequest
+	55,  // 101: golive.v1.ControlService.DnsSet:input_type -> golive.v1.DnsSetRequest
+	57,  // 102: golive.v1.ControlService.DnsFailover:input_type -> golive.v1.DnsFailoverRequest
+	59,  // 103: golive.v1.ControlService.DnsHistory:input_type -> golive.v1.DnsHistoryRequest
+	61,  // 104: golive.v1.ControlService.ScaleStatus:input_type -> golive.v1.ScaleStatusRequest
+	65,  // 105: golive.v1.ControlService.ScaleSet:input_type -> golive.v1.ScaleSetRequest
+	2,   // 106: golive.v1.ControlService.Authorize:output_type -> golive.v1.AuthorizeResponse
+	4,   // 107: golive.v1.ControlService.Revoke:output_type -> golive.v1.RevokeResponse
+	6,   // 108: golive.v1.ControlService.GetApproval:output_type -> golive.v1.GetApprovalResponse
+	8,   // 109: golive.v1.ControlService.Status:output_type -> golive.v1.StatusResponse
+	11,  // 110: golive.v1.ControlService.ListAgents:output_type -> golive.v1.ListAgentsResponse
+	14,  // 111: golive.v1.ControlService.ListAudit:output_type -> golive.v1.ListAuditResponse
+	23,  // 112: golive.v1.ControlService.Deploy:output_type -> golive.v1.DeployResponse
+	25,  // 113: golive.v1.ControlService.Rollback:output_type -> golive.v1.RollbackResponse
+	27,  // 114: golive.v1.ControlService.GetRollout:output_type -> golive.v1.GetRolloutResponse
+	29,  // 115: golive.v1.ControlService.PauseRollout:output_type -> golive.v1.PauseRolloutResponse
+	31,  // 116: golive.v1.ControlService.ResumeRollout:output_type -> golive.v1.ResumeRolloutResponse
+	33,  // 117: golive.v1.ControlService.AbortRollout:output_type -> golive.v1.AbortRolloutResponse
+	35,  // 118: golive.v1.ControlService.WatchRollout:output_type -> golive.v1.WatchRolloutResponse
+	38,  // 119: golive.v1.ControlService.ListRollouts:output_type -> golive.v1.ListRolloutsResponse
+	41,  // 120: golive.v1.ControlService.Preflight:output_type -> golive.v1.PreflightResponse
+	45,  // 121: golive.v1.ControlService.ListBackups:output_type -> golive.v1.ListBackupsResponse
+	47,  // 122: golive.v1.ControlService.ForgetAgent:output_type -> golive.v1.ForgetAgentResponse
+	49,  // 123: golive.v1.ControlService.DashboardLink:output_type -> golive.v1.DashboardLinkResponse
+	51,  // 124: golive.v1.ControlService.DnsShow:output_type -> golive.v1.DnsShowResponse
+	56,  // 125: golive.v1.ControlService.DnsSet:output_type -> golive.v1.DnsSetResponse
+	58,  // 126: golive.v1.ControlService.DnsFailover:output_type -> golive.v1.DnsFailoverResponse
+	60,  // 127: golive.v1.ControlService.DnsHistory:output_type -> golive.v1.DnsHistoryResponse
+	62,  // 128: golive.v1.ControlService.ScaleStatus:output_type -> golive.v1.ScaleStatusResponse
+	66,  // 129: golive.v1.ControlService.ScaleSet:output_type -> golive.v1.ScaleSetResponse
+	106, // [106:130] is the sub-list for method output_type
+	82,  // [82:106] is the sub-list for method input_type
+	82,  // [82:82] is the sub-list for extension type_name
+	82,  // [82:82] is the sub-list for extension extendee
+	0,   // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_golive_v1_control_proto_init() }
