@@ -41,13 +41,15 @@ type simAgent struct {
 	current, previous string
 	stage, commandID  string
 	done              map[string]*golivev1.CommandResult
-	unacked           map[string]bool
-	send              func(*golivev1.ConnectRequest) error
+	// stepDone is when the last deploy step of each release finished.
+	stepDone map[string]time.Time
+	unacked  map[string]bool
+	send     func(*golivev1.ConnectRequest) error
 }
 
 func newSimAgent(host string, stageDelay time.Duration, fails func(string) bool) *simAgent {
 	return &simAgent{host: host, stageDelay: stageDelay, fails: fails, current: "v1", previous: "v0",
-		done: map[string]*golivev1.CommandResult{}, unacked: map[string]bool{}}
+		done: map[string]*golivev1.CommandResult{}, unacked: map[string]bool{}, stepDone: map[string]time.Time{}}
 }
 
 func (a *simAgent) services() []*golivev1.ServiceState {
@@ -59,6 +61,13 @@ func (a *simAgent) services() []*golivev1.ServiceState {
 		st.State, st.CommandId, st.Stage = "deploying", a.commandID, a.stage
 	}
 	return []*golivev1.ServiceState{st}
+}
+
+// doneAt is when this host's last step of release finished (zero: none).
+func (a *simAgent) doneAt(release string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stepDone[release]
 }
 
 func (a *simAgent) beat() *golivev1.ConnectRequest {
@@ -282,6 +291,9 @@ func (a *simAgent) run(ctx context.Context, id string, apply func(), res *golive
 func (a *simAgent) finish(res *golivev1.CommandResult, send func(*golivev1.ConnectRequest) error) {
 	res.FinishedAt = timestamppb.Now()
 	a.mu.Lock()
+	if res.Checks == nil && res.Release != "" {
+		a.stepDone[res.Release] = res.FinishedAt.AsTime()
+	}
 	a.done[res.CommandId], a.unacked[res.CommandId] = res, true
 	a.mu.Unlock()
 	m := &golivev1.ConnectRequest{Payload: &golivev1.ConnectRequest_CommandResult{CommandResult: res}}

@@ -25,6 +25,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +85,12 @@ type Phase struct {
 	Writes, Txns, MaxTxnWrites int64
 	// Load is /proc/loadavg's first figure at the phase's start and end.
 	Load0, Load1 string
+	// Steps and Between are, averaged over the waves but the last, the
+	// time from a wave's start to its last step's result (the agents'
+	// stages, the commands' trip), and from there to the next wave's
+	// start (the gate's bake, the executor's passes); from the
+	// controller's "wave started" log lines.
+	Steps, Between time.Duration
 }
 
 // CPUPerHost is the controller's CPU divided by the hosts the phase touched.
@@ -336,6 +345,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		})
 		if last != nil {
 			p.State, p.Reason, p.Waves = last.State, last.Reason, len(last.Waves)
+			p.Steps, p.Between = waveTimes(filepath.Join(dir, "controller.log"), last, req.Release, agents, hostIdx)
 			for _, h := range last.Hosts {
 				if h.CommandId != "" {
 					p.Hosts++
@@ -468,4 +478,52 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+var waveStarted = regexp.MustCompile(`^(\S+) \[INFO\]\s+\S+: wave started: rollout_id=(\S+) wave=(\d+) `)
+
+// waveTimes reads the controller's log for when each wave of r started and
+// averages, over every wave but the last, the time to its last step's
+// result and from there to the next wave.
+func waveTimes(logPath string, r *golivev1.Rollout, release string, agents []*simAgent, hostIdx map[string]int) (steps, between time.Duration) {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0, 0
+	}
+	starts := map[int]time.Time{}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := waveStarted.FindStringSubmatch(line)
+		if m == nil || m[2] != r.Id {
+			continue
+		}
+		at, err := time.Parse("2006-01-02T15:04:05.000Z0700", m[1])
+		w, werr := strconv.Atoi(m[3])
+		if err == nil && werr == nil {
+			starts[w] = at
+		}
+	}
+	n := 0
+	for i := 0; i+1 < len(r.Waves); i++ {
+		s0, ok0 := starts[i]
+		s1, ok1 := starts[i+1]
+		if !ok0 || !ok1 {
+			continue
+		}
+		var last time.Time
+		for _, h := range r.Waves[i].Hosts {
+			if t := agents[hostIdx[h]].doneAt(release); t.After(last) {
+				last = t
+			}
+		}
+		if last.IsZero() || last.Before(s0) || last.After(s1) {
+			continue
+		}
+		steps += last.Sub(s0)
+		between += s1.Sub(last)
+		n++
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return steps / time.Duration(n), between / time.Duration(n)
 }

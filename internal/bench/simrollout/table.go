@@ -25,5 +25,11 @@ func PrintTable(w io.Writer, r Result) error {
 		return err
 	}
 	fmt.Fprintf(w, "  %d agents connected in %s; %d streams opened (%d means none broke)\n", r.Hosts, benchkit.Sec(r.Connect)+" s", r.Sessions, r.Hosts)
+	for _, p := range r.Phases {
+		if p.Steps > 0 {
+			fmt.Fprintf(w, "  %s: per wave (mean, all but the last) start -> last step's result %s s (the steps themselves: %s s), then -> next wave %s s (the gate: %s s)\n",
+				p.Name, benchkit.Sec(p.Steps), benchkit.Sec(6*r.StageDelay), benchkit.Sec(p.Between), benchkit.Sec(r.MinHealthy))
+		}
+	}
 	return nil
 }
