@@ -279,6 +279,7 @@ func Run(ctx context.Context, cfg Config, log hclog.Logger) error {
 	wdDone := make(chan struct{})
 	go func() { defer close(wdDone); watchdog.Run(wdCtx, nil) }() // systemd restarts a frozen agent
 	a.connectLoop(ctx)
+	a.stopGrace()
 	wdStop()
 	<-wdDone
 	daemon.SdNotify(false, daemon.SdNotifyStopping)

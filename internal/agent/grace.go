@@ -37,6 +37,21 @@ type graceState struct {
 	// lastBeat is when the last heartbeat was sent (unix nanoseconds).
 	lastBeat time.Time
 	interval time.Duration
+	// timer is the armed grace's; stopped bars new ones (Run returned).
+	timer   *time.Timer
+	stopped bool
+}
+
+// stopGrace ends a pending grace without its drop: the agent is stopping
+// (its Run returned), and a timer firing later would act, and log, after it.
+func (a *Agent) stopGrace() {
+	a.grace.mu.Lock()
+	defer a.grace.mu.Unlock()
+	a.grace.stopped, a.grace.armed = true, false
+	a.grace.gen++
+	if a.grace.timer != nil {
+		a.grace.timer.Stop()
+	}
 }
 
 func (a *Agent) disconnectGrace() time.Duration {
@@ -92,11 +107,13 @@ func (a *Agent) streamEnded(welcomed bool, err error) {
 		drop()
 		return
 	}
+	if a.grace.stopped {
+		a.grace.mu.Unlock()
+		return
+	}
 	a.grace.armed = true
 	gen := a.grace.gen
-	a.grace.mu.Unlock()
-	a.log.Info("stream ended; keeping the approval token while reconnecting", "grace", g)
-	time.AfterFunc(g, func() {
+	a.grace.timer = time.AfterFunc(g, func() {
 		a.grace.mu.Lock()
 		defer a.grace.mu.Unlock()
 		if a.grace.gen == gen && a.grace.armed {
@@ -104,4 +121,6 @@ func (a *Agent) streamEnded(welcomed bool, err error) {
 			drop()
 		}
 	})
+	a.grace.mu.Unlock()
+	a.log.Info("stream ended; keeping the approval token while reconnecting", "grace", g)
 }

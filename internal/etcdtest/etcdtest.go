@@ -5,6 +5,7 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strings"
@@ -20,13 +21,21 @@ import (
 // FreeAddr returns a loopback host:port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	// Below Linux's ephemeral range (32768-60999): a port the kernel hands
+	// out for ":0" is also what outgoing connections draw from, and one of
+	// them can take it before whoever asked binds it (a sample service then
+	// exits "address in use"; the CLI watch test failed so under load).
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			addr := l.Addr().String()
+			l.Close()
+			return addr
+		}
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Fatal("free port: none below the ephemeral range")
+	return ""
 }
 
 // Member is one member of a test cluster.

@@ -308,10 +308,22 @@ func (s *Store) Requests(ctx context.Context, id string) (map[string]bool, []cli
 		return nil, nil, unavailable("read rollout requests", err)
 	}
 	kinds := map[string]bool{}
+	rev := map[string]int64{}
 	var ops []clientv3.Op
 	for _, kv := range resp.Kvs {
-		kinds[strings.TrimPrefix(string(kv.Key), s.keys.RolloutRequests(id))] = true
+		kind := strings.TrimPrefix(string(kv.Key), s.keys.RolloutRequests(id))
+		kinds[kind], rev[kind] = true, kv.ModRevision
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+	}
+	// A pause and a resume taken since the last pass: the later one is the
+	// operator's last word, the earlier is consumed with it (both at once
+	// resumed the wave's commands and paused it again in one step).
+	if kinds[RequestPause] && kinds[RequestResume] {
+		if rev[RequestPause] < rev[RequestResume] {
+			delete(kinds, RequestPause)
+		} else {
+			delete(kinds, RequestResume)
+		}
 	}
 	return kinds, ops, nil
 }
