@@ -37,6 +37,10 @@ type graceState struct {
 	// lastBeat is when the last heartbeat was sent (unix nanoseconds).
 	lastBeat time.Time
 	interval time.Duration
+	// gapAt is when a heartbeat went out more than two intervals after the
+	// one before it: this process was frozen (SIGSTOP, a stalled VM) and
+	// the controller may have marked the host lost meanwhile.
+	gapAt time.Time
 	// timer is the armed grace's; stopped bars new ones (Run returned).
 	timer   *time.Timer
 	stopped bool
@@ -77,9 +81,17 @@ func (a *Agent) welcomed(interval time.Duration) {
 
 func (a *Agent) beatSent() {
 	a.grace.mu.Lock()
-	a.grace.lastBeat = time.Now()
+	now := time.Now()
+	if !a.grace.lastBeat.IsZero() && now.Sub(a.grace.lastBeat) > a.silentAfter() {
+		a.grace.gapAt = now
+	}
+	a.grace.lastBeat = now
 	a.grace.mu.Unlock()
 }
+
+// silentAfter is how long without a heartbeat means this agent was frozen
+// (grace.mu held).
+func (a *Agent) silentAfter() time.Duration { return 2 * max(a.grace.interval, time.Second) }
 
 // streamEnded drops the token now, or arms the grace (see
 // DefaultDisconnectGrace). welcomed says whether the stream that ended had
@@ -99,7 +111,11 @@ func (a *Agent) streamEnded(welcomed bool, err error) {
 	if exp := a.expiresAt.Load(); exp != nil {
 		g = min(g, time.Until(*exp))
 	}
-	silent := time.Since(a.grace.lastBeat) > 2*max(a.grace.interval, time.Second)
+	// Frozen now, or just woken from a freeze: after SIGCONT the heartbeat
+	// ticker fires before the dead stream's end is read, so the last beat
+	// alone looks fresh.
+	silent := time.Since(a.grace.lastBeat) > a.silentAfter() ||
+		!a.grace.gapAt.IsZero() && time.Since(a.grace.gapAt) < max(a.silentAfter(), 5*time.Second)
 	if g <= 0 || silent || a.token.Load() == 0 || err != nil && strings.Contains(err.Error(), "keepalive") {
 		a.grace.gen++
 		a.grace.armed = false
