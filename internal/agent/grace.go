@@ -8,6 +8,24 @@ import (
 	golivev1 "github.com/golive/golive/proto/golive/v1"
 )
 
+// peerDead says the stream died because the controller stopped answering,
+// not because it closed the stream: a keepalive ping unanswered, or the
+// kernel's TCP user timeout (grpc-go sets it to the keepalive timeout) on
+// unacknowledged heartbeats, as in a silent partition, where it fires after
+// about 3 s. The controller may be marking the host lost meanwhile.
+func peerDead(err error) bool {
+	if err == nil {
+		return false
+	}
+	e := err.Error()
+	for _, s := range []string{"keepalive", "timed out", "timeout", "no route to host", "network is unreachable"} {
+		if strings.Contains(e, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // DefaultDisconnectGrace is how long an agent whose stream ended keeps its
 // approval token, and its step in flight, waiting for a new stream.
 //
@@ -21,8 +39,9 @@ import (
 // step being halted and the host rolled back for nothing.
 //
 // No grace when the controller may already have given up on the host:
-// the stream died of a keepalive timeout (the controller went silent for
-// 8 s: frozen or partitioned), or this agent sent no heartbeat for two
+// the stream died of a timeout (peerDead: a TCP user timeout on unacked
+// heartbeats after about 3 s, or an unanswered keepalive after 8 s: the
+// controller frozen or partitioned away), or this agent sent no heartbeat for two
 // intervals (its own process was frozen): the controller marks a host lost
 // after three missed heartbeats and its rollout acts on that. Those halt at
 // once, as before.
@@ -116,7 +135,7 @@ func (a *Agent) streamEnded(welcomed bool, err error) {
 	// alone looks fresh.
 	silent := time.Since(a.grace.lastBeat) > a.silentAfter() ||
 		!a.grace.gapAt.IsZero() && time.Since(a.grace.gapAt) < max(a.silentAfter(), 5*time.Second)
-	if g <= 0 || silent || a.token.Load() == 0 || err != nil && strings.Contains(err.Error(), "keepalive") {
+	if g <= 0 || silent || a.token.Load() == 0 || peerDead(err) {
 		a.grace.gen++
 		a.grace.armed = false
 		a.grace.mu.Unlock()
