@@ -557,7 +557,7 @@ func newDeployCmd(co *clientOpts) *cobra.Command {
 	f.StringArrayVar(&analysisFiles, "analysis", nil, "PromQL analysis `FILE` (HCL metric blocks) every wave's gate runs on the controller's Prometheus (repeatable)")
 	f.Uint64Var(&req.MinRequests, "min-requests", rollout.DefaultMinRequests, "real requests (load balancer counts) a bake must see; fewer pauses the rollout as inconclusive")
 	f.Float64Var(&req.MaxErrorRatioVsStable, "max-error-ratio-vs-stable", 0, "also fail a new slot whose error rate is over this many times the stable slot's (0: off)")
-	f.StringArrayVar(&req.Dns, "dns", nil, "`NAME=POOL`: after the last wave passed, point NAME's records at the pool's addresses (a pool of serve --dns-config; repeatable; a rollback of the service restores them)")
+	f.StringArrayVar(&req.Dns, "dns", nil, "NAME=POOL: after the last wave passed, point NAME's records at the pool's addresses (a pool of serve --dns-config; repeatable; a rollback of the service restores them)")
 	cmd.RegisterFlagCompletionFunc("service", co.completeServices)
 	cmd.RegisterFlagCompletionFunc("hosts", co.completeHosts)
 	cmd.RegisterFlagCompletionFunc("skip-check", completeSkipChecks)
