@@ -25,10 +25,18 @@ func FreeAddr(t testing.TB) string {
 	// out for ":0" is also what outgoing connections draw from, and one of
 	// them can take it before whoever asked binds it (a sample service then
 	// exits "address in use"; the CLI watch test failed so under load).
-	for range 200 {
+	// A port is handed out once per process: two calls in a row could
+	// otherwise draw the same one, free again once its probe closed.
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	for range 500 {
 		port := 20000 + rand.IntN(12000)
+		if freePorts.given[port] {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
+			freePorts.given[port] = true
 			addr := l.Addr().String()
 			l.Close()
 			return addr
@@ -37,6 +45,11 @@ func FreeAddr(t testing.TB) string {
 	t.Fatal("free port: none below the ephemeral range")
 	return ""
 }
+
+var freePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
 
 // Member is one member of a test cluster.
 type Member struct {
