@@ -306,6 +306,10 @@ func (m *machine) step() {
 			m.abort()
 		case !m.approved():
 			m.haltNoApproval()
+		case m.obs.Pause:
+			// Taken before the rollout started: it stops here (the
+			// request is consumed with this step; ignoring it lost it).
+			m.halt(HaltPaused, "paused by the operator: resume to continue")
 		default:
 			s.Phase, s.PhaseStart = PhasePreflight, m.now
 			m.event(EventStarted, "")

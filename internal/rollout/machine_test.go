@@ -569,3 +569,23 @@ func TestProto(t *testing.T) {
 		t.Errorf("proto = %v", p)
 	}
 }
+
+// A pause taken before the rollout started holds it there (it was consumed
+// and lost: the rollout went on to preflight), and a resume starts it.
+func TestPauseBeforeTheStartHolds(t *testing.T) {
+	x := newSim(t, 3, nil)
+	x.pending = Observation{Pause: true}
+	x.step(time.Second)
+	if x.s.Phase != PhaseHalted || x.s.Halt != HaltPaused || x.s.HaltedIn != PhasePending {
+		t.Fatalf("after a pause in pending: phase %s halt %s in %s", x.s.Phase, x.s.Halt, x.s.HaltedIn)
+	}
+	x.step(time.Second)
+	if x.s.Phase != PhaseHalted {
+		t.Fatalf("a paused rollout moved on its own: %s", x.s.Phase)
+	}
+	x.pending = Observation{Resume: true}
+	x.step(time.Second)
+	if x.s.Phase != PhasePreflight {
+		t.Fatalf("after resume: phase %s, want preflight", x.s.Phase)
+	}
+}
